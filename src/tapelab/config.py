@@ -1,0 +1,69 @@
+"""The typed top-level config, its registration with Hydra, and the checks types can't express."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from tapelab.errors import ConfigError
+from tapelab.objectives import Objective
+from tapelab.optimizers import Optimizer
+
+
+@dataclass
+class LogConfig:
+    """What a run writes besides summary.json."""
+
+    every: int = 1  # write every N-th step to CSV and TensorBoard; the final step always
+    tensorboard: bool = True  # event files: scalars, histograms, graph, hparams
+    graph: bool = True  # export the train loop's graph to TensorBoard's Graphs tab
+
+
+@dataclass
+class Config:
+    """The primary config (conf/config.yaml extends it)."""
+
+    objective: Any = MISSING
+    optimizer: Any = MISSING
+    lr: float = MISSING
+    epochs: int = MISSING
+    seed: int = MISSING
+    log: LogConfig = field(default_factory=LogConfig)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A checked config, with the objective and optimizer schemas as objects."""
+
+    objective: Objective
+    optimizer: Optimizer
+    lr: float
+    epochs: int
+    seed: int
+    log: LogConfig
+
+
+def register_configs() -> None:
+    """Store the primary schema; importing the objectives and optimizers stores theirs."""
+    ConfigStore.instance().store(name="schema_config", node=Config)
+
+
+def to_experiment(cfg: DictConfig) -> Experiment:
+    """Turn a composed config into an `Experiment`, or raise `ConfigError` naming the bad key."""
+    if not math.isfinite(cfg.lr) or cfg.lr <= 0:
+        raise ConfigError("lr", f"must be a finite number > 0, got {cfg.lr}")
+    if cfg.epochs < 1:
+        raise ConfigError("epochs", f"must be an integer >= 1, got {cfg.epochs}")
+    if cfg.log.every < 1:
+        raise ConfigError("log.every", f"must be an integer >= 1, got {cfg.log.every}")
+    objective = OmegaConf.to_object(cfg.objective)
+    optimizer = OmegaConf.to_object(cfg.optimizer)
+    if not isinstance(objective, Objective):
+        raise ConfigError("objective", "must be chosen from conf/objective (see --help)")
+    if not isinstance(optimizer, Optimizer):
+        raise ConfigError("optimizer", "must be chosen from conf/optimizer (see --help)")
+    return Experiment(objective, optimizer, float(cfg.lr), int(cfg.epochs), int(cfg.seed), OmegaConf.to_object(cfg.log))

@@ -1,0 +1,82 @@
+"""The objective interface: a config dataclass that builds a trainable problem."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+from hydra.core.config_store import ConfigStore
+
+from tapelab.errors import ConfigError
+
+LossFn = Callable[[Mapping[str, Any]], Any]
+"""Maps parameter name -> tensor (a tf.Variable while training) to a scalar loss tensor."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What the trainer needs from an objective.
+
+    `start` holds the trainable parameters' start values (float32, scalar or 1-D), in column order.
+    `minima` holds the known global minima as flat vectors over those same parameter elements.
+    """
+
+    start: dict[str, np.ndarray]
+    loss: LossFn
+    minima: tuple[np.ndarray, ...] = ()
+
+
+@dataclass
+class Objective:
+    """Base of every objective schema. Subclasses add their keys and implement `build`."""
+
+    name: ClassVar[str]
+
+    def build(self, seed: int) -> Problem:
+        """Return the start values and the loss; `seed` drives any randomness."""
+        raise NotImplementedError
+
+
+ObjectiveT = TypeVar("ObjectiveT", bound=type[Objective])
+
+
+def register_objective(name: str) -> Callable[[ObjectiveT], ObjectiveT]:
+    """Name an objective schema and store it for `conf/objective/<name>.yaml` to extend.
+
+    The schema is stored outside any config group (as `schema_objective_<name>`), so that
+    `--help` and Hydra's "available options" list only the YAML files.
+    """
+
+    def decorate(cls: ObjectiveT) -> ObjectiveT:
+        cls.name = name
+        ConfigStore.instance().store(name=f"schema_objective_{name}", node=cls)
+        return cls
+
+    return decorate
+
+
+def finite_vector(key: str, values: float | Iterable[float], length: int | None = None) -> np.ndarray:
+    """`values` as a float32 vector, refusing non-finite entries and a wrong length."""
+    array = np.atleast_1d(np.asarray(values, dtype=np.float64))
+    if array.ndim != 1 or array.size == 0:
+        raise ConfigError(key, "needs at least one number")
+    if length is not None and array.size != length:
+        raise ConfigError(key, f"needs exactly {length} values, got {array.size}")
+    if not np.all(np.isfinite(array)):
+        raise ConfigError(key, f"must be finite, got {array.tolist()}")
+    return array.astype(np.float32)
+
+
+def finite_scalar(key: str, value: float) -> np.ndarray:
+    """`value` as a float32 scalar array, refusing NaN and infinities."""
+    if not math.isfinite(value):
+        raise ConfigError(key, f"must be a finite number, got {value}")
+    return np.asarray(value, dtype=np.float32)
+
+
+def minima_vectors(key: str, minima: Sequence[Sequence[float]] | None, size: int) -> tuple[np.ndarray, ...]:
+    """The recorded minima as float32 vectors of the parameter size."""
+    return tuple(finite_vector(key, point, size) for point in minima or ())

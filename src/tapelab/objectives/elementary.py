@@ -1,0 +1,102 @@
+"""The seeds' small objectives: quadratic, polynomial, sum of squares and the single neuron."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List
+
+from omegaconf import MISSING
+
+from tapelab.errors import ConfigError
+from tapelab.objectives.base import Objective, Problem, finite_scalar, finite_vector, register_objective
+
+
+@register_objective("quadratic")
+@dataclass
+class Quadratic(Objective):
+    """f(x) = a·x² + b·x + c, written as the seeds write it."""
+
+    a: float = MISSING
+    b: float = MISSING
+    c: float = MISSING
+    init: float = MISSING
+
+    def build(self, seed: int) -> Problem:
+        a, b, c = (finite_scalar(f"objective.{key}", getattr(self, key)) for key in "abc")
+
+        def loss(params):
+            import tensorflow as tf
+
+            x = params["x"]
+            return a * tf.pow(x, 2) + b * x + c
+
+        minima = (finite_vector("objective.b", -b / (2 * a)),) if a > 0 else ()
+        return Problem({"x": finite_scalar("objective.init", self.init)}, loss, minima)
+
+
+@register_objective("polynomial")
+@dataclass
+class Polynomial(Objective):
+    """f(x) = Σᵢ coeffs[i]·xⁱ, lowest power first (so 4w + w³ is [0, 4, 0, 1])."""
+
+    coeffs: List[float] = MISSING
+    init: float = MISSING
+
+    def build(self, seed: int) -> Problem:
+        highest_first = finite_vector("objective.coeffs", self.coeffs)[::-1]
+
+        def loss(params):
+            import tensorflow as tf
+
+            return tf.math.polyval([tf.constant(c) for c in highest_first], params["x"])
+
+        return Problem({"x": finite_scalar("objective.init", self.init)}, loss)
+
+
+@register_objective("sum_of_squares")
+@dataclass
+class SumOfSquares(Objective):
+    """f(w) = Σ wᵢ², for a vector w of any length."""
+
+    init: List[float] = MISSING
+
+    def build(self, seed: int) -> Problem:
+        start = finite_vector("objective.init", self.init)
+
+        def loss(params):
+            import tensorflow as tf
+
+            return tf.math.reduce_sum(params["w"] ** 2)
+
+        return Problem({"w": start}, loss, (start * 0,))
+
+
+@register_objective("neuron")
+@dataclass
+class Neuron(Objective):
+    """loss = (w·x − y)²: one linear neuron. Train the weight, the input, or both."""
+
+    w: float = MISSING
+    x: float = MISSING
+    y: float = MISSING
+    trainable: List[str] = MISSING
+
+    def build(self, seed: int) -> Problem:
+        values = {key: finite_scalar(f"objective.{key}", getattr(self, key)) for key in ("w", "x", "y")}
+        allowed = ("w", "x")
+        unknown = [name for name in self.trainable if name not in allowed]
+        if unknown or not self.trainable or len(set(self.trainable)) != len(self.trainable):
+            raise ConfigError(
+                "objective.trainable",
+                f"must list distinct names from {list(allowed)}, got {list(self.trainable)}",
+            )
+        start = {name: values[name] for name in allowed if name in self.trainable}
+        constants = {name: value for name, value in values.items() if name not in start}
+
+        def loss(params):
+            import tensorflow as tf
+
+            current = {**{name: tf.constant(value) for name, value in constants.items()}, **params}
+            return (current["w"] * current["x"] - current["y"]) ** 2
+
+        return Problem(start, loss)

@@ -1,0 +1,87 @@
+"""Linear regression ŷ = w·x + b on synthetic points, with a Keras loss."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import List, Optional
+
+import numpy as np
+from omegaconf import MISSING
+
+from tapelab.errors import ConfigError
+from tapelab.objectives.base import Objective, Problem, finite_scalar, finite_vector, register_objective
+
+
+class RegressionLoss(Enum):
+    """The Keras losses a regression can use (each is a mean over the points)."""
+
+    mse = "mse"
+    mae = "mae"
+    huber = "huber"
+
+
+@register_objective("linear_regression")
+@dataclass
+class LinearRegression(Objective):
+    """Fit w and b to y = true_w·x + true_b + noise·N(0, 1).
+
+    Randomness comes from `seed`, in this order: the noise, then the start values left null.
+    """
+
+    x: List[float] = MISSING
+    n_points: Optional[int] = MISSING
+    x_range: List[float] = MISSING
+    true_w: float = MISSING
+    true_b: float = MISSING
+    noise: float = MISSING
+    loss: RegressionLoss = MISSING
+    huber_delta: float = MISSING
+    init_w: Optional[float] = MISSING
+    init_b: Optional[float] = MISSING
+
+    def points(self) -> np.ndarray:
+        """The inputs x: the listed ones, or `n_points` spread evenly over `x_range`."""
+        if self.n_points is None:
+            if not self.x:
+                raise ConfigError("objective.x", "the data set is empty; list at least one point or set n_points")
+            return finite_vector("objective.x", self.x)
+        if self.n_points < 1:
+            raise ConfigError("objective.n_points", f"must be >= 1, got {self.n_points}")
+        low, high = finite_vector("objective.x_range", self.x_range, length=2)
+        if not low < high:
+            raise ConfigError("objective.x_range", f"needs low < high, got {list(self.x_range)}")
+        return np.linspace(low, high, self.n_points, dtype=np.float32)
+
+    def build(self, seed: int) -> Problem:
+        import keras
+
+        x = self.points()
+        rng = np.random.default_rng(seed)
+        noise = finite_scalar("objective.noise", self.noise) * rng.standard_normal(x.size)
+        y = (self.true_w * x + self.true_b + noise).astype(np.float32)
+        start = {
+            name: finite_scalar(f"objective.init_{name}", rng.uniform() if value is None else value)
+            for name, value in (("w", self.init_w), ("b", self.init_b))
+        }
+        if self.huber_delta <= 0:
+            raise ConfigError("objective.huber_delta", f"must be > 0, got {self.huber_delta}")
+        keras_loss = {
+            RegressionLoss.mse: keras.losses.mean_squared_error,
+            RegressionLoss.mae: keras.losses.mean_absolute_error,
+            RegressionLoss.huber: lambda true, pred: keras.losses.huber(true, pred, delta=self.huber_delta),
+        }[self.loss]
+
+        def loss(params):
+            return keras_loss(y, params["w"] * x + params["b"])
+
+        return Problem(start, loss, self.least_squares(x, y) if self.loss is RegressionLoss.mse else ())
+
+    @staticmethod
+    def least_squares(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...]:
+        """The (w, b) that minimise the mean squared error, when it is unique."""
+        design = np.stack([x, np.ones_like(x)], axis=1).astype(np.float64)
+        if np.linalg.matrix_rank(design) < 2:
+            return ()
+        solution, *_ = np.linalg.lstsq(design, y.astype(np.float64), rcond=None)
+        return (solution.astype(np.float32),)

@@ -1,0 +1,214 @@
+"""Optimizer schemas: the Keras optimizers by name, and the seeds' plain gradient descent.
+
+Each schema builds an `Update`, which the trainer calls inside its compiled loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Optional, TypeVar
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+class Update:
+    """Applies one step of an optimizer to variables, given their gradients."""
+
+    def prepare(self, variables: Sequence[Any]) -> None:
+        """Create any optimizer state eagerly, before the loop is traced."""
+
+    def apply(self, gradients: Sequence[Any], variables: Sequence[Any]) -> None:
+        """Update `variables` in place (called inside tf.function)."""
+        raise NotImplementedError
+
+    def learning_rate(self) -> Any:
+        """The learning rate the next step uses, as a float32 tensor."""
+        raise NotImplementedError
+
+
+class KerasUpdate(Update):
+    """A Keras optimizer's `apply_gradients`."""
+
+    def __init__(self, optimizer: Any) -> None:
+        self.optimizer = optimizer
+
+    def prepare(self, variables: Sequence[Any]) -> None:
+        self.optimizer.build(list(variables))
+
+    def apply(self, gradients: Sequence[Any], variables: Sequence[Any]) -> None:
+        self.optimizer.apply_gradients(zip(gradients, variables))
+
+    def learning_rate(self) -> Any:
+        import tensorflow as tf
+
+        return tf.cast(self.optimizer.learning_rate, tf.float32)
+
+
+class PlainDescent(Update):
+    """The seeds' `variable.assign_sub(lr * grad)`, with no optimizer object."""
+
+    def __init__(self, lr: float) -> None:
+        import tensorflow as tf
+
+        self.lr = tf.constant(lr, tf.float32)
+
+    def apply(self, gradients: Sequence[Any], variables: Sequence[Any]) -> None:
+        for gradient, variable in zip(gradients, variables):
+            variable.assign_sub(self.lr * gradient)
+
+    def learning_rate(self) -> Any:
+        return self.lr
+
+
+@dataclass
+class Optimizer:
+    """Base of every optimizer schema."""
+
+    name: ClassVar[str]
+
+    def build(self, lr: float) -> Update:
+        """The update rule with learning rate `lr`."""
+        raise NotImplementedError
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """The optimizer's own keys and values, for logging."""
+        return dataclasses.asdict(self)
+
+
+OptimizerT = TypeVar("OptimizerT", bound=type[Optimizer])
+
+
+def register_optimizer(name: str) -> Callable[[OptimizerT], OptimizerT]:
+    """Name an optimizer schema and store it for `conf/optimizer/<name>.yaml` to extend."""
+
+    def decorate(cls: OptimizerT) -> OptimizerT:
+        cls.name = name
+        ConfigStore.instance().store(name=f"schema_optimizer_{name}", node=cls)
+        return cls
+
+    return decorate
+
+
+@register_optimizer("gd")
+@dataclass
+class GradientDescent(Optimizer):
+    """x ← x − lr·∇f, exactly as the seeds write it."""
+
+    def build(self, lr: float) -> Update:
+        return PlainDescent(lr)
+
+
+@dataclass
+class KerasOptimizer(Optimizer):
+    """A `keras.optimizers` class, looked up by name in that namespace; the fields are its keyword arguments.
+
+    (`keras.optimizers.get` would be the natural lookup, but its table misses `Lamb` in Keras 3.15.)
+    """
+
+    keras_class: ClassVar[str]
+    weight_decay: Optional[float] = MISSING
+    clipnorm: Optional[float] = MISSING
+    clipvalue: Optional[float] = MISSING
+    global_clipnorm: Optional[float] = MISSING
+
+    def build(self, lr: float) -> Update:
+        import keras
+
+        optimizer_class = getattr(keras.optimizers, self.keras_class)
+        return KerasUpdate(optimizer_class(learning_rate=lr, **self.hyperparameters()))
+
+
+def keras_optimizer(name: str, keras_class: str) -> Callable[[OptimizerT], OptimizerT]:
+    """Register a schema for the Keras optimizer class `keras_class` under `name`."""
+
+    def decorate(cls: OptimizerT) -> OptimizerT:
+        cls.keras_class = keras_class
+        return register_optimizer(name)(cls)
+
+    return decorate
+
+
+@keras_optimizer("sgd", "SGD")
+@dataclass
+class SGD(KerasOptimizer):
+    momentum: float = MISSING
+    nesterov: bool = MISSING
+
+
+@keras_optimizer("adam", "Adam")
+@dataclass
+class Adam(KerasOptimizer):
+    beta_1: float = MISSING
+    beta_2: float = MISSING
+    epsilon: float = MISSING
+    amsgrad: bool = MISSING
+
+
+@keras_optimizer("adamw", "AdamW")
+@dataclass
+class AdamW(Adam):
+    pass
+
+
+@keras_optimizer("adamax", "Adamax")
+@dataclass
+class Adamax(KerasOptimizer):
+    beta_1: float = MISSING
+    beta_2: float = MISSING
+    epsilon: float = MISSING
+
+
+@keras_optimizer("nadam", "Nadam")
+@dataclass
+class Nadam(Adamax):
+    pass
+
+
+@keras_optimizer("lamb", "Lamb")
+@dataclass
+class Lamb(Adamax):
+    pass
+
+
+@keras_optimizer("adagrad", "Adagrad")
+@dataclass
+class Adagrad(KerasOptimizer):
+    initial_accumulator_value: float = MISSING
+    epsilon: float = MISSING
+
+
+@keras_optimizer("adadelta", "Adadelta")
+@dataclass
+class Adadelta(KerasOptimizer):
+    rho: float = MISSING
+    epsilon: float = MISSING
+
+
+@keras_optimizer("rmsprop", "RMSprop")
+@dataclass
+class RMSprop(KerasOptimizer):
+    rho: float = MISSING
+    momentum: float = MISSING
+    epsilon: float = MISSING
+    centered: bool = MISSING
+
+
+@keras_optimizer("ftrl", "Ftrl")
+@dataclass
+class Ftrl(KerasOptimizer):
+    learning_rate_power: float = MISSING
+    initial_accumulator_value: float = MISSING
+    l1_regularization_strength: float = MISSING
+    l2_regularization_strength: float = MISSING
+    l2_shrinkage_regularization_strength: float = MISSING
+    beta: float = MISSING
+
+
+@keras_optimizer("lion", "Lion")
+@dataclass
+class Lion(KerasOptimizer):
+    beta_1: float = MISSING
+    beta_2: float = MISSING

@@ -1,0 +1,1 @@
+"""Where a run's history goes: metrics.csv, TensorBoard event files and summary.json."""

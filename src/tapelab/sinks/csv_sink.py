@@ -1,0 +1,22 @@
+"""metrics.csv: the history, appended one chunk at a time with pandas."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+
+class CsvSink:
+    """Appends history rows to `metrics.csv`; the first write refuses to replace an existing file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._started = False
+
+    def write(self, history: pd.DataFrame) -> None:
+        """Append `history`, flushed to disk when this returns."""
+        if history.empty and self._started:
+            return
+        history.to_csv(self.path, mode="a" if self._started else "x", header=not self._started, index=False)
+        self._started = True

@@ -1,0 +1,96 @@
+"""Row semantics, log.every, chunk boundaries and divergence, checked against closed forms."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+def test_columns_are_step_loss_grad_norm_lr_then_parameters_then_gradients(train):
+    result = train("objective=linear_regression", "epochs=1")
+    assert list(result.metrics.columns) == ["step", "loss", "grad_norm", "lr", "w", "b", "grad_w", "grad_b"]
+
+
+@pytest.mark.parametrize(("epochs", "every", "steps"), [(10, 3, [0, 3, 6, 9, 10]), (9, 3, [0, 3, 6, 9]),
+                                                         (5, 100, [0, 5]), (1, 1, [0, 1])])
+def test_log_every_keeps_multiples_and_the_final_step(train, epochs, every, steps):
+    result = train(f"epochs={epochs}", f"log.every={every}")
+    assert result.metrics["step"].tolist() == steps
+    assert result.summary["steps"] == epochs
+
+
+def test_history_is_seamless_across_chunks(train):
+    # Gradient descent on (x − 1)² from 0: x_t = 1 − (1 − 2·lr)^t. 2500 steps span several chunks.
+    result = train("optimizer=gd", "lr=0.001", "epochs=2500")
+    steps = result.metrics["step"].to_numpy()
+    np.testing.assert_array_equal(steps, np.arange(2501))
+    np.testing.assert_allclose(result.metrics["x"], 1 - 0.998**steps, rtol=1e-4, atol=1e-6)
+
+
+def test_best_loss_counts_unlogged_steps(train):
+    # lr 0.9 overshoots: x_t − 1 = (−0.8)^t, so the loss shrinks at every step, logged or not.
+    result = train("optimizer=gd", "lr=0.9", "epochs=7", "log.every=5")
+    assert result.summary["best_loss"] == pytest.approx(0.64**7, rel=1e-4)
+    assert result.summary["final_loss"] == pytest.approx(0.64**7, rel=1e-4)
+
+
+def test_diverging_run_stops_and_keeps_every_finite_row(train):
+    # lr 10: x_t − 1 = (−19)^t, so the loss 361^t overflows float32 at t = 16.
+    result = train("lr=10", "epochs=100")
+    assert result.summary["status"] == "diverged"
+    assert result.summary["steps"] == 15
+    assert result.returned == float("inf")
+    steps = result.metrics["step"].to_numpy()
+    np.testing.assert_array_equal(steps, np.arange(16))
+    np.testing.assert_allclose(result.metrics["x"], 1 - (-19.0) ** steps, rtol=1e-5)
+    assert np.isfinite(result.metrics.drop(columns="step").to_numpy()).all()
+    assert result.summary["final_loss"] == pytest.approx(361.0**15, rel=1e-4)
+
+
+def test_diverging_run_logs_its_last_finite_step_even_between_log_points(train):
+    result = train("lr=10", "epochs=100", "log.every=4")
+    assert result.metrics["step"].tolist() == [0, 4, 8, 12, 15]
+    assert result.summary["steps"] == 15
+
+
+def test_summary_reports_parameters_hyperparameters_and_distance_to_minimum(train):
+    result = train("objective=booth", "optimizer=adam", "lr=0.1", "epochs=2000", "log.every=500")
+    summary = result.summary
+    assert summary["status"] == "completed"
+    assert summary["params"]["x"] == pytest.approx([1.0, 3.0], abs=1e-3)  # Booth's minimum
+    assert summary["distance_to_min"] < 1e-3
+    assert (summary["objective"], summary["optimizer"], summary["lr"], summary["epochs"], summary["seed"]) == (
+        "booth", "adam", 0.1, 2000, 0)
+    assert summary["optimizer_params"]["beta_1"] == 0.9
+    assert summary["steps_per_s"] == pytest.approx(2000 / summary["wall_time_s"])
+
+
+def test_neuron_can_train_weight_and_input_together(train):
+    result = train("objective=neuron", "objective.trainable=[w,x]", "optimizer=gd", "lr=0.01", "epochs=1")
+    # ∂/∂w (wx − y)² = 2(wx − y)x = −27 and ∂/∂x = 2(wx − y)w = −4.5 at w = 0.5, x = 3, y = 6.
+    assert result.metrics[["grad_w", "grad_x"]].iloc[0].tolist() == [-27.0, -4.5]
+
+
+def test_regression_noise_and_random_start_come_from_the_seed(train):
+    overrides = ["objective=linear_regression", "objective.noise=0.5", "objective.n_points=50", "epochs=1"]
+    first, again, other = train(*overrides), train(*overrides), train(*overrides, "seed=1")
+    assert first.metrics.equals(again.metrics)
+    assert not first.metrics.equals(other.metrics)
+    assert 0.0 <= first.metrics["w"].iloc[0] < 1.0 and 0.0 <= first.metrics["b"].iloc[0] < 1.0
+
+
+def test_regression_with_mse_reaches_the_least_squares_fit(train):
+    result = train("objective=linear_regression", "objective.noise=0.3", "objective.n_points=20",
+                   "optimizer=gd", "lr=0.05", "epochs=3000", "log.every=1000")
+    assert result.summary["distance_to_min"] < 1e-3
+
+
+@pytest.mark.parametrize(
+    ("objective", "minimum"),
+    [("rosenbrock", [1.0, 1.0]), ("beale", [3.0, 0.5]), ("booth", [1.0, 3.0]), ("himmelblau", [3.0, 2.0])],
+)
+def test_benchmark_functions_are_zero_at_their_published_minimum(train, objective, minimum):
+    result = train(f"objective={objective}", f"objective.init=[{minimum[0]},{minimum[1]}]", "epochs=1")
+    assert result.metrics["loss"].iloc[0] == pytest.approx(0.0, abs=1e-10)
+    assert result.metrics["grad_norm"].iloc[0] == pytest.approx(0.0, abs=1e-6)
+    assert result.summary["distance_to_min"] == pytest.approx(0.0, abs=1e-6)

@@ -1,0 +1,93 @@
+"""The event files hold the same history as metrics.csv, under the documented tags."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import metadata as hparams_metadata
+from tensorboard.plugins.hparams import plugin_data_pb2
+from tensorflow.core.protobuf import config_pb2
+
+
+def load_events(run_dir) -> EventAccumulator:
+    events = EventAccumulator(str(run_dir), size_guidance={"tensors": 0, "scalars": 0, "histograms": 0})
+    events.Reload()
+    return events
+
+
+def tensor_series(events: EventAccumulator, tag: str) -> tuple[list[int], list[np.ndarray]]:
+    points = events.Tensors(tag)
+    return [point.step for point in points], [tf.make_ndarray(point.tensor_proto) for point in points]
+
+
+@pytest.fixture(scope="module")
+def vector_run(tmp_path_factory):
+    from conftest import Run, compose_config
+    from tapelab.runner import run
+
+    run_dir = tmp_path_factory.mktemp("tb") / "run"
+    return Run(run_dir, run(compose_config("objective=sum_of_squares", "optimizer=adam", "lr=0.1",
+                                           "epochs=25", "log.every=4"), run_dir))
+
+
+def test_scalar_tags_are_named_without_loop_prefixes(vector_run):
+    tags = set(load_events(vector_run.dir).Tags()["tensors"])
+    expected = {"loss", "grad_norm", "lr", "params/w[0]", "params/w[1]", "grads/w[0]", "grads/w[1]",
+                "params/w", "final_loss", "best_loss"}
+    assert expected <= tags
+    assert not any("while" in tag for tag in tags)
+
+
+def test_scalars_equal_metrics_csv_at_every_logged_step(vector_run):
+    events = load_events(vector_run.dir)
+    metrics = vector_run.metrics
+    assert metrics["step"].tolist() == [0, 4, 8, 12, 16, 20, 24, 25]
+    for column, tag in [("loss", "loss"), ("grad_norm", "grad_norm"), ("lr", "lr"),
+                        ("w[1]", "params/w[1]"), ("grad_w[0]", "grads/w[0]")]:
+        steps, values = tensor_series(events, tag)
+        assert steps == metrics["step"].tolist(), tag
+        np.testing.assert_array_equal(np.array(values, np.float32), metrics[column].to_numpy(np.float32))
+
+
+def test_vector_parameter_gets_a_histogram_per_logged_step(vector_run):
+    steps, histograms = tensor_series(load_events(vector_run.dir), "params/w")
+    assert steps == vector_run.metrics["step"].tolist()
+    # Each histogram bucket row is (left edge, right edge, count); the counts add up to the two elements.
+    assert all(histogram[:, 2].sum() == 2 for histogram in histograms)
+    first = histograms[0]
+    assert first[:, 0].min() == pytest.approx(-3.0) and first[:, 1].max() == pytest.approx(1.0)
+
+
+def test_final_and_best_loss_are_logged_at_the_last_step(vector_run):
+    events = load_events(vector_run.dir)
+    for tag in ("final_loss", "best_loss"):
+        steps, values = tensor_series(events, tag)
+        assert steps == [25]
+        assert float(values[0]) == pytest.approx(vector_run.summary[tag])
+    assert vector_run.summary["final_loss"] == pytest.approx(vector_run.metrics["loss"].iloc[-1])
+
+
+def test_graph_of_the_train_loop_is_exported(vector_run):
+    events = load_events(vector_run.dir)
+    assert events.SummaryMetadata("train_loop").plugin_data.plugin_name == "graph_run_metadata_graph"
+    (point,) = events.Tensors("train_loop")
+    run_metadata = config_pb2.RunMetadata.FromString(tf.make_ndarray(point.tensor_proto).item())
+    graph = run_metadata.function_graphs[0].pre_optimization_graph
+    loop_ops = {node.op for function in graph.library.function for node in function.node_def}
+    assert "While" in {node.op for node in graph.node}  # the tf.range loop runs in the graph
+    assert {"IsFinite", "Sqrt", "AssignSubVariableOp"} <= loop_ops  # divergence check and the Adam update
+
+
+def test_hparams_session_records_the_run_configuration(vector_run):
+    events = load_events(vector_run.dir)
+    content = events.SummaryMetadata(hparams_metadata.SESSION_START_INFO_TAG).plugin_data.content
+    start = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
+    hparams = {key: value for key, value in start.hparams.items()}
+    assert hparams["objective"].string_value == "sum_of_squares"
+    assert hparams["optimizer"].string_value == "adam"
+    assert hparams["lr"].number_value == 0.1
+    assert hparams["epochs"].number_value == 25
+    assert hparams["optimizer.beta_2"].number_value == 0.999
+    assert "optimizer.weight_decay" not in hparams  # None is left out rather than logged as a string
