@@ -74,9 +74,9 @@ def test_graph_of_the_train_loop_is_exported(vector_run):
     assert events.SummaryMetadata("train_loop").plugin_data.plugin_name == "graph_run_metadata_graph"
     (point,) = events.Tensors("train_loop")
     run_metadata = config_pb2.RunMetadata.FromString(tf.make_ndarray(point.tensor_proto).item())
-    graph = run_metadata.function_graphs[0].pre_optimization_graph
-    loop_ops = {node.op for function in graph.library.function for node in function.node_def}
-    assert "While" in {node.op for node in graph.node}  # the tf.range loop runs in the graph
+    graphs = [function_graph.pre_optimization_graph for function_graph in run_metadata.function_graphs]
+    loop_ops = {node.op for graph in graphs for function in graph.library.function for node in function.node_def}
+    assert "While" in {node.op for graph in graphs for node in graph.node}  # the tf.range loop runs in the graph
     assert {"IsFinite", "Sqrt", "AssignSubVariableOp"} <= loop_ops  # divergence check and the Adam update
 
 

@@ -1,0 +1,96 @@
+"""End to end: `python run.py` and `tapelab` as real subprocesses, as a user types them."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.e2e
+
+OBJECTIVES = ["beale", "booth", "himmelblau", "linear_regression", "neuron", "polynomial", "quadratic",
+              "rosenbrock", "sum_of_squares"]
+OPTIMIZERS = ["adadelta", "adagrad", "adam", "adamax", "adamw", "ftrl", "gd", "lamb", "lion", "nadam", "rmsprop",
+              "sgd"]
+
+
+def run_cli(*args: str, cwd: Path = ROOT, command: list[str] | None = None) -> subprocess.CompletedProcess:
+    command = command or [sys.executable, str(ROOT / "run.py")]
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run([*command, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_bare_run_writes_a_dated_run_directory_that_reproduces_seed_002(tmp_path):
+    finished = run_cli(cwd=tmp_path)
+    assert finished.returncode == 0, finished.stderr
+    (summary_path,) = (tmp_path / "outputs").glob("*/*/summary.json")
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}/\d{2}-\d{2}-\d{2}", summary_path.parent.relative_to(tmp_path / "outputs").as_posix())
+    summary = json.loads(summary_path.read_text())
+    assert summary["params"] == {"x": 0.99999857}
+    assert summary["status"] == "completed"
+    metrics = pd.read_csv(summary_path.parent / "metrics.csv")
+    assert metrics["step"].tolist() == list(range(1001))
+    assert "x=0.99999857" in (summary_path.parent / "tapelab.log").read_text()
+
+
+def test_console_script_runs_the_same_experiment_as_run_py(tmp_path):
+    overrides = ["objective=sum_of_squares", "optimizer=rmsprop", "lr=0.05", "epochs=40"]
+    by_script = run_cli(*overrides, f"hydra.run.dir={tmp_path / 'script'}",
+                        command=[str(Path(sys.executable).parent / "tapelab")])
+    by_file = run_cli(*overrides, f"hydra.run.dir={tmp_path / 'file'}")
+    assert by_script.returncode == 0 and by_file.returncode == 0, by_script.stderr + by_file.stderr
+    script_rows = pd.read_csv(tmp_path / "script" / "metrics.csv")
+    assert script_rows.equals(pd.read_csv(tmp_path / "file" / "metrics.csv"))
+    assert len(script_rows) == 41
+
+
+def test_help_lists_every_objective_optimizer_and_key_without_importing_tensorflow():
+    finished = run_cli("--help", command=[sys.executable, "-X", "importtime", str(ROOT / "run.py")])
+    assert finished.returncode == 0
+    groups = dict(re.findall(r"^(objective|optimizer): (.*)$", finished.stdout, flags=re.MULTILINE))
+    assert groups["objective"].split(", ") == OBJECTIVES
+    assert groups["optimizer"].split(", ") == OPTIMIZERS
+    for key in ("lr", "epochs", "seed", "log.every"):
+        assert key in finished.stdout
+    imported = {line.split("|")[-1].strip() for line in finished.stderr.splitlines() if "|" in line}
+    assert "tensorflow" not in imported and "keras" not in imported
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["lr=-1"], "lr: must be a finite number > 0, got -1.0"),
+        (["lr=nan"], "lr: must be a finite number > 0, got nan"),
+        (["lr=fast"], "full_key: lr"),
+        (["epochs=0"], "epochs: must be an integer >= 1, got 0"),
+        (["objective=nope"], "Available options in 'objective'"),
+        (["optimizer=nope"], "Available options in 'optimizer'"),
+        (["objective=neuron", "objective.trainable=[z]"], "objective.trainable: must list distinct names from"),
+        (["objective=booth", "objective.init=[1]"], "objective.init: needs exactly 2 values, got 1"),
+        (["objective=linear_regression", "objective.loss=l1"], "mse, mae, huber"),
+    ],
+)
+def test_user_mistakes_get_a_short_message_and_no_traceback(tmp_path, args, expected):
+    finished = run_cli(*args, f"hydra.run.dir={tmp_path / 'run'}")
+    assert finished.returncode != 0
+    assert expected in finished.stderr
+    assert "Traceback" not in finished.stderr + finished.stdout
+    assert not (tmp_path / "run" / "metrics.csv").exists()
+
+
+def test_rerun_into_a_finished_directory_is_refused_and_leaves_it_untouched(tmp_path):
+    run_dir = tmp_path / "run"
+    assert run_cli("epochs=5", f"hydra.run.dir={run_dir}").returncode == 0
+    before = {path: path.read_bytes() for path in run_dir.rglob("*") if path.is_file()}
+    finished = run_cli("epochs=9", f"hydra.run.dir={run_dir}")
+    assert finished.returncode == 2
+    assert "hydra.run.dir" in finished.stderr and "Traceback" not in finished.stderr
+    assert {path: path.read_bytes() for path in run_dir.rglob("*") if path.is_file()} == before

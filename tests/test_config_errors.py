@@ -1,0 +1,78 @@
+"""User mistakes are caught before training, naming the key and what is allowed."""
+
+from __future__ import annotations
+
+import pytest
+from hydra.errors import ConfigCompositionException, HydraException
+from omegaconf.errors import ValidationError
+
+from conftest import compose_config
+from tapelab.config import to_experiment
+from tapelab.errors import ConfigError
+from tapelab.runner import run
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        (["lr=0"], "lr"),
+        (["lr=-0.1"], "lr"),
+        (["lr=nan"], "lr"),
+        (["lr=inf"], "lr"),
+        (["epochs=0"], "epochs"),
+        (["log.every=0"], "log.every"),
+    ],
+)
+def test_out_of_range_top_level_values_name_their_key(overrides, key):
+    with pytest.raises(ConfigError) as error:
+        to_experiment(compose_config(*overrides))
+    assert error.value.key == key
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key", "allowed"),
+    [
+        (["objective=neuron", "objective.trainable=[z]"], "objective.trainable", "['w', 'x']"),
+        (["objective=neuron", "objective.trainable=[]"], "objective.trainable", "['w', 'x']"),
+        (["objective=rosenbrock", "objective.init=[1,2,3]"], "objective.init", "exactly 2 values"),
+        (["objective=booth", "objective.init=[nan,1]"], "objective.init", "finite"),
+        (["objective=sum_of_squares", "objective.init=[]"], "objective.init", "at least one"),
+        (["objective=linear_regression", "objective.x=[]"], "objective.x", "at least one point"),
+        (["objective=linear_regression", "objective.n_points=0"], "objective.n_points", ">= 1"),
+        (["objective=linear_regression", "objective.n_points=5", "objective.x_range=[2,1]"], "objective.x_range",
+         "low < high"),
+        (["objective.init=nan"], "objective.init", "finite"),
+    ],
+)
+def test_bad_objective_values_fail_before_anything_is_written(tmp_path, overrides, key, allowed):
+    with pytest.raises(ConfigError) as error:
+        run(compose_config(*overrides), tmp_path / "run")
+    assert error.value.key == key
+    assert allowed in error.value.problem
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["objective=nope"], "Could not find 'objective/nope'"),
+        (["optimizer=nope"], "Could not find 'optimizer/nope'"),
+        (["lr=fast"], "full_key: lr"),
+        (["epochs=1.5"], "full_key: epochs"),
+        (["objective=linear_regression", "objective.loss=l1"], "mse, mae, huber"),
+        (["optimizer.momentun=0.9"], "momentun"),
+    ],
+)
+def test_unknown_names_and_wrong_types_fail_at_composition(overrides, expected):
+    with pytest.raises((ConfigCompositionException, HydraException, ValidationError)) as error:
+        compose_config(*overrides)
+    assert expected in str(error.value) + str(error.value.__cause__)
+
+
+def test_a_finished_run_directory_is_never_written_over(train):
+    first = train("epochs=3")
+    before = {path.name: path.read_bytes() for path in first.dir.iterdir() if path.is_file()}
+    with pytest.raises(ConfigError) as error:
+        run(compose_config("epochs=5"), first.dir)
+    assert error.value.key == "hydra.run.dir"
+    assert {path.name: path.read_bytes() for path in first.dir.iterdir() if path.is_file()} == before
