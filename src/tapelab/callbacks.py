@@ -1,4 +1,4 @@
-"""Hydra callbacks: checks that must happen before Hydra writes anything into the run directory."""
+"""Hydra callbacks: directory guards before a run or sweep starts, and the sweep report when it ends."""
 
 from __future__ import annotations
 
@@ -7,18 +7,57 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from tapelab.errors import ConfigError
-from tapelab.rundir import check_unused
+from tapelab.rundir import check_unused, claim_new_dir
 
 
-class RefuseUsedRunDir(Callback):
-    """Stop a single run whose `hydra.run.dir` already holds results, before Hydra writes its .hydra/ files."""
+def is_time_named(node: DictConfig) -> bool:
+    """Whether `node.dir` is still a pattern of the start time (not a path the user chose)."""
+    return "${now:" in str(OmegaConf.to_container(node, resolve=False)["dir"])
+
+
+def quoted(path: Path) -> str:
+    """`path` as a quoted Hydra override value."""
+    return "'" + str(path).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+class RunDirectories(Callback):
+    """Give every run and sweep a directory of its own, before Hydra writes anything into it.
+
+    A time-named directory (the default) that is already taken gets a `_1`, `_2`, … suffix. A directory the
+    user named is used as named, but a single run refuses one that already holds results.
+    """
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        run = config.hydra.run
+        if is_time_named(run):
+            run.dir = str(claim_new_dir(Path(run.dir)))
+            return
         try:
-            check_unused(Path(config.hydra.run.dir))
+            check_unused(Path(run.dir))
         except ConfigError as error:
             print(f"Error in config: {error}", file=sys.stderr)
             sys.exit(2)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep = config.hydra.sweep
+        if is_time_named(sweep):
+            sweep.dir = str(claim_new_dir(Path(sweep.dir)))
+            # Jobs re-compose their config from the overrides, so the claimed name must be one of them.
+            config.hydra.overrides.hydra.append(f"hydra.sweep.dir={quoted(Path(sweep.dir))}")
+        # The basic sweeper saves multirun.yaml (the sweep's config) itself; others, like Optuna's, don't.
+        multirun_file = Path(sweep.dir) / "multirun.yaml"
+        if not multirun_file.exists():
+            multirun_file.parent.mkdir(parents=True, exist_ok=True)
+            OmegaConf.save(config, multirun_file)
+
+
+class SweepReport(Callback):
+    """Write sweep.csv, sweep.png and the HParams experiment at the sweep root when a sweep ends."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from tapelab.sweep import write_report
+
+        write_report(Path(config.hydra.sweep.dir))

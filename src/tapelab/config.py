@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -45,6 +47,25 @@ class Experiment:
     epochs: int
     seed: int
     log: LogConfig
+
+    def describe(self) -> dict[str, Any]:
+        """The run's hyperparameters as plain values, as summary.json records them."""
+        return {
+            "objective": self.objective.name,
+            "optimizer": self.optimizer.name,
+            "lr": self.lr,
+            "epochs": self.epochs,
+            "seed": self.seed,
+            "objective_params": plain_values(self.objective),
+            "optimizer_params": self.optimizer.hyperparameters(),
+        }
+
+
+def plain_values(schema: Any) -> dict[str, Any]:
+    """A config dataclass's fields as JSON-ready values (enums by their value)."""
+    return {
+        key: value.value if isinstance(value, Enum) else value for key, value in dataclasses.asdict(schema).items()
+    }
 
 
 def register_configs() -> None:

@@ -74,7 +74,7 @@ class Optimizer:
         raise NotImplementedError
 
     def hyperparameters(self) -> dict[str, Any]:
-        """The optimizer's own keys and values, for logging."""
+        """The optimizer's own keys and values."""
         return dataclasses.asdict(self)
 
 

@@ -1,4 +1,4 @@
-"""What a run directory holds, and the guard that keeps a finished run from being written over."""
+"""Run and sweep directories: what they hold, and the guards that keep two runs from sharing one."""
 
 from __future__ import annotations
 
@@ -17,3 +17,19 @@ def check_unused(run_dir: Path) -> None:
         raise ConfigError(
             "hydra.run.dir", f"{run_dir} already holds a run ({', '.join(existing)}); choose a new directory"
         )
+
+
+def claim_new_dir(base: Path) -> Path:
+    """Create and return `base`, or `base_1`, `base_2`, … if it exists: the first name no one else has.
+
+    Creating the directory is the claim, so two processes started in the same second get different ones.
+    """
+    base.parent.mkdir(parents=True, exist_ok=True)
+    candidate, suffix = base, 0
+    while True:
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            suffix += 1
+            candidate = base.with_name(f"{base.name}_{suffix}")

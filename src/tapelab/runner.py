@@ -16,7 +16,7 @@ from tapelab.config import Experiment, to_experiment
 from tapelab.objectives import Problem
 from tapelab.rundir import METRICS, SUMMARY, check_unused
 from tapelab.sinks.csv_sink import CsvSink
-from tapelab.sinks.summary import write_json_atomically
+from tapelab.sinks.summary import flat_hparams, write_json_atomically
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def train(experiment: Experiment, run_dir: Path) -> float:
         from tapelab.sinks.tensorboard_sink import TensorBoardSink
 
         tensorboard = TensorBoardSink(run_dir, trainer.columns, trainer.param_columns, vector_slices(problem.start))
-        tensorboard.write_hparams(hparams(experiment), trial_id=run_dir.resolve().as_posix())
+        tensorboard.write_hparams(flat_hparams(experiment.describe()), trial_id=run_dir.resolve().as_posix())
         sinks.append(tensorboard)
 
     best_loss, diverged, last_logged = math.inf, False, -1
@@ -66,7 +66,7 @@ def train(experiment: Experiment, run_dir: Path) -> float:
     summary = summarise(experiment, problem, trainer.param_columns, last_finite, best_loss, diverged, wall_time)
     if tensorboard is not None:
         if summary["final_loss"] is not None:
-            metrics = {key: summary[key] for key in ("final_loss", "best_loss")}
+            metrics = {key: summary[key] for key in ("final_loss", "best_loss", "steps")}
             tensorboard.write_metrics(metrics, step=summary["steps"])
         tensorboard.close()
     write_json_atomically(run_dir / SUMMARY, summary)
@@ -79,6 +79,14 @@ def train(experiment: Experiment, run_dir: Path) -> float:
         ", ".join(f"{name}={value}" for name, value in summary["params"].items()),
     )
     return math.inf if diverged else summary["final_loss"]
+
+
+def record_failure(run_dir: Path, error: Exception) -> float:
+    """Write a `failed` summary.json for a job that raised (unless one exists), and return inf for sweepers."""
+    if not (run_dir / SUMMARY).exists():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomically(run_dir / SUMMARY, {"status": "failed", "error": f"{type(error).__name__}: {error}"})
+    return math.inf
 
 
 def summarise(
@@ -105,12 +113,7 @@ def summarise(
         "params": parameter_values(problem.start, flat),
         "wall_time_s": wall_time,
         "steps_per_s": steps / wall_time,
-        "objective": experiment.objective.name,
-        "optimizer": experiment.optimizer.name,
-        "lr": experiment.lr,
-        "epochs": experiment.epochs,
-        "seed": experiment.seed,
-        "optimizer_params": experiment.optimizer.hyperparameters(),
+        **experiment.describe(),
     }
     if problem.minima:
         summary["distance_to_min"] = min(float(np.linalg.norm(flat.astype(np.float64) - point)) for point in problem.minima)
@@ -120,19 +123,6 @@ def summarise(
 def shortest(value: float) -> float:
     """A float32 value as the shortest decimal that reads back to it (0.99999857, not 0.9999985694885254)."""
     return float(str(np.float32(value)))
-
-
-def hparams(experiment: Experiment) -> dict[str, Any]:
-    """The run's hyperparameters for TensorBoard, flat and without None values (they would turn columns into strings)."""
-    values: dict[str, Any] = {
-        "objective": experiment.objective.name,
-        "optimizer": experiment.optimizer.name,
-        "lr": experiment.lr,
-        "epochs": experiment.epochs,
-        "seed": experiment.seed,
-    }
-    values.update({f"optimizer.{key}": value for key, value in experiment.optimizer.hyperparameters().items()})
-    return {key: value for key, value in values.items() if value is not None}
 
 
 def parameter_values(start: dict[str, np.ndarray], flat: np.ndarray) -> dict[str, float | list[float]]:

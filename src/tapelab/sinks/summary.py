@@ -1,23 +1,32 @@
-"""summary.json: one file that says how a run ended."""
+"""summary.json: one file that says how a run ended, and the hyperparameters it records."""
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from tapelab.atomic import replacing
+
 
 def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
-    """Write `data` to a temporary file beside `path`, then rename it over `path`."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "x") as stream:
-            json.dump(data, stream, indent=2, allow_nan=False)
-            stream.write("\n")
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    """Write `data` as JSON, replacing `path` in one step."""
+    with replacing(path) as temporary:
+        temporary.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
+
+
+def hparam_value(value: Any) -> bool | int | float | str:
+    """A config value as TensorBoard's HParams can hold it: lists become their JSON text."""
+    return json.dumps(value) if isinstance(value, (list, tuple, dict)) else value
+
+
+def flat_hparams(record: dict[str, Any]) -> dict[str, bool | int | float | str]:
+    """The hyperparameters of a run record (summary.json) as flat `key: value` pairs.
+
+    Keys are as on the command line (`lr`, `objective.a`, `optimizer.beta_1`). None values are left out:
+    TensorBoard would turn a numeric column that holds one into strings.
+    """
+    flat = {key: record[key] for key in ("objective", "optimizer", "lr", "epochs", "seed")}
+    for group in ("objective", "optimizer"):
+        flat.update({f"{group}.{key}": value for key, value in record[f"{group}_params"].items()})
+    return {key: hparam_value(value) for key, value in flat.items() if value is not None}

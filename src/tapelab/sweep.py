@@ -1,0 +1,170 @@
+"""The sweep report: sweep.csv, sweep.png and the HParams experiment at the root of a sweep directory.
+
+Everything is read back from the job directories (their `.hydra/` files and summary.json), so the same
+report can be rebuilt for any sweep, finished, interrupted or run elsewhere (scripts/sweep_report.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from omegaconf import OmegaConf
+
+from tapelab.atomic import replacing
+from tapelab.rundir import METRICS, SUMMARY
+from tapelab.sinks.summary import flat_hparams, hparam_value
+
+log = logging.getLogger(__name__)
+
+SWEEP_CSV = "sweep.csv"
+SWEEP_PNG = "sweep.png"
+HPARAMS_SUFFIX = ".sweep-hparams"  # the event file that holds the sweep's HParams experiment
+RESULT_COLUMNS = ["status", "final_loss", "best_loss", "steps", "wall_time_s", "distance_to_min"]
+METRICS_OF_RUNS = ["final_loss", "best_loss", "steps"]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One job directory of a sweep."""
+
+    dir: Path
+    num: int
+    overrides: dict[str, Any]  # key -> value, parsed as Hydra parses the command line
+    summary: dict[str, Any] | None  # None while the job has not finished (or was killed)
+
+    @property
+    def status(self) -> str:
+        return self.summary["status"] if self.summary else "incomplete"
+
+
+def parse_overrides(lines: list[str]) -> list[Any]:
+    """Command-line override strings as Hydra's own parser reads them."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return OverridesParser.create().parse_overrides(lines)
+
+
+def find_jobs(sweep_dir: Path) -> list[Job]:
+    """Every job directory below `sweep_dir` (those holding `.hydra/overrides.yaml`), by job number."""
+    jobs = []
+    for overrides_file in sweep_dir.rglob(".hydra/overrides.yaml"):
+        job_dir = overrides_file.parent.parent
+        hydra_config = OmegaConf.load(job_dir / ".hydra" / "hydra.yaml")
+        summary_file = job_dir / SUMMARY
+        jobs.append(
+            Job(
+                dir=job_dir,
+                num=int(hydra_config.hydra.job.num),
+                overrides={
+                    override.key_or_group: override.value()
+                    for override in parse_overrides(list(OmegaConf.load(overrides_file)))
+                },
+                summary=json.loads(summary_file.read_text()) if summary_file.exists() else None,
+            )
+        )
+    return sorted(jobs, key=lambda job: (job.num, str(job.dir)))
+
+
+def swept_keys(sweep_dir: Path, jobs: list[Job]) -> list[str]:
+    """The keys the sweep varied, in the jobs' override order.
+
+    They are read from multirun.yaml: the overrides with sweep syntax (`lr=0.1,1`, `range(…)`) and the
+    sweeper's search space (`hydra.sweeper.params`). Without multirun.yaml, the keys whose values differ.
+    """
+    in_order = list(dict.fromkeys(key for job in jobs for key in job.overrides))
+    multirun_file = sweep_dir / "multirun.yaml"
+    if multirun_file.exists():
+        multirun = OmegaConf.load(multirun_file)
+        task = parse_overrides(list(OmegaConf.select(multirun, "hydra.overrides.task", default=[])))
+        swept = {override.key_or_group for override in task if override.is_sweep_override()}
+        swept |= set(OmegaConf.select(multirun, "hydra.sweeper.params", default=None) or {})
+    else:
+        swept = {key for key in in_order if len({repr(job.overrides.get(key)) for job in jobs}) > 1}
+    return [key for key in in_order if key in swept]
+
+
+def sweep_table(sweep_dir: Path, jobs: list[Job], keys: list[str]) -> pd.DataFrame:
+    """One row per job: its number, its value of each swept key, and how it ended."""
+    rows = []
+    for job in jobs:
+        row: dict[str, Any] = {"job": job.num}
+        row.update({key: hparam_value(job.overrides.get(key)) for key in keys})
+        row.update({column: (job.summary or {}).get(column) for column in RESULT_COLUMNS})
+        row["status"] = job.status
+        row["error"] = (job.summary or {}).get("error")
+        row["dir"] = job.dir.relative_to(sweep_dir).as_posix()
+        rows.append(row)
+    table = pd.DataFrame(rows, columns=["job", *keys, *RESULT_COLUMNS, "error", "dir"])
+    table["steps"] = table["steps"].astype("Int64")  # stays an integer column beside failed jobs' blanks
+    if table["distance_to_min"].isna().all():
+        table = table.drop(columns="distance_to_min")
+    if table["error"].isna().all():
+        table = table.drop(columns="error")
+    return table
+
+
+def write_table(table: pd.DataFrame, path: Path) -> None:
+    """Write sweep.csv in one step."""
+    with replacing(path) as temporary:
+        table.to_csv(temporary, index=False)
+
+
+def write_hparams_experiment(sweep_dir: Path, jobs: list[Job], keys: list[str]) -> None:
+    """Describe the sweep to TensorBoard's HParams tab: each swept key with its values, and the run metrics."""
+    import tensorflow as tf
+    from tensorboard.plugins.hparams import api as hp
+
+    values: dict[str, set] = {}
+    for job in jobs:
+        if job.summary and "objective_params" in job.summary:
+            logged = flat_hparams(job.summary)
+            for key in keys:
+                if key in logged:
+                    values.setdefault(key, set()).add(logged[key])
+    hparams = [hp.HParam(key, hp.Discrete(sorted(domain_values(found)))) for key, found in values.items()]
+    for stale in sweep_dir.glob(f"events.out.tfevents.*{HPARAMS_SUFFIX}"):
+        stale.unlink()  # a rebuilt report replaces the experiment, so TensorBoard sees only one
+    writer = tf.summary.create_file_writer(str(sweep_dir), filename_suffix=HPARAMS_SUFFIX)
+    with writer.as_default():
+        hp.hparams_config(hparams=hparams, metrics=[hp.Metric(tag) for tag in METRICS_OF_RUNS])
+    writer.close()
+
+
+def domain_values(values: set) -> list:
+    """Values of one type, as HParams domains need: ints mixed with floats become floats."""
+    if all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in values):
+        return [float(value) for value in values] if any(isinstance(v, float) for v in values) else list(values)
+    if all(isinstance(value, bool) for value in values):
+        return list(values)
+    return [str(value) for value in values]
+
+
+def loss_curves(jobs: list[Job], max_points: int = 2000) -> dict[int, pd.DataFrame]:
+    """Each job's (step, loss) history by job number, thinned to at most `max_points` rows."""
+    curves = {}
+    for job in jobs:
+        metrics_file = job.dir / METRICS
+        if metrics_file.exists():
+            history = pd.read_csv(metrics_file, usecols=["step", "loss"])
+            curves[job.num] = history.iloc[:: max(1, len(history) // max_points)]
+    return curves
+
+
+def write_report(sweep_dir: Path) -> pd.DataFrame:
+    """Write sweep.csv, sweep.png and the HParams experiment for `sweep_dir`; return the table."""
+    from tapelab.plots import plot_sweep
+
+    jobs = find_jobs(sweep_dir)
+    keys = swept_keys(sweep_dir, jobs)
+    table = sweep_table(sweep_dir, jobs, keys)
+    write_table(table, sweep_dir / SWEEP_CSV)
+    plot_sweep(table, loss_curves(jobs), keys, sweep_dir / SWEEP_PNG)
+    write_hparams_experiment(sweep_dir, jobs, keys)
+    counts = table["status"].value_counts().to_dict()
+    log.info("sweep of %d jobs (%s): %s", len(table), counts, sweep_dir / SWEEP_CSV)
+    return table

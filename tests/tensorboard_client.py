@@ -1,0 +1,75 @@
+"""A real `tensorboard` process on 127.0.0.1 for end-to-end tests, and a small client for its HTTP API."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+ALL_STATUSES = ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class TensorBoard:
+    """A tensorboard process on 127.0.0.1 and a small JSON client for its HTTP API."""
+
+    def __init__(self, logdir: Path) -> None:
+        self.port = free_port()
+        executable = Path(sys.executable).parent / "tensorboard"
+        self.process = subprocess.Popen(
+            [str(executable), "--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(self.port),
+             "--reload_interval", "1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+
+    def get(self, path: str, **query: str):
+        url = f"http://127.0.0.1:{self.port}{path}?{urllib.parse.urlencode(query)}"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            body = response.read()
+        return json.loads(body) if response.headers.get_content_type() == "application/json" else body.decode()
+
+    def post(self, path: str, body: dict):
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}{path}", data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    def wait_for_run(self, run: str, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, "tensorboard exited"
+            try:
+                if run in self.get("/data/runs") and run in self.get("/data/plugin/scalars/tags"):
+                    return
+            except OSError:
+                pass
+            time.sleep(0.5)
+        raise TimeoutError(f"tensorboard did not serve {run} within {timeout} s")
+
+    def stop(self) -> None:
+        os.kill(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def session_groups(self) -> dict:
+        """The HParams tab's rows: one session group per run."""
+        return self.post("/data/plugin/hparams/session_groups", {
+            "experimentName": "", "startIndex": 0, "sliceSize": 1000, "colParams": [], "allowedStatuses": ALL_STATUSES,
+        })

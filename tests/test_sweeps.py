@@ -1,0 +1,199 @@
+"""Sweeps end to end: real `python run.py -m` runs with Hydra's launchers and the Optuna sweeper."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.image
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import ROOT
+from tensorboard_client import TensorBoard
+
+pytestmark = pytest.mark.e2e
+RAY_PYTHON = os.environ.get("TAPELAB_RAY_PYTHON")  # a Python with the `ray` extra (.ci/run makes one)
+
+
+def run_tapelab(*args: str, cwd: Path = ROOT, python: str = sys.executable) -> subprocess.CompletedProcess:
+    finished = subprocess.run([python, str(ROOT / "run.py"), *args], cwd=cwd, capture_output=True, text=True,
+                              timeout=600)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    return finished
+
+
+def sgd_final_loss(lr: float, epochs: int):
+    """Gradient descent on (x − 1)² from 0: x_t − 1 = −(1 − 2·lr)^t, so the loss is (1 − 2·lr)^(2t).
+
+    Near x = 1, float32's x² − 2x + 1 loses digits to cancellation: about 1e-7 absolute.
+    """
+    return pytest.approx((1 - 2 * lr) ** (2 * epochs), rel=1e-4, abs=1e-7)
+
+
+def job_dirs(sweep_dir: Path) -> list[Path]:
+    return sorted(path.parent.parent for path in sweep_dir.glob("*/.hydra/overrides.yaml"))
+
+
+def assert_table_matches_summaries(sweep_dir: Path, table: pd.DataFrame) -> None:
+    for row in table.itertuples():
+        summary = json.loads((sweep_dir / row.dir / "summary.json").read_text())
+        assert row.status == summary["status"]
+        assert (row.final_loss, row.best_loss, row.steps) == (
+            summary["final_loss"], summary["best_loss"], summary["steps"])
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory) -> Path:
+    sweep_dir = tmp_path_factory.mktemp("sweeps") / "grid"
+    run_tapelab("-m", "lr=0.001,0.1,10", "optimizer=sgd,adam", "epochs=30", f"hydra.sweep.dir={sweep_dir}")
+    return sweep_dir
+
+
+def test_grid_runs_every_combination_in_directories_named_after_its_overrides(grid):
+    names = [path.name for path in job_dirs(grid)]
+    expected = [f"epochs=30,lr={lr},optimizer={optimizer}_{num}" for num, (lr, optimizer) in enumerate(
+        (lr, optimizer) for lr in ("0.001", "0.1", "10") for optimizer in ("sgd", "adam"))]
+    assert sorted(names) == sorted(expected)
+
+
+def test_sweep_csv_has_a_row_per_job_that_matches_its_summary(grid):
+    table = pd.read_csv(grid / "sweep.csv")
+    assert list(table.columns) == ["job", "lr", "optimizer", "status", "final_loss", "best_loss", "steps",
+                                   "wall_time_s", "distance_to_min", "dir"]
+    assert table["job"].tolist() == list(range(6))
+    assert_table_matches_summaries(grid, table)
+    for row in table.itertuples():
+        overrides = yaml.safe_load((grid / row.dir / ".hydra" / "overrides.yaml").read_text())
+        assert f"lr={row.lr:g}" in overrides and f"optimizer={row.optimizer}" in overrides
+
+
+def test_sweep_csv_keeps_the_diverged_job_and_matches_the_closed_form(grid):
+    table = pd.read_csv(grid / "sweep.csv").set_index(["optimizer", "lr"])
+    for lr in (0.001, 0.1):
+        assert table.loc[("sgd", lr), "final_loss"] == sgd_final_loss(lr, 30)
+    diverged = table.loc[("sgd", 10.0)]
+    assert (diverged["status"], diverged["steps"]) == ("diverged", 15)  # 361^t overflows float32 at t = 16
+    assert set(table["status"]) == {"completed", "diverged"}
+
+
+def test_sweep_png_has_the_loss_panel_and_one_panel_per_numeric_swept_key(grid):
+    height, width, _ = matplotlib.image.imread(grid / "sweep.png").shape
+    # 7 inches for the loss curves plus 4.5 for `lr` (the only numeric swept key), at 110 dpi.
+    assert (width, height) == (round((7 + 4.5) * 110), round(4.8 * 110))
+
+
+def test_hparams_tab_shows_every_job_of_the_sweep(grid):
+    table = pd.read_csv(grid / "sweep.csv")
+    server = TensorBoard(grid)
+    try:
+        server.wait_for_run(table["dir"].iloc[-1])
+        experiment = server.post("/data/plugin/hparams/experiment", {"experimentName": ""})
+        domains = {info["name"]: info["domainDiscrete"] for info in experiment["hparamInfos"]}
+        assert domains == {"lr": [0.001, 0.1, 10.0], "optimizer": ["adam", "sgd"]}
+        assert [info["name"]["tag"] for info in experiment["metricInfos"]] == ["final_loss", "best_loss", "steps"]
+        groups = server.session_groups()["sessionGroups"]
+    finally:
+        server.stop()
+    assert len(groups) == 6
+    by_values = {(group["hparams"]["optimizer"], group["hparams"]["lr"]): group for group in groups}
+    for row in table.itertuples():
+        metrics = {value["name"]["tag"]: value["value"] for value in by_values[(row.optimizer, row.lr)]["metricValues"]}
+        assert metrics["final_loss"] == pytest.approx(row.final_loss, rel=1e-6)
+        assert metrics["steps"] == row.steps
+
+
+def test_report_script_rebuilds_the_same_table_for_an_existing_sweep(grid, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(grid, copy)
+    for report_file in [copy / "sweep.csv", copy / "sweep.png", *copy.glob("events.out.tfevents.*")]:
+        report_file.unlink()
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "sweep_report.py"), str(copy)], check=True,
+                   capture_output=True, timeout=300)
+    rebuilt, original = pd.read_csv(copy / "sweep.csv"), pd.read_csv(grid / "sweep.csv")
+    pd.testing.assert_frame_equal(rebuilt, original)
+    assert matplotlib.image.imread(copy / "sweep.png").shape == matplotlib.image.imread(grid / "sweep.png").shape
+    assert len(list(copy.glob("events.out.tfevents.*.sweep-hparams"))) == 1
+
+
+def test_a_failed_job_keeps_its_row_and_the_sweep_goes_on(tmp_path):
+    run_tapelab("-m", "lr=-1,0.1", "epochs=5", f"hydra.sweep.dir={tmp_path}")
+    table = pd.read_csv(tmp_path / "sweep.csv").set_index("lr")
+    assert table.loc[-1.0, "status"] == "failed"
+    assert "lr: must be a finite number > 0" in table.loc[-1.0, "error"]
+    assert table.loc[0.1, "final_loss"] == sgd_final_loss(0.1, 5)
+
+
+def test_jobs_with_the_same_overrides_get_directories_of_their_own(tmp_path):
+    run_tapelab("-m", "lr=0.1,0.1", "epochs=3", f"hydra.sweep.dir={tmp_path}")
+    assert [path.name for path in job_dirs(tmp_path)] == ["epochs=3,lr=0.1_0", "epochs=3,lr=0.1_1"]
+    assert len(pd.read_csv(tmp_path / "sweep.csv")) == 2
+
+
+def test_sweeps_and_runs_started_in_the_same_second_never_share_a_directory(tmp_path):
+    # The time patterns below end in a fixed name, so both processes want the very same directory.
+    sweep = ["-m", "lr=0.1", "epochs=2", "hydra.sweep.dir=outputs/multirun/${now:%Y-%m-%d}/same"]
+    single = ["epochs=2", "hydra.run.dir=outputs/${now:%Y-%m-%d}/same"]
+    processes = [subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args], cwd=tmp_path,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                 for args in (sweep, sweep, single, single)]
+    assert all(process.wait(timeout=300) == 0 for process in processes)
+    (day,) = (tmp_path / "outputs" / "multirun").iterdir()
+    assert sorted(path.name for path in day.iterdir()) == ["same", "same_1"]
+    assert all(len(pd.read_csv(sweep_dir / "sweep.csv")) == 1 for sweep_dir in day.iterdir())
+    runs = [path for path in (tmp_path / "outputs").glob("*/same*")]
+    assert sorted(path.name for path in runs) == ["same", "same_1"]
+    assert all(json.loads((run / "summary.json").read_text())["steps"] == 2 for run in runs)
+
+
+def test_default_sweep_directory_is_under_outputs_multirun(tmp_path):
+    run_tapelab("-m", "lr=0.1,0.2", "epochs=2", cwd=tmp_path)
+    (sweep_dir,) = (tmp_path / "outputs" / "multirun").glob("*/*")
+    assert len(pd.read_csv(sweep_dir / "sweep.csv")) == 2
+
+
+@pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
+def test_parallel_launchers_run_the_grid(tmp_path, launcher):
+    run_tapelab("-m", f"hydra/launcher={launcher}", "lr=0.01,0.1", "epochs=20", f"hydra.sweep.dir={tmp_path}")
+    table = pd.read_csv(tmp_path / "sweep.csv")
+    assert table["lr"].tolist() == [0.01, 0.1]
+    assert table["final_loss"].tolist() == [sgd_final_loss(0.01, 20), sgd_final_loss(0.1, 20)]
+    assert_table_matches_summaries(tmp_path, table)
+
+
+def test_optuna_search_minimises_the_final_loss(tmp_path):
+    run_tapelab("hparams_search=optuna", "hydra.sweeper.n_trials=4", "epochs=20", f"hydra.sweep.dir={tmp_path}")
+    table = pd.read_csv(tmp_path / "sweep.csv")
+    assert len(table) == 4 and len(job_dirs(tmp_path)) == 4
+    assert table["lr"].between(1e-4, 1.0).all()
+    assert set(table["optimizer"]) <= {"sgd", "adam", "rmsprop", "adagrad", "nadam"}
+    assert_table_matches_summaries(tmp_path, table)
+    results = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
+    assert results["best_value"] == pytest.approx(table["final_loss"].min())
+
+
+def test_optuna_records_diverged_trials_as_the_worst_value(tmp_path):
+    # Plain descent with lr in [5, 20] on (x − 1)² always diverges: |1 − 2·lr| > 1.
+    run_tapelab("hparams_search=optuna", "hydra.sweeper.n_trials=2", "epochs=30", f"hydra.sweep.dir={tmp_path}",
+                "hydra.sweeper.params.lr='tag(log, interval(5.0, 20.0))'", "hydra.sweeper.params.optimizer='choice(gd)'")
+    table = pd.read_csv(tmp_path / "sweep.csv")
+    assert table["status"].tolist() == ["diverged", "diverged"]
+    assert yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())["best_value"] == float("inf")
+
+
+@pytest.mark.skipif(RAY_PYTHON is None, reason="set TAPELAB_RAY_PYTHON to a Python with the `ray` extra")
+def test_ray_launcher_runs_the_grid_on_a_private_loopback_cluster(tmp_path):
+    token = Path.home() / ".ray" / "auth_token"
+    had_token = token.exists()
+    run_tapelab("-m", "hydra/launcher=ray", "lr=0.01,0.1", "epochs=20", f"hydra.sweep.dir={tmp_path}",
+                python=RAY_PYTHON)
+    table = pd.read_csv(tmp_path / "sweep.csv")
+    assert table["final_loss"].tolist() == [sgd_final_loss(0.01, 20), sgd_final_loss(0.1, 20)]
+    leftovers = subprocess.run(["pgrep", "-f", "raylet|gcs_server"], capture_output=True, text=True).stdout
+    assert leftovers == "", "Ray processes outlived the sweep"
+    assert token.exists() == had_token
