@@ -14,7 +14,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import ROOT
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from conftest import CONF_DIR, ROOT
 from tensorboard_client import TensorBoard
 
 pytestmark = pytest.mark.e2e
@@ -121,18 +124,13 @@ def test_report_script_rebuilds_the_same_table_for_an_existing_sweep(grid, tmp_p
     assert len(list(copy.glob("events.out.tfevents.*.sweep-hparams"))) == 1
 
 
-def test_a_failed_job_keeps_its_row_and_the_sweep_goes_on(tmp_path):
-    run_tapelab("-m", "lr=-1,0.1", "epochs=5", f"hydra.sweep.dir={tmp_path}")
-    table = pd.read_csv(tmp_path / "sweep.csv").set_index("lr")
-    assert table.loc[-1.0, "status"] == "failed"
-    assert "lr: must be a finite number > 0" in table.loc[-1.0, "error"]
-    assert table.loc[0.1, "final_loss"] == sgd_final_loss(0.1, 5)
-
-
-def test_jobs_with_the_same_overrides_get_directories_of_their_own(tmp_path):
-    run_tapelab("-m", "lr=0.1,0.1", "epochs=3", f"hydra.sweep.dir={tmp_path}")
-    assert [path.name for path in job_dirs(tmp_path)] == ["epochs=3,lr=0.1_0", "epochs=3,lr=0.1_1"]
-    assert len(pd.read_csv(tmp_path / "sweep.csv")) == 2
+def test_failed_and_repeated_jobs_keep_rows_and_directories_of_their_own(tmp_path):
+    run_tapelab("-m", "lr=-1,0.1,0.1", "epochs=5", f"hydra.sweep.dir={tmp_path}")
+    assert [path.name for path in job_dirs(tmp_path)] == ["epochs=5,lr=-1_0", "epochs=5,lr=0.1_1", "epochs=5,lr=0.1_2"]
+    table = pd.read_csv(tmp_path / "sweep.csv")
+    assert table["status"].tolist() == ["failed", "completed", "completed"]
+    assert "lr: must be a finite number > 0" in table["error"].iloc[0]
+    assert table["final_loss"].iloc[1:].tolist() == [sgd_final_loss(0.1, 5)] * 2
 
 
 def test_sweeps_and_runs_started_in_the_same_second_never_share_a_directory(tmp_path):
@@ -151,10 +149,14 @@ def test_sweeps_and_runs_started_in_the_same_second_never_share_a_directory(tmp_
     assert all(json.loads((run / "summary.json").read_text())["steps"] == 2 for run in runs)
 
 
-def test_default_sweep_directory_is_under_outputs_multirun(tmp_path):
-    run_tapelab("-m", "lr=0.1,0.2", "epochs=2", cwd=tmp_path)
-    (sweep_dir,) = (tmp_path / "outputs" / "multirun").glob("*/*")
-    assert len(pd.read_csv(sweep_dir / "sweep.csv")) == 2
+def test_default_directories_are_dated_under_outputs():
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        hydra = compose(config_name="config", return_hydra_config=True).hydra
+    assert OmegaConf.to_container(hydra.run, resolve=False)["dir"] == "outputs/${now:%Y-%m-%d}/${now:%H-%M-%S}"
+    assert OmegaConf.to_container(hydra.sweep, resolve=False) == {
+        "dir": "outputs/multirun/${now:%Y-%m-%d}/${now:%H-%M-%S}",
+        "subdir": "${hydra.job.override_dirname}_${hydra.job.num}",
+    }
 
 
 @pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -35,6 +36,34 @@ def loss_scale(losses: pd.Series) -> str:
     return "log" if len(losses) and (losses >= 0).all() else "linear"
 
 
+def curve_styles(table: pd.DataFrame, varying: list[str], numeric: list[str]) -> tuple[dict[int, Any], list[Any]]:
+    """A colour per job, and legend handles.
+
+    With a non-numeric swept key (e.g. the optimizer), each of its values gets a colour map, and the
+    numeric keys (e.g. lr) go from light to dark within it; otherwise each job has its own colour.
+    """
+    plt = _pyplot()
+    from matplotlib.lines import Line2D
+
+    groups_by = [key for key in varying if key not in numeric]
+    if not groups_by or not numeric:
+        colors = {job: f"C{i % 10}" for i, job in enumerate(table["job"])}
+        labels = [", ".join(f"{key}={row[key]}" for key in varying) or f"job {row['job']}" for _, row in table.iterrows()]
+        handles = [Line2D([], [], color=colors[job], label=label) for job, label in zip(table["job"], labels)]
+        return colors, handles if len(handles) <= MAX_LEGEND_ENTRIES else []
+    maps = ["Blues", "Oranges", "Greens", "Reds", "Purples", "Greys", "YlOrBr", "PuRd"]
+    colors, handles = {}, []
+    for index, (label, group) in enumerate(table.groupby(groups_by, sort=True)):
+        cmap = plt.get_cmap(maps[index % len(maps)])
+        ordered = group.sort_values(numeric)
+        shades = [0.4 + 0.55 * i / max(1, len(ordered) - 1) for i in range(len(ordered))]
+        colors.update({job: cmap(shade) for job, shade in zip(ordered["job"], shades)})
+        text = ", ".join(f"{key}={value}" for key, value in zip(groups_by, label))
+        handles.append(Line2D([], [], color=cmap(0.75), label=text))
+    handles.append(Line2D([], [], color="none", label=f"darker: larger {', '.join(numeric)}"))
+    return colors, handles
+
+
 def plot_sweep(table: pd.DataFrame, curves: dict[int, pd.DataFrame], keys: list[str], path: Path) -> None:
     """Loss curves of all jobs on one log axis, and the final loss against each numeric swept key.
 
@@ -45,48 +74,54 @@ def plot_sweep(table: pd.DataFrame, curves: dict[int, pd.DataFrame], keys: list[
     varying = [key for key in keys if table[key].nunique() > 1]
     numeric = numeric_swept_keys(table, varying)
     figure, axes = plt.subplots(1, 1 + len(numeric), figsize=(7 + 4.5 * len(numeric), 4.8), squeeze=False)
+    draw_curves(axes[0][0], table, curves, varying, numeric)
     finished = table[table["status"].isin(["completed", "converged"])]
-    labels = {row.job: ", ".join(f"{key}={getattr(row, key)}" for key in varying) or f"job {row.job}"
-              for row in table[["job", *varying]].itertuples()}
-    status = dict(zip(table["job"], table["status"]))
-
-    curve_axis = axes[0][0]
-    for job, history in curves.items():
-        style = "--" if status.get(job) == "diverged" else "-"
-        curve_axis.plot(history["step"], history["loss"], style, label=labels[job], linewidth=1.2)
-    kept = [history["loss"] for job, history in curves.items() if status.get(job) != "diverged"]
-    all_losses = pd.concat(kept) if kept else pd.Series(dtype=float)
-    if loss_scale(all_losses) == "log":
-        curve_axis.set_yscale("log", nonpositive="mask")
-        all_losses = all_losses[all_losses > 0]
-        if len(all_losses):
-            curve_axis.set_ylim(all_losses.min() / 2, all_losses.max() * 2)
-    elif len(all_losses):
-        margin = 0.05 * (all_losses.max() - all_losses.min()) or 1.0
-        curve_axis.set_ylim(all_losses.min() - margin, all_losses.max() + margin)
-    curve_axis.set(xlabel="step", ylabel="loss", title=f"loss of {len(curves)} runs")
-    if 0 < len(curves) <= MAX_LEGEND_ENTRIES:
-        curve_axis.legend(fontsize="x-small")
-    curve_axis.grid(True, which="major", alpha=0.3)
-
     for axis, key in zip(axes[0][1:], numeric):
-        group_keys = [other for other in varying if other != key]
-        groups = finished.groupby(group_keys, dropna=False) if group_keys else [((), finished)]
-        for label, group in groups:
-            ordered = group.sort_values(key)
-            axis.plot(ordered[key], ordered["final_loss"], marker="o", label=", ".join(map(str, label)) or None)
-        values = table[key].dropna()
-        if (values > 0).all() and values.max() / values.min() >= 100:
-            axis.set_xscale("log")
-        if loss_scale(finished["final_loss"]) == "log":
-            axis.set_yscale("log", nonpositive="mask")
-        left_out = len(table) - len(finished)
-        note = f" ({left_out} diverged or failed, not shown)" if left_out else ""
-        axis.set(xlabel=key, ylabel="final loss", title=f"final loss against {key}{note}")
-        if group_keys and len(groups) <= MAX_LEGEND_ENTRIES:
-            axis.legend(fontsize="x-small", title=", ".join(group_keys), title_fontsize="x-small")
-        axis.grid(True, which="major", alpha=0.3)
+        draw_final_loss(axis, finished, key, [other for other in varying if other != key], len(table))
     figure.tight_layout()
     with replacing(path) as temporary:
         figure.savefig(temporary, dpi=110, format="png")
     plt.close(figure)
+
+
+def draw_curves(axis, table: pd.DataFrame, curves: dict[int, pd.DataFrame], varying: list[str],
+                numeric: list[str]) -> None:
+    """The loss of every job against the step; y limits follow the jobs that did not diverge."""
+    colors, handles = curve_styles(table, varying, numeric)
+    status = dict(zip(table["job"], table["status"]))
+    for job, history in curves.items():
+        style = "--" if status.get(job) == "diverged" else "-"
+        axis.plot(history["step"], history["loss"], style, color=colors.get(job), linewidth=1.2)
+    kept = [history["loss"] for job, history in curves.items() if status.get(job) != "diverged"]
+    losses = pd.concat(kept) if kept else pd.Series(dtype=float)
+    if loss_scale(losses) == "log":
+        axis.set_yscale("log", nonpositive="mask")
+        losses = losses[losses > 0]
+        if len(losses):
+            axis.set_ylim(losses.min() / 2, losses.max() * 2)
+    elif len(losses):
+        margin = 0.05 * (losses.max() - losses.min()) or 1.0
+        axis.set_ylim(losses.min() - margin, losses.max() + margin)
+    axis.set(xlabel="step", ylabel="loss", title=f"loss of {len(curves)} runs (dashed: diverged)")
+    if handles:
+        axis.legend(handles=handles, fontsize="x-small")
+    axis.grid(True, which="major", alpha=0.3)
+
+
+def draw_final_loss(axis, finished: pd.DataFrame, key: str, group_keys: list[str], jobs: int) -> None:
+    """The final loss against `key`, a line per combination of the other swept keys."""
+    groups = finished.groupby(group_keys, dropna=False) if group_keys else [((), finished)]
+    for label, group in groups:
+        ordered = group.sort_values(key)
+        axis.plot(ordered[key], ordered["final_loss"], marker="o", label=", ".join(map(str, label)) or None)
+    values = finished[key].dropna()
+    if len(values) and (values > 0).all() and values.max() / values.min() >= 100:
+        axis.set_xscale("log")
+    if loss_scale(finished["final_loss"]) == "log":
+        axis.set_yscale("log", nonpositive="mask")
+    left_out = jobs - len(finished)
+    note = f"\n({left_out} diverged or failed, not shown)" if left_out else ""
+    axis.set(xlabel=key, ylabel="final loss", title=f"final loss against {key}{note}")
+    if group_keys and len(groups) <= MAX_LEGEND_ENTRIES:
+        axis.legend(fontsize="x-small", title=", ".join(group_keys), title_fontsize="x-small")
+    axis.grid(True, which="major", alpha=0.3)

@@ -6,6 +6,7 @@ rate, every parameter element and every gradient element, all evaluated at that 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,6 +19,17 @@ from tapelab.optimizers import Update
 
 FIRST_CHUNK_STEPS = 1000
 CHUNK_SECONDS = 0.5  # aim for this long per compiled call, so logs and progress keep up
+
+
+class _OneTracePerRun(logging.Filter):
+    """Each run compiles its own loop on purpose (its variables and loss differ), so in a sweep TensorFlow
+    warns about "retracing" after a few jobs. That warning is about this design, not a fault: drop it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+logging.getLogger("tensorflow").addFilter(_OneTracePerRun())
 
 
 def next_chunk_steps(steps: int, seconds: float) -> int:
