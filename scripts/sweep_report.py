@@ -25,8 +25,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: sweep_dir: {args.sweep_dir} is not a directory", file=sys.stderr)
         return 2
     if not find_jobs(args.sweep_dir):
-        print(f"error: sweep_dir: no job directories (with .hydra/overrides.yaml) below {args.sweep_dir}",
-              file=sys.stderr)
+        print(
+            f"error: sweep_dir: no job directories (with .hydra/overrides.yaml) below {args.sweep_dir}", file=sys.stderr
+        )
         return 2
     table = write_report(args.sweep_dir)
     print(table.to_string(index=False, max_colwidth=40))

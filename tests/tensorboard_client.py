@@ -29,9 +29,19 @@ class TensorBoard:
         self.port = free_port()
         executable = Path(sys.executable).parent / "tensorboard"
         self.process = subprocess.Popen(
-            [str(executable), "--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(self.port),
-             "--reload_interval", "1"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                str(executable),
+                "--logdir",
+                str(logdir),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--reload_interval",
+                "1",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
 
     def get(self, path: str, **query: str):
@@ -42,7 +52,8 @@ class TensorBoard:
 
     def post(self, path: str, body: dict):
         request = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}{path}", data=json.dumps(body).encode(),
+            f"http://127.0.0.1:{self.port}{path}",
+            data=json.dumps(body).encode(),
             headers={"Content-Type": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=10) as response:
@@ -70,6 +81,13 @@ class TensorBoard:
 
     def session_groups(self) -> dict:
         """The HParams tab's rows: one session group per run."""
-        return self.post("/data/plugin/hparams/session_groups", {
-            "experimentName": "", "startIndex": 0, "sliceSize": 1000, "colParams": [], "allowedStatuses": ALL_STATUSES,
-        })
+        return self.post(
+            "/data/plugin/hparams/session_groups",
+            {
+                "experimentName": "",
+                "startIndex": 0,
+                "sliceSize": 1000,
+                "colParams": [],
+                "allowedStatuses": ALL_STATUSES,
+            },
+        )

@@ -16,10 +16,18 @@ from conftest import ROOT
 
 pytestmark = pytest.mark.e2e
 
-OBJECTIVES = ["beale", "booth", "himmelblau", "linear_regression", "neuron", "polynomial", "quadratic",
-              "rosenbrock", "sum_of_squares"]
-OPTIMIZERS = ["adadelta", "adagrad", "adam", "adamax", "adamw", "ftrl", "gd", "lamb", "lion", "nadam", "rmsprop",
-              "sgd"]
+OBJECTIVES = [
+    "beale",
+    "booth",
+    "himmelblau",
+    "linear_regression",
+    "neuron",
+    "polynomial",
+    "quadratic",
+    "rosenbrock",
+    "sum_of_squares",
+]
+OPTIMIZERS = ["adadelta", "adagrad", "adam", "adamax", "adamw", "ftrl", "gd", "lamb", "lion", "nadam", "rmsprop", "sgd"]
 
 
 def run_cli(*args: str, cwd: Path = ROOT, command: list[str] | None = None) -> subprocess.CompletedProcess:
@@ -32,7 +40,8 @@ def test_bare_run_writes_a_dated_run_directory_that_reproduces_seed_002(tmp_path
     finished = run_cli(cwd=tmp_path)
     assert finished.returncode == 0, finished.stderr
     (summary_path,) = (tmp_path / "outputs").glob("*/*/summary.json")
-    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}/\d{2}-\d{2}-\d{2}", summary_path.parent.relative_to(tmp_path / "outputs").as_posix())
+    run_name = summary_path.parent.relative_to(tmp_path / "outputs").as_posix()
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}/\d{2}-\d{2}-\d{2}", run_name)
     summary = json.loads(summary_path.read_text())
     assert summary["params"] == {"x": 0.99999857}
     assert summary["status"] == "completed"
@@ -43,8 +52,9 @@ def test_bare_run_writes_a_dated_run_directory_that_reproduces_seed_002(tmp_path
 
 def test_console_script_runs_the_same_experiment_as_run_py(tmp_path):
     overrides = ["objective=sum_of_squares", "optimizer=rmsprop", "lr=0.05", "epochs=40"]
-    by_script = run_cli(*overrides, f"hydra.run.dir={tmp_path / 'script'}",
-                        command=[str(Path(sys.executable).parent / "tapelab")])
+    by_script = run_cli(
+        *overrides, f"hydra.run.dir={tmp_path / 'script'}", command=[str(Path(sys.executable).parent / "tapelab")]
+    )
     by_file = run_cli(*overrides, f"hydra.run.dir={tmp_path / 'file'}")
     assert by_script.returncode == 0 and by_file.returncode == 0, by_script.stderr + by_file.stderr
     script_rows = pd.read_csv(tmp_path / "script" / "metrics.csv")
@@ -67,10 +77,10 @@ def test_help_lists_every_objective_optimizer_and_key_without_importing_tensorfl
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["lr=-1"], "lr: must be a finite number > 0, got -1.0"),
-        (["lr=nan"], "lr: must be a finite number > 0, got nan"),
+        (["lr=-1"], "lr: must be a finite number > 0 (in float32, so 1e-45 to 3.4e38), got -1.0"),
+        (["lr=nan"], "lr: must be a finite number > 0 (in float32, so 1e-45 to 3.4e38), got nan"),
         (["lr=fast"], "full_key: lr"),
-        (["epochs=0"], "epochs: must be an integer >= 1, got 0"),
+        (["epochs=0"], "epochs: must be an integer from 1 to 2**62, got 0"),
         (["objective=nope"], "Available options in 'objective'"),
         (["optimizer=nope"], "Available options in 'optimizer'"),
         (["objective=neuron", "objective.trainable=[z]"], "objective.trainable: must list distinct names from"),

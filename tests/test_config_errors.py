@@ -21,6 +21,15 @@ from tapelab.runner import run
         (["lr=inf"], "lr"),
         (["epochs=0"], "epochs"),
         (["log.every=0"], "log.every"),
+        (["log.every=100000000000000000000"], "log.every"),
+        (["epochs=100000000000000000000"], "epochs"),
+        (["lr=1e39"], "lr"),  # beyond float32
+        (["lr=1e-50"], "lr"),  # 0 in float32
+        (["seed=-1"], "seed"),
+        (["optimizer=adam", "optimizer.epsilon=nan"], "optimizer.epsilon"),
+        (["objective=linear_regression", "objective.true_w=nan"], "objective.true_w"),
+        (["objective=rosenbrock", "objective.b=inf"], "objective.b"),
+        (["objective=booth", "objective.init=[1e39,0]"], "objective.init"),
     ],
 )
 def test_out_of_range_top_level_values_name_their_key(overrides, key):
@@ -39,9 +48,17 @@ def test_out_of_range_top_level_values_name_their_key(overrides, key):
         (["objective=sum_of_squares", "objective.init=[]"], "objective.init", "at least one"),
         (["objective=linear_regression", "objective.x=[]"], "objective.x", "at least one point"),
         (["objective=linear_regression", "objective.n_points=0"], "objective.n_points", ">= 1"),
-        (["objective=linear_regression", "objective.n_points=5", "objective.x_range=[2,1]"], "objective.x_range",
-         "low < high"),
+        (
+            ["objective=linear_regression", "objective.n_points=5", "objective.x_range=[2,1]"],
+            "objective.x_range",
+            "low < high",
+        ),
         (["objective.init=nan"], "objective.init", "finite"),
+        (["objective=rosenbrock", "objective.a=1e20"], "objective.a", "float32"),  # its minimum (a, a²) overflows
+        (["objective=linear_regression", "objective.huber_delta=0"], "objective.huber_delta", "> 0"),
+        (["optimizer.momentum=2"], "optimizer (sgd)", "momentum"),  # Keras's own range check
+        (["optimizer=lion", "optimizer.beta_1=5"], "optimizer (lion)", "beta_1"),
+        (["optimizer.clipnorm=1", "optimizer.global_clipnorm=1"], "optimizer (sgd)", "clipnorm"),
     ],
 )
 def test_bad_objective_values_fail_before_anything_is_written(tmp_path, overrides, key, allowed):
@@ -76,3 +93,9 @@ def test_a_finished_run_directory_is_never_written_over(train):
         run(compose_config("epochs=5"), first.dir)
     assert error.value.key == "hydra.run.dir"
     assert {path.name: path.read_bytes() for path in first.dir.iterdir() if path.is_file()} == before
+
+
+def test_a_tiny_quadratic_curvature_is_valid_and_has_no_representable_minimum(train):
+    result = train("objective.a=1e-40", "epochs=2")  # −b / 2a overflows float32: no known minimum
+    assert result.summary["status"] == "completed"
+    assert "distance_to_min" not in result.summary

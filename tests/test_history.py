@@ -11,8 +11,9 @@ def test_columns_are_step_loss_grad_norm_lr_then_parameters_then_gradients(train
     assert list(result.metrics.columns) == ["step", "loss", "grad_norm", "lr", "w", "b", "grad_w", "grad_b"]
 
 
-@pytest.mark.parametrize(("epochs", "every", "steps"), [(10, 3, [0, 3, 6, 9, 10]), (9, 3, [0, 3, 6, 9]),
-                                                         (5, 100, [0, 5]), (1, 1, [0, 1])])
+@pytest.mark.parametrize(
+    ("epochs", "every", "steps"), [(10, 3, [0, 3, 6, 9, 10]), (9, 3, [0, 3, 6, 9]), (5, 100, [0, 5]), (1, 1, [0, 1])]
+)
 def test_log_every_keeps_multiples_and_the_final_step(train, epochs, every, steps):
     result = train(f"epochs={epochs}", f"log.every={every}")
     assert result.metrics["step"].tolist() == steps
@@ -60,7 +61,12 @@ def test_summary_reports_parameters_hyperparameters_and_distance_to_minimum(trai
     assert summary["params"]["x"] == pytest.approx([1.0, 3.0], abs=1e-3)  # Booth's minimum
     assert summary["distance_to_min"] < 1e-3
     assert (summary["objective"], summary["optimizer"], summary["lr"], summary["epochs"], summary["seed"]) == (
-        "booth", "adam", 0.1, 2000, 0)
+        "booth",
+        "adam",
+        0.1,
+        2000,
+        0,
+    )
     assert summary["optimizer_params"]["beta_1"] == 0.9
     assert summary["steps_per_s"] == pytest.approx(2000 / summary["wall_time_s"])
 
@@ -80,8 +86,15 @@ def test_regression_noise_and_random_start_come_from_the_seed(train):
 
 
 def test_regression_with_mse_reaches_the_least_squares_fit(train):
-    result = train("objective=linear_regression", "objective.noise=0.3", "objective.n_points=20",
-                   "optimizer=gd", "lr=0.05", "epochs=3000", "log.every=1000")
+    result = train(
+        "objective=linear_regression",
+        "objective.noise=0.3",
+        "objective.n_points=20",
+        "optimizer=gd",
+        "lr=0.05",
+        "epochs=3000",
+        "log.every=1000",
+    )
     assert result.summary["distance_to_min"] < 1e-3
 
 
@@ -94,3 +107,36 @@ def test_benchmark_functions_are_zero_at_their_published_minimum(train, objectiv
     assert result.metrics["loss"].iloc[0] == pytest.approx(0.0, abs=1e-10)
     assert result.metrics["grad_norm"].iloc[0] == pytest.approx(0.0, abs=1e-6)
     assert result.summary["distance_to_min"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_divergence_found_at_the_final_row_keeps_the_rows_before_it(train):
+    # With lr 10 the loss overflows at t = 16: here that is the final state, after the last update.
+    result = train("lr=10", "epochs=16")
+    assert (result.summary["status"], result.summary["steps"]) == ("diverged", 15)
+    assert result.metrics["step"].tolist() == list(range(16))
+
+
+def test_slow_divergence_across_chunks_keeps_a_seamless_history(train):
+    # lr 1.02: x_t − 1 = −(−1.04)^t, so x² overflows float32 (x ≈ 1.8e19) near t = 1131, in the second chunk.
+    result = train("optimizer=gd", "lr=1.02", "epochs=5000", "log.every=1")
+    steps = result.summary["steps"]
+    assert result.summary["status"] == "diverged" and 1125 <= steps <= 1135
+    np.testing.assert_array_equal(result.metrics["step"], np.arange(steps + 1))
+    np.testing.assert_allclose(result.metrics["loss"].iloc[-1], 1.04 ** (2 * steps), rtol=1e-3)
+
+
+def test_task_returns_the_final_loss_as_a_float(train):
+    result = train("epochs=5")
+    assert type(result.returned) is float and result.returned == result.summary["final_loss"]
+
+
+def test_tensorboard_and_graph_logging_can_be_switched_off(train):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    quiet = train("epochs=3", "log.tensorboard=false")
+    assert not list(quiet.dir.glob("events.out.tfevents.*"))
+    assert len(quiet.metrics) == 4
+    no_graph = train("epochs=3", "log.graph=false")
+    events = EventAccumulator(str(no_graph.dir))
+    events.Reload()
+    assert "loss" in events.Tags()["tensors"] and "train_loop" not in events.Tags()["tensors"]

@@ -12,8 +12,17 @@ import tensorflow as tf
 from conftest import CONF_DIR, compose_config
 
 KERAS_CLASSES = {
-    "sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "adamax": "Adamax", "adagrad": "Adagrad",
-    "adadelta": "Adadelta", "nadam": "Nadam", "rmsprop": "RMSprop", "ftrl": "Ftrl", "lion": "Lion", "lamb": "Lamb",
+    "sgd": "SGD",
+    "adam": "Adam",
+    "adamw": "AdamW",
+    "adamax": "Adamax",
+    "adagrad": "Adagrad",
+    "adadelta": "Adadelta",
+    "nadam": "Nadam",
+    "rmsprop": "RMSprop",
+    "ftrl": "Ftrl",
+    "lion": "Lion",
+    "lamb": "Lamb",
 }
 STEPS = 5
 

@@ -13,7 +13,6 @@ import matplotlib.image
 import pandas as pd
 import pytest
 import yaml
-
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -25,8 +24,9 @@ RAY_PYTHON = os.environ.get("TAPELAB_RAY_PYTHON")  # a Python with the `ray` ext
 
 
 def run_tapelab(*args: str, cwd: Path = ROOT, python: str = sys.executable) -> subprocess.CompletedProcess:
-    finished = subprocess.run([python, str(ROOT / "run.py"), *args], cwd=cwd, capture_output=True, text=True,
-                              timeout=600)
+    finished = subprocess.run(
+        [python, str(ROOT / "run.py"), *args], cwd=cwd, capture_output=True, text=True, timeout=600
+    )
     assert finished.returncode == 0, finished.stderr[-3000:]
     return finished
 
@@ -48,7 +48,10 @@ def assert_table_matches_summaries(sweep_dir: Path, table: pd.DataFrame) -> None
         summary = json.loads((sweep_dir / row.dir / "summary.json").read_text())
         assert row.status == summary["status"]
         assert (row.final_loss, row.best_loss, row.steps) == (
-            summary["final_loss"], summary["best_loss"], summary["steps"])
+            summary["final_loss"],
+            summary["best_loss"],
+            summary["steps"],
+        )
 
 
 @pytest.fixture(scope="module")
@@ -60,15 +63,29 @@ def grid(tmp_path_factory) -> Path:
 
 def test_grid_runs_every_combination_in_directories_named_after_its_overrides(grid):
     names = [path.name for path in job_dirs(grid)]
-    expected = [f"epochs=30,lr={lr},optimizer={optimizer}_{num}" for num, (lr, optimizer) in enumerate(
-        (lr, optimizer) for lr in ("0.001", "0.1", "10") for optimizer in ("sgd", "adam"))]
+    expected = [
+        f"epochs=30,lr={lr},optimizer={optimizer}_{num}"
+        for num, (lr, optimizer) in enumerate(
+            (lr, optimizer) for lr in ("0.001", "0.1", "10") for optimizer in ("sgd", "adam")
+        )
+    ]
     assert sorted(names) == sorted(expected)
 
 
 def test_sweep_csv_has_a_row_per_job_that_matches_its_summary(grid):
     table = pd.read_csv(grid / "sweep.csv")
-    assert list(table.columns) == ["job", "lr", "optimizer", "status", "final_loss", "best_loss", "steps",
-                                   "wall_time_s", "distance_to_min", "dir"]
+    assert list(table.columns) == [
+        "job",
+        "lr",
+        "optimizer",
+        "status",
+        "final_loss",
+        "best_loss",
+        "steps",
+        "wall_time_s",
+        "distance_to_min",
+        "dir",
+    ]
     assert table["job"].tolist() == list(range(6))
     assert_table_matches_summaries(grid, table)
     for row in table.itertuples():
@@ -116,8 +133,12 @@ def test_report_script_rebuilds_the_same_table_for_an_existing_sweep(grid, tmp_p
     shutil.copytree(grid, copy)
     for report_file in [copy / "sweep.csv", copy / "sweep.png", *copy.glob("events.out.tfevents.*")]:
         report_file.unlink()
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "sweep_report.py"), str(copy)], check=True,
-                   capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "sweep_report.py"), str(copy)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     rebuilt, original = pd.read_csv(copy / "sweep.csv"), pd.read_csv(grid / "sweep.csv")
     pd.testing.assert_frame_equal(rebuilt, original)
     assert matplotlib.image.imread(copy / "sweep.png").shape == matplotlib.image.imread(grid / "sweep.png").shape
@@ -133,13 +154,34 @@ def test_failed_and_repeated_jobs_keep_rows_and_directories_of_their_own(tmp_pat
     assert table["final_loss"].iloc[1:].tolist() == [sgd_final_loss(0.1, 5)] * 2
 
 
+def test_a_sweep_into_a_directory_with_finished_jobs_is_refused_and_changes_nothing(grid):
+    before = {path: path.read_bytes() for path in grid.rglob("*") if path.is_file()}
+    finished = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), "-m", "lr=0.5", f"hydra.sweep.dir={grid}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert finished.returncode == 2
+    assert "hydra.sweep.dir" in finished.stderr and "already holds the results of 6 jobs" in finished.stderr
+    assert "Traceback" not in finished.stderr
+    assert {path: path.read_bytes() for path in grid.rglob("*") if path.is_file()} == before
+
+
 def test_sweeps_and_runs_started_in_the_same_second_never_share_a_directory(tmp_path):
     # The time patterns below end in a fixed name, so both processes want the very same directory.
     sweep = ["-m", "lr=0.1", "epochs=2", "hydra.sweep.dir=outputs/multirun/${now:%Y-%m-%d}/same"]
     single = ["epochs=2", "hydra.run.dir=outputs/${now:%Y-%m-%d}/same"]
-    processes = [subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args], cwd=tmp_path,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-                 for args in (sweep, sweep, single, single)]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, str(ROOT / "run.py"), *args],
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for args in (sweep, sweep, single, single)
+    ]
     assert all(process.wait(timeout=300) == 0 for process in processes)
     (day,) = (tmp_path / "outputs" / "multirun").iterdir()
     assert sorted(path.name for path in day.iterdir()) == ["same", "same_1"]
@@ -181,8 +223,14 @@ def test_optuna_search_minimises_the_final_loss(tmp_path):
 
 def test_optuna_records_diverged_trials_as_the_worst_value(tmp_path):
     # Plain descent with lr in [5, 20] on (x − 1)² always diverges: |1 − 2·lr| > 1.
-    run_tapelab("hparams_search=optuna", "hydra.sweeper.n_trials=2", "epochs=30", f"hydra.sweep.dir={tmp_path}",
-                "hydra.sweeper.params.lr='tag(log, interval(5.0, 20.0))'", "hydra.sweeper.params.optimizer='choice(gd)'")
+    run_tapelab(
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=2",
+        "epochs=30",
+        f"hydra.sweep.dir={tmp_path}",
+        "hydra.sweeper.params.lr='tag(log, interval(5.0, 20.0))'",
+        "hydra.sweeper.params.optimizer='choice(gd)'",
+    )
     table = pd.read_csv(tmp_path / "sweep.csv")
     assert table["status"].tolist() == ["diverged", "diverged"]
     assert yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())["best_value"] == float("inf")
@@ -192,8 +240,9 @@ def test_optuna_records_diverged_trials_as_the_worst_value(tmp_path):
 def test_ray_launcher_runs_the_grid_on_a_private_loopback_cluster(tmp_path):
     token = Path.home() / ".ray" / "auth_token"
     had_token = token.exists()
-    run_tapelab("-m", "hydra/launcher=ray", "lr=0.01,0.1", "epochs=20", f"hydra.sweep.dir={tmp_path}",
-                python=RAY_PYTHON)
+    run_tapelab(
+        "-m", "hydra/launcher=ray", "lr=0.01,0.1", "epochs=20", f"hydra.sweep.dir={tmp_path}", python=RAY_PYTHON
+    )
     table = pd.read_csv(tmp_path / "sweep.csv")
     assert table["final_loss"].tolist() == [sgd_final_loss(0.01, 20), sgd_final_loss(0.1, 20)]
     leftovers = subprocess.run(["pgrep", "-f", "raylet|gcs_server"], capture_output=True, text=True).stdout

@@ -28,14 +28,28 @@ def vector_run(tmp_path_factory):
     from tapelab.runner import run
 
     run_dir = tmp_path_factory.mktemp("tb") / "run"
-    return Run(run_dir, run(compose_config("objective=sum_of_squares", "optimizer=adam", "lr=0.1",
-                                           "epochs=25", "log.every=4"), run_dir))
+    return Run(
+        run_dir,
+        run(
+            compose_config("objective=sum_of_squares", "optimizer=adam", "lr=0.1", "epochs=25", "log.every=4"), run_dir
+        ),
+    )
 
 
 def test_scalar_tags_are_named_without_loop_prefixes(vector_run):
     tags = set(load_events(vector_run.dir).Tags()["tensors"])
-    expected = {"loss", "grad_norm", "lr", "params/w[0]", "params/w[1]", "grads/w[0]", "grads/w[1]",
-                "params/w", "final_loss", "best_loss"}
+    expected = {
+        "loss",
+        "grad_norm",
+        "lr",
+        "params/w[0]",
+        "params/w[1]",
+        "grads/w[0]",
+        "grads/w[1]",
+        "params/w",
+        "final_loss",
+        "best_loss",
+    }
     assert expected <= tags
     assert not any("while" in tag for tag in tags)
 
@@ -44,8 +58,13 @@ def test_scalars_equal_metrics_csv_at_every_logged_step(vector_run):
     events = load_events(vector_run.dir)
     metrics = vector_run.metrics
     assert metrics["step"].tolist() == [0, 4, 8, 12, 16, 20, 24, 25]
-    for column, tag in [("loss", "loss"), ("grad_norm", "grad_norm"), ("lr", "lr"),
-                        ("w[1]", "params/w[1]"), ("grad_w[0]", "grads/w[0]")]:
+    for column, tag in [
+        ("loss", "loss"),
+        ("grad_norm", "grad_norm"),
+        ("lr", "lr"),
+        ("w[1]", "params/w[1]"),
+        ("grad_w[0]", "grads/w[0]"),
+    ]:
         steps, values = tensor_series(events, tag)
         assert steps == metrics["step"].tolist(), tag
         np.testing.assert_array_equal(np.array(values, np.float32), metrics[column].to_numpy(np.float32))

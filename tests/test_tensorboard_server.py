@@ -20,15 +20,26 @@ RUN_NAME = "adam_run"
 def served_run(tmp_path_factory):
     logdir = tmp_path_factory.mktemp("logs")
     finished = subprocess.run(
-        [sys.executable, str(ROOT / "run.py"), "objective=rosenbrock", "optimizer=adam", "lr=0.02", "epochs=60",
-         "log.every=2", f"hydra.run.dir={logdir / RUN_NAME}"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            str(ROOT / "run.py"),
+            "objective=rosenbrock",
+            "optimizer=adam",
+            "lr=0.02",
+            "epochs=60",
+            "log.every=2",
+            f"hydra.run.dir={logdir / RUN_NAME}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert finished.returncode == 0, finished.stderr
     server = TensorBoard(logdir)
     try:
         server.wait_for_run(RUN_NAME)
-        yield server, pd.read_csv(logdir / RUN_NAME / "metrics.csv"), json.loads((logdir / RUN_NAME / "summary.json").read_text())
+        run_dir = logdir / RUN_NAME
+        yield server, pd.read_csv(run_dir / "metrics.csv"), json.loads((run_dir / "summary.json").read_text())
     finally:
         server.stop()
 

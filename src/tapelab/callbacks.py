@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from tapelab.errors import ConfigError
-from tapelab.rundir import check_unused, claim_new_dir
+from tapelab.errors import ConfigError, exit_on_user_error
+from tapelab.rundir import check_no_sweep_results, check_unused, claim_new_dir
 
 
 def is_time_named(node: DictConfig) -> bool:
@@ -27,7 +26,7 @@ class RunDirectories(Callback):
     """Give every run and sweep a directory of its own, before Hydra writes anything into it.
 
     A time-named directory (the default) that is already taken gets a `_1`, `_2`, … suffix. A directory the
-    user named is used as named, but a single run refuses one that already holds results.
+    user named is used as named, but refused when it already holds a run's or a sweep's results.
     """
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -38,8 +37,7 @@ class RunDirectories(Callback):
         try:
             check_unused(Path(run.dir))
         except ConfigError as error:
-            print(f"Error in config: {error}", file=sys.stderr)
-            sys.exit(2)
+            exit_on_user_error(error)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep = config.hydra.sweep
@@ -47,6 +45,11 @@ class RunDirectories(Callback):
             sweep.dir = str(claim_new_dir(Path(sweep.dir)))
             # Jobs re-compose their config from the overrides, so the claimed name must be one of them.
             config.hydra.overrides.hydra.append(f"hydra.sweep.dir={quoted(Path(sweep.dir))}")
+        else:
+            try:
+                check_no_sweep_results(Path(sweep.dir))
+            except ConfigError as error:
+                exit_on_user_error(error)
         # The basic sweeper saves multirun.yaml (the sweep's config) itself; others, like Optuna's, don't.
         multirun_file = Path(sweep.dir) / "multirun.yaml"
         if not multirun_file.exists():

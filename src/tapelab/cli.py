@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import warnings
 from pathlib import Path
 
@@ -18,10 +17,9 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from tapelab.config import register_configs
-from tapelab.errors import ConfigError
+from tapelab.errors import ConfigError, exit_on_user_error
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
-USAGE_ERROR = 2
 log = logging.getLogger("tapelab")
 
 # TensorFlow's C++ start-up chatter (CPU features, CUDA probing) hides the run's own output.
@@ -55,6 +53,5 @@ def main(cfg: DictConfig) -> float:
                 log.exception("the job failed")
             return record_failure(run_dir, error)
         if isinstance(error, user_mistake):
-            print(f"Error in config: {error}", file=sys.stderr)
-            sys.exit(USAGE_ERROR)
+            exit_on_user_error(error)
         raise

@@ -8,11 +8,13 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+import numpy as np
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from tapelab.errors import ConfigError
 from tapelab.objectives import Objective
+from tapelab.objectives.base import FLOAT32_MAX
 from tapelab.optimizers import Optimizer
 
 
@@ -63,9 +65,7 @@ class Experiment:
 
 def plain_values(schema: Any) -> dict[str, Any]:
     """A config dataclass's fields as JSON-ready values (enums by their value)."""
-    return {
-        key: value.value if isinstance(value, Enum) else value for key, value in dataclasses.asdict(schema).items()
-    }
+    return {key: value.value if isinstance(value, Enum) else value for key, value in dataclasses.asdict(schema).items()}
 
 
 def register_configs() -> None:
@@ -73,18 +73,41 @@ def register_configs() -> None:
     ConfigStore.instance().store(name="schema_config", node=Config)
 
 
+MAX_STEPS = 2**62  # step numbers are int64 inside the graph
+
+
+def check_count(key: str, value: int) -> None:
+    """A step count: an integer from 1 to MAX_STEPS."""
+    if not 1 <= value <= MAX_STEPS:
+        raise ConfigError(key, f"must be an integer from 1 to 2**62, got {value}")
+
+
+def check_finite_numbers(prefix: str, values: Any) -> None:
+    """Every float in a config node (nested lists included) must be finite and fit in float32."""
+    if isinstance(values, dict):
+        for key, value in values.items():
+            check_finite_numbers(f"{prefix}.{key}", value)
+    elif isinstance(values, (list, tuple)):
+        for value in values:
+            check_finite_numbers(prefix, value)
+    elif isinstance(values, float) and not (math.isfinite(values) and abs(values) <= FLOAT32_MAX):
+        raise ConfigError(prefix, f"must be a finite number within float32's range, got {values}")
+
+
 def to_experiment(cfg: DictConfig) -> Experiment:
     """Turn a composed config into an `Experiment`, or raise `ConfigError` naming the bad key."""
-    if not math.isfinite(cfg.lr) or cfg.lr <= 0:
-        raise ConfigError("lr", f"must be a finite number > 0, got {cfg.lr}")
-    if cfg.epochs < 1:
-        raise ConfigError("epochs", f"must be an integer >= 1, got {cfg.epochs}")
-    if cfg.log.every < 1:
-        raise ConfigError("log.every", f"must be an integer >= 1, got {cfg.log.every}")
+    if not (0 < cfg.lr <= FLOAT32_MAX and np.float32(cfg.lr) > 0):
+        raise ConfigError("lr", f"must be a finite number > 0 (in float32, so 1e-45 to 3.4e38), got {cfg.lr}")
+    check_count("epochs", cfg.epochs)
+    check_count("log.every", cfg.log.every)
+    if cfg.seed < 0:
+        raise ConfigError("seed", f"must be an integer >= 0, got {cfg.seed}")
     objective = OmegaConf.to_object(cfg.objective)
     optimizer = OmegaConf.to_object(cfg.optimizer)
     if not isinstance(objective, Objective):
         raise ConfigError("objective", "must be chosen from conf/objective (see --help)")
     if not isinstance(optimizer, Optimizer):
         raise ConfigError("optimizer", "must be chosen from conf/optimizer (see --help)")
+    check_finite_numbers("objective", plain_values(objective))
+    check_finite_numbers("optimizer", optimizer.hyperparameters())
     return Experiment(objective, optimizer, float(cfg.lr), int(cfg.epochs), int(cfg.seed), OmegaConf.to_object(cfg.log))

@@ -8,10 +8,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Optional, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
+
+from tapelab.errors import ConfigError
 
 
 class Update:
@@ -39,7 +41,7 @@ class KerasUpdate(Update):
         self.optimizer.build(list(variables))
 
     def apply(self, gradients: Sequence[Any], variables: Sequence[Any]) -> None:
-        self.optimizer.apply_gradients(zip(gradients, variables))
+        self.optimizer.apply_gradients(zip(gradients, variables, strict=True))
 
     def learning_rate(self) -> Any:
         import tensorflow as tf
@@ -56,7 +58,7 @@ class PlainDescent(Update):
         self.lr = tf.constant(lr, tf.float32)
 
     def apply(self, gradients: Sequence[Any], variables: Sequence[Any]) -> None:
-        for gradient, variable in zip(gradients, variables):
+        for gradient, variable in zip(gradients, variables, strict=True):
             variable.assign_sub(self.lr * gradient)
 
     def learning_rate(self) -> Any:
@@ -109,16 +111,19 @@ class KerasOptimizer(Optimizer):
     """
 
     keras_class: ClassVar[str]
-    weight_decay: Optional[float] = MISSING
-    clipnorm: Optional[float] = MISSING
-    clipvalue: Optional[float] = MISSING
-    global_clipnorm: Optional[float] = MISSING
+    weight_decay: float | None = MISSING
+    clipnorm: float | None = MISSING
+    clipvalue: float | None = MISSING
+    global_clipnorm: float | None = MISSING
 
     def build(self, lr: float) -> Update:
         import keras
 
         optimizer_class = getattr(keras.optimizers, self.keras_class)
-        return KerasUpdate(optimizer_class(learning_rate=lr, **self.hyperparameters()))
+        try:
+            return KerasUpdate(optimizer_class(learning_rate=lr, **self.hyperparameters()))
+        except (ValueError, TypeError) as error:  # Keras checks its own ranges, e.g. 0 <= momentum <= 1
+            raise ConfigError(f"optimizer ({self.name})", str(error).strip()) from None
 
 
 def keras_optimizer(name: str, keras_class: str) -> Callable[[OptimizerT], OptimizerT]:

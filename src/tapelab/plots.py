@@ -26,7 +26,8 @@ def numeric_swept_keys(table: pd.DataFrame, keys: list[str]) -> list[str]:
     return [
         key
         for key in keys
-        if pd.api.types.is_numeric_dtype(table[key]) and not pd.api.types.is_bool_dtype(table[key])
+        if pd.api.types.is_numeric_dtype(table[key])
+        and not pd.api.types.is_bool_dtype(table[key])
         and table[key].nunique() > 1
     ]
 
@@ -48,8 +49,12 @@ def curve_styles(table: pd.DataFrame, varying: list[str], numeric: list[str]) ->
     groups_by = [key for key in varying if key not in numeric]
     if not groups_by or not numeric:
         colors = {job: f"C{i % 10}" for i, job in enumerate(table["job"])}
-        labels = [", ".join(f"{key}={row[key]}" for key in varying) or f"job {row['job']}" for _, row in table.iterrows()]
-        handles = [Line2D([], [], color=colors[job], label=label) for job, label in zip(table["job"], labels)]
+        labels = [
+            ", ".join(f"{key}={row[key]}" for key in varying) or f"job {row['job']}" for _, row in table.iterrows()
+        ]
+        handles = [
+            Line2D([], [], color=colors[job], label=label) for job, label in zip(table["job"], labels, strict=True)
+        ]
         return colors, handles if len(handles) <= MAX_LEGEND_ENTRIES else []
     maps = ["Blues", "Oranges", "Greens", "Reds", "Purples", "Greys", "YlOrBr", "PuRd"]
     colors, handles = {}, []
@@ -57,8 +62,8 @@ def curve_styles(table: pd.DataFrame, varying: list[str], numeric: list[str]) ->
         cmap = plt.get_cmap(maps[index % len(maps)])
         ordered = group.sort_values(numeric)
         shades = [0.4 + 0.55 * i / max(1, len(ordered) - 1) for i in range(len(ordered))]
-        colors.update({job: cmap(shade) for job, shade in zip(ordered["job"], shades)})
-        text = ", ".join(f"{key}={value}" for key, value in zip(groups_by, label))
+        colors.update({job: cmap(shade) for job, shade in zip(ordered["job"], shades, strict=True)})
+        text = ", ".join(f"{key}={value}" for key, value in zip(groups_by, label, strict=True))
         handles.append(Line2D([], [], color=cmap(0.75), label=text))
     handles.append(Line2D([], [], color="none", label=f"darker: larger {', '.join(numeric)}"))
     return colors, handles
@@ -76,7 +81,7 @@ def plot_sweep(table: pd.DataFrame, curves: dict[int, pd.DataFrame], keys: list[
     figure, axes = plt.subplots(1, 1 + len(numeric), figsize=(7 + 4.5 * len(numeric), 4.8), squeeze=False)
     draw_curves(axes[0][0], table, curves, varying, numeric)
     finished = table[table["status"].isin(["completed", "converged"])]
-    for axis, key in zip(axes[0][1:], numeric):
+    for axis, key in zip(axes[0][1:], numeric, strict=True):
         draw_final_loss(axis, finished, key, [other for other in varying if other != key], len(table))
     figure.tight_layout()
     with replacing(path) as temporary:
@@ -84,11 +89,12 @@ def plot_sweep(table: pd.DataFrame, curves: dict[int, pd.DataFrame], keys: list[
     plt.close(figure)
 
 
-def draw_curves(axis, table: pd.DataFrame, curves: dict[int, pd.DataFrame], varying: list[str],
-                numeric: list[str]) -> None:
+def draw_curves(
+    axis, table: pd.DataFrame, curves: dict[int, pd.DataFrame], varying: list[str], numeric: list[str]
+) -> None:
     """The loss of every job against the step; y limits follow the jobs that did not diverge."""
     colors, handles = curve_styles(table, varying, numeric)
-    status = dict(zip(table["job"], table["status"]))
+    status = dict(zip(table["job"], table["status"], strict=True))
     for job, history in curves.items():
         style = "--" if status.get(job) == "diverged" else "-"
         axis.plot(history["step"], history["loss"], style, color=colors.get(job), linewidth=1.2)

@@ -19,6 +19,16 @@ def check_unused(run_dir: Path) -> None:
         )
 
 
+def check_no_sweep_results(sweep_dir: Path) -> None:
+    """Raise `ConfigError` if a job below `sweep_dir` already holds results (Hydra would rewrite its .hydra/)."""
+    finished = [path.parent.name for name in (METRICS, SUMMARY) for path in sweep_dir.glob(f"*/{name}")]
+    if finished:
+        raise ConfigError(
+            "hydra.sweep.dir",
+            f"{sweep_dir} already holds the results of {len(set(finished))} jobs; choose a new directory",
+        )
+
+
 def claim_new_dir(base: Path) -> Path:
     """Create and return `base`, or `base_1`, `base_2`, … if it exists: the first name no one else has.
 

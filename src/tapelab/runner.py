@@ -21,7 +21,6 @@ from tapelab.sinks.summary import flat_hparams, write_json_atomically
 log = logging.getLogger(__name__)
 
 
-
 def run(cfg: DictConfig, run_dir: Path) -> float:
     """Check `cfg`, train, write the run directory, and return the final loss (inf if diverged)."""
     return train(to_experiment(cfg), run_dir)
@@ -104,7 +103,7 @@ def summarise(
     else:
         row = last_finite.iloc[0]
         steps, final_loss = int(row["step"]), shortest(row["loss"])
-        best, flat = shortest(min(best_loss, final_loss)), row[param_columns].to_numpy(np.float32)
+        best, flat = shortest(best_loss), row[param_columns].to_numpy(np.float32)
     summary: dict[str, Any] = {
         "status": "diverged" if diverged else "completed",
         "steps": steps,
@@ -116,7 +115,8 @@ def summarise(
         **experiment.describe(),
     }
     if problem.minima:
-        summary["distance_to_min"] = min(float(np.linalg.norm(flat.astype(np.float64) - point)) for point in problem.minima)
+        distances = [np.linalg.norm(flat.astype(np.float64) - point) for point in problem.minima]
+        summary["distance_to_min"] = float(min(distances))
     return summary
 
 

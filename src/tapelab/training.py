@@ -18,7 +18,7 @@ from tapelab.objectives import Problem
 from tapelab.optimizers import Update
 
 FIRST_CHUNK_STEPS = 1000
-CHUNK_SECONDS = 0.5  # aim for this long per compiled call, so logs and progress keep up
+CHUNK_SECONDS = 0.5  # aim for this long per compiled call, so a long run's history is written as it goes
 
 
 class _OneTracePerRun(logging.Filter):
@@ -164,7 +164,7 @@ class Trainer:
             n_steps = min(size, epochs - step)
             started = time.perf_counter()
             if step == 0 and trace is not None:
-                chunk = trace(lambda: self.run_chunk(0, n_steps))
+                chunk = trace(lambda n_steps=n_steps: self.run_chunk(0, n_steps))
             else:
                 chunk = self.run_chunk(step, n_steps)
             size = next_chunk_steps(n_steps, time.perf_counter() - started)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
@@ -11,6 +10,8 @@ import numpy as np
 from hydra.core.config_store import ConfigStore
 
 from tapelab.errors import ConfigError
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 LossFn = Callable[[Mapping[str, Any]], Any]
 """Maps parameter name -> tensor (a tf.Variable while training) to a scalar loss tensor."""
@@ -65,16 +66,14 @@ def finite_vector(key: str, values: float | Iterable[float], length: int | None 
         raise ConfigError(key, "needs at least one number")
     if length is not None and array.size != length:
         raise ConfigError(key, f"needs exactly {length} values, got {array.size}")
-    if not np.all(np.isfinite(array)):
-        raise ConfigError(key, f"must be finite, got {array.tolist()}")
+    if not np.all(np.isfinite(array)) or np.any(np.abs(array) > FLOAT32_MAX):
+        raise ConfigError(key, f"must be finite and within float32's range, got {array.tolist()}")
     return array.astype(np.float32)
 
 
-def finite_scalar(key: str, value: float) -> np.ndarray:
-    """`value` as a float32 scalar array, refusing NaN and infinities."""
-    if not math.isfinite(value):
-        raise ConfigError(key, f"must be a finite number, got {value}")
-    return np.asarray(value, dtype=np.float32)
+def finite_scalar(key: str, value: float) -> np.float32:
+    """`value` as a float32 scalar, refusing NaN, infinities and values beyond float32."""
+    return finite_vector(key, value)[0]
 
 
 def minima_vectors(key: str, minima: Sequence[Sequence[float]] | None, size: int) -> tuple[np.ndarray, ...]:

@@ -7,7 +7,7 @@ Formulas and minima follow the Virtual Library of Simulation Experiments
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import ClassVar
 
 from omegaconf import MISSING
 
@@ -16,18 +16,18 @@ from tapelab.objectives.base import Objective, Problem, finite_vector, minima_ve
 
 @dataclass
 class Benchmark2D(Objective):
-    """A function of x = (x[0], x[1]); its YAML records the start and the known global minima."""
+    """A function of x = (x[0], x[1]) with known global minima."""
 
-    init: List[float] = MISSING
-    minima: Optional[List[List[float]]] = MISSING
+    init: list[float] = MISSING
+    minima_key: ClassVar[str] = "objective.minima"  # the key an unusable minimum is blamed on
 
     def value(self, x0, x1):
         """The function at (x0, x1), built from TensorFlow ops."""
         raise NotImplementedError
 
     def known_minima(self) -> list[list[float]]:
-        """The global minima, as recorded in the config."""
-        return list(self.minima or [])
+        """The global minima."""
+        raise NotImplementedError
 
     def build(self, seed: int) -> Problem:
         start = finite_vector("objective.init", self.init, length=2)
@@ -35,7 +35,17 @@ class Benchmark2D(Objective):
         def loss(params):
             return self.value(params["x"][0], params["x"][1])
 
-        return Problem({"x": start}, loss, minima_vectors("objective.minima", self.known_minima(), 2))
+        return Problem({"x": start}, loss, minima_vectors(self.minima_key, self.known_minima(), 2))
+
+
+@dataclass
+class RecordedMinima2D(Benchmark2D):
+    """A 2-D function whose YAML records its published global minima under `minima`."""
+
+    minima: list[list[float]] = MISSING
+
+    def known_minima(self) -> list[list[float]]:
+        return [list(point) for point in self.minima]
 
 
 @register_objective("rosenbrock")
@@ -45,6 +55,7 @@ class Rosenbrock(Benchmark2D):
 
     a: float = MISSING
     b: float = MISSING
+    minima_key: ClassVar[str] = "objective.a"
 
     def value(self, x0, x1):
         return (self.a - x0) ** 2 + self.b * (x1 - x0**2) ** 2
@@ -55,7 +66,7 @@ class Rosenbrock(Benchmark2D):
 
 @register_objective("himmelblau")
 @dataclass
-class Himmelblau(Benchmark2D):
+class Himmelblau(RecordedMinima2D):
     """(x² + y − 11)² + (x + y² − 7)²: four global minima, all with f = 0."""
 
     def value(self, x0, x1):
@@ -64,20 +75,16 @@ class Himmelblau(Benchmark2D):
 
 @register_objective("beale")
 @dataclass
-class Beale(Benchmark2D):
+class Beale(RecordedMinima2D):
     """(1.5 − x + xy)² + (2.25 − x + xy²)² + (2.625 − x + xy³)²: minimum f(3, 0.5) = 0."""
 
     def value(self, x0, x1):
-        return (
-            (1.5 - x0 + x0 * x1) ** 2
-            + (2.25 - x0 + x0 * x1**2) ** 2
-            + (2.625 - x0 + x0 * x1**3) ** 2
-        )
+        return (1.5 - x0 + x0 * x1) ** 2 + (2.25 - x0 + x0 * x1**2) ** 2 + (2.625 - x0 + x0 * x1**3) ** 2
 
 
 @register_objective("booth")
 @dataclass
-class Booth(Benchmark2D):
+class Booth(RecordedMinima2D):
     """(x + 2y − 7)² + (2x + y − 5)²: minimum f(1, 3) = 0."""
 
     def value(self, x0, x1):

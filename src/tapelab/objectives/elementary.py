@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import List
 
+import numpy as np
 from omegaconf import MISSING
 
 from tapelab.errors import ConfigError
-from tapelab.objectives.base import Objective, Problem, finite_scalar, finite_vector, register_objective
+from tapelab.objectives.base import FLOAT32_MAX, Objective, Problem, finite_scalar, finite_vector, register_objective
 
 
 @register_objective("quadratic")
@@ -30,7 +31,8 @@ class Quadratic(Objective):
             x = params["x"]
             return a * tf.pow(x, 2) + b * x + c
 
-        minima = (finite_vector("objective.b", -b / (2 * a)),) if a > 0 else ()
+        vertex = -float(b) / (2 * float(a)) if a > 0 else math.inf  # a ≤ 0: no minimum
+        minima = (np.array([vertex], np.float32),) if abs(vertex) <= FLOAT32_MAX else ()
         return Problem({"x": finite_scalar("objective.init", self.init)}, loss, minima)
 
 
@@ -39,7 +41,7 @@ class Quadratic(Objective):
 class Polynomial(Objective):
     """f(x) = Σᵢ coeffs[i]·xⁱ, lowest power first (so 4w + w³ is [0, 4, 0, 1])."""
 
-    coeffs: List[float] = MISSING
+    coeffs: list[float] = MISSING
     init: float = MISSING
 
     def build(self, seed: int) -> Problem:
@@ -58,7 +60,7 @@ class Polynomial(Objective):
 class SumOfSquares(Objective):
     """f(w) = Σ wᵢ², for a vector w of any length."""
 
-    init: List[float] = MISSING
+    init: list[float] = MISSING
 
     def build(self, seed: int) -> Problem:
         start = finite_vector("objective.init", self.init)
@@ -79,7 +81,7 @@ class Neuron(Objective):
     w: float = MISSING
     x: float = MISSING
     y: float = MISSING
-    trainable: List[str] = MISSING
+    trainable: list[str] = MISSING
 
     def build(self, seed: int) -> Problem:
         values = {key: finite_scalar(f"objective.{key}", getattr(self, key)) for key in ("w", "x", "y")}

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import List, Optional
 
 import numpy as np
 from omegaconf import MISSING
 
 from tapelab.errors import ConfigError
-from tapelab.objectives.base import Objective, Problem, finite_scalar, finite_vector, register_objective
+from tapelab.objectives.base import LossFn, Objective, Problem, finite_scalar, finite_vector, register_objective
 
 
 class RegressionLoss(Enum):
@@ -29,16 +28,16 @@ class LinearRegression(Objective):
     Randomness comes from `seed`, in this order: the noise, then the start values left null.
     """
 
-    x: List[float] = MISSING
-    n_points: Optional[int] = MISSING
-    x_range: List[float] = MISSING
+    x: list[float] = MISSING
+    n_points: int | None = MISSING
+    x_range: list[float] = MISSING
     true_w: float = MISSING
     true_b: float = MISSING
     noise: float = MISSING
     loss: RegressionLoss = MISSING
     huber_delta: float = MISSING
-    init_w: Optional[float] = MISSING
-    init_b: Optional[float] = MISSING
+    init_w: float | None = MISSING
+    init_b: float | None = MISSING
 
     def points(self) -> np.ndarray:
         """The inputs x: the listed ones, or `n_points` spread evenly over `x_range`."""
@@ -54,28 +53,35 @@ class LinearRegression(Objective):
         return np.linspace(low, high, self.n_points, dtype=np.float32)
 
     def build(self, seed: int) -> Problem:
-        import keras
-
+        if self.huber_delta <= 0:
+            raise ConfigError("objective.huber_delta", f"must be > 0, got {self.huber_delta}")
         x = self.points()
         rng = np.random.default_rng(seed)
-        noise = finite_scalar("objective.noise", self.noise) * rng.standard_normal(x.size)
-        y = (self.true_w * x + self.true_b + noise).astype(np.float32)
+        noise = self.noise * rng.standard_normal(x.size)
+        y = finite_vector("objective (targets true_w·x + true_b + noise)", self.true_w * x + self.true_b + noise)
         start = {
             name: finite_scalar(f"objective.init_{name}", rng.uniform() if value is None else value)
             for name, value in (("w", self.init_w), ("b", self.init_b))
         }
-        if self.huber_delta <= 0:
-            raise ConfigError("objective.huber_delta", f"must be > 0, got {self.huber_delta}")
-        keras_loss = {
+        minima = self.least_squares(x, y) if self.loss is RegressionLoss.mse else ()
+        return Problem(start, self.keras_loss(x, y), minima)
+
+    def keras_loss(self, x: np.ndarray, y: np.ndarray) -> LossFn:
+        """The loss over the data, which lives in non-trainable variables so the graph stays small."""
+        import keras
+        import tensorflow as tf
+
+        inputs, targets = tf.Variable(x, trainable=False, name="x"), tf.Variable(y, trainable=False, name="y")
+        reduce = {
             RegressionLoss.mse: keras.losses.mean_squared_error,
             RegressionLoss.mae: keras.losses.mean_absolute_error,
             RegressionLoss.huber: lambda true, pred: keras.losses.huber(true, pred, delta=self.huber_delta),
         }[self.loss]
 
         def loss(params):
-            return keras_loss(y, params["w"] * x + params["b"])
+            return reduce(targets, params["w"] * inputs + params["b"])
 
-        return Problem(start, loss, self.least_squares(x, y) if self.loss is RegressionLoss.mse else ())
+        return loss
 
     @staticmethod
     def least_squares(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...]:

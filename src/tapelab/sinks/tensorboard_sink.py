@@ -20,7 +20,7 @@ def scalar_tag(column: str, param_columns: list[str]) -> str:
     if column in param_columns:
         return f"params/{column}"
     if column.startswith("grad_") and column[len("grad_") :] in param_columns:
-        return f"grads/{column[len('grad_'):]}"
+        return f"grads/{column[len('grad_') :]}"
     return column
 
 
@@ -87,9 +87,7 @@ class TensorBoardSink:
         """Write the rows of `history` (columns as in metrics.csv)."""
         if history.empty:
             return
-        self._write_rows(
-            history["step"].to_numpy(np.int64), history[self._value_columns].to_numpy(np.float32)
-        )
+        self._write_rows(history["step"].to_numpy(np.int64), history[self._value_columns].to_numpy(np.float32))
 
     def write_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         """Scalars that summarise the run (the HParams tab's metric columns)."""
