@@ -19,8 +19,11 @@ from tapelab.errors import ConfigError
 class Update:
     """Applies one step of an optimizer to variables, given their gradients."""
 
-    def prepare(self, variables: Sequence[Any]) -> None:
-        """Create any optimizer state eagerly, before the loop is traced."""
+    def prepare(self, variables: Sequence[Any], loss: Callable[[], Any]) -> None:
+        """Create any optimizer state eagerly, before the loop is traced.
+
+        `loss` evaluates the objective at the current variables, for rules that need more than the gradient.
+        """
 
     def apply(self, gradients: Sequence[Any], variables: Sequence[Any]) -> None:
         """Update `variables` in place (called inside tf.function)."""
@@ -37,7 +40,7 @@ class KerasUpdate(Update):
     def __init__(self, optimizer: Any) -> None:
         self.optimizer = optimizer
 
-    def prepare(self, variables: Sequence[Any]) -> None:
+    def prepare(self, variables: Sequence[Any], loss: Callable[[], Any]) -> None:
         self.optimizer.build(list(variables))
 
     def apply(self, gradients: Sequence[Any], variables: Sequence[Any]) -> None:

@@ -83,7 +83,7 @@ class Trainer:
         self._loss = problem.loss
         self._update = update
         self._log_every = tf.constant(log_every, tf.int64)
-        update.prepare(list(self.variables.values()))
+        update.prepare(list(self.variables.values()), lambda: self._loss(self.variables))
         self._chunk = tf.function(self._run_chunk)
         self._row = tf.function(self._evaluate)
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+import numpy as np
 from omegaconf import MISSING
 
+from tapelab.errors import ConfigError
 from tapelab.objectives.base import Objective, Problem, finite_vector, minima_vectors, register_objective
 
 
@@ -19,6 +21,7 @@ class Benchmark2D(Objective):
     """A function of x = (x[0], x[1]) with known global minima."""
 
     init: list[float] = MISSING
+    domain: list[list[float]] = MISSING  # [[x0 low, x0 high], [x1 low, x1 high]]: the usual search box
     minima_key: ClassVar[str] = "objective.minima"  # the key an unusable minimum is blamed on
 
     def value(self, x0, x1):
@@ -29,8 +32,16 @@ class Benchmark2D(Objective):
         """The global minima."""
         raise NotImplementedError
 
+    def box(self) -> np.ndarray:
+        """`domain` as a checked 2×2 array of [low, high] rows."""
+        rows = [finite_vector("objective.domain", row, length=2) for row in self.domain]
+        if len(rows) != 2 or not all(low < high for low, high in rows):
+            raise ConfigError("objective.domain", f"needs two [low, high] pairs with low < high, got {self.domain}")
+        return np.array(rows)
+
     def build(self, seed: int) -> Problem:
         start = finite_vector("objective.init", self.init, length=2)
+        self.box()
 
         def loss(params):
             return self.value(params["x"][0], params["x"][1])
