@@ -48,6 +48,8 @@ def train(tmp_path: Path) -> Callable[..., Run]:
         nonlocal count
         count += 1
         run_dir = tmp_path / f"run{count}"
+        if not any(override.startswith("log.plots=") for override in overrides):
+            overrides = ("log.plots=false", *overrides)  # pictures cost ~0.5 s a run; test_pictures.py asks for them
         return Run(run_dir, run(compose_config(*overrides), run_dir))
 
     return _train

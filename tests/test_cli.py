@@ -17,17 +17,44 @@ from conftest import ROOT
 pytestmark = pytest.mark.e2e
 
 OBJECTIVES = [
+    "ackley",
     "beale",
     "booth",
+    "branin",
+    "easom",
+    "expression",
+    "goldstein_price",
     "himmelblau",
     "linear_regression",
+    "matyas",
+    "mccormick",
     "neuron",
     "polynomial",
+    "python",
     "quadratic",
+    "rastrigin",
     "rosenbrock",
+    "six_hump_camel",
+    "styblinski_tang",
     "sum_of_squares",
+    "tanh",
+    "three_hump_camel",
 ]
-OPTIMIZERS = ["adadelta", "adagrad", "adam", "adamax", "adamw", "ftrl", "gd", "lamb", "lion", "nadam", "rmsprop", "sgd"]
+OPTIMIZERS = [
+    "adadelta",
+    "adagrad",
+    "adam",
+    "adamax",
+    "adamw",
+    "ftrl",
+    "gd",
+    "lamb",
+    "lion",
+    "nadam",
+    "newton",
+    "rmsprop",
+    "sgd",
+]
 
 
 def run_cli(*args: str, cwd: Path = ROOT, command: list[str] | None = None) -> subprocess.CompletedProcess:

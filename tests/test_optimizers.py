@@ -41,7 +41,7 @@ def eager_rosenbrock_path(optimizer: keras.optimizers.Optimizer, start, steps: i
 
 def test_every_optimizer_has_a_config():
     names = {path.stem for path in (CONF_DIR / "optimizer").glob("*.yaml")}
-    assert names == set(KERAS_CLASSES) | {"gd"}
+    assert names == set(KERAS_CLASSES) | {"gd", "newton"}
 
 
 @pytest.mark.parametrize("name", sorted(KERAS_CLASSES))

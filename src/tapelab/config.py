@@ -25,6 +25,7 @@ class LogConfig:
     every: int = 1  # write every N-th step to CSV and TensorBoard; the final step always
     tensorboard: bool = True  # event files: scalars, histograms, graph, hparams
     graph: bool = True  # export the train loop's graph to TensorBoard's Graphs tab
+    plots: bool = True  # loss.png, trajectory.png (two parameters), and the same as TensorBoard images
 
 
 @dataclass

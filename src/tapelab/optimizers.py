@@ -1,4 +1,4 @@
-"""Optimizer schemas: the Keras optimizers by name, and the seeds' plain gradient descent.
+"""Optimizer schemas: the Keras optimizers by name, the seeds' plain gradient descent, and Newton's method.
 
 Each schema builds an `Update`, which the trainer calls inside its compiled loop.
 """
@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
+import numpy as np
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
@@ -104,6 +105,70 @@ class GradientDescent(Optimizer):
 
     def build(self, lr: float) -> Update:
         return PlainDescent(lr)
+
+
+class NewtonStep(Update):
+    """x ← x − lr·H⁻¹g, with the exact Hessian H of the loss over all trainable elements as one vector.
+
+    H is the Jacobian of the gradient (nested tapes, `tapelab.derivatives`), solved in float64 through the
+    pseudo-inverse, with singular values below 10·n·ε_float32·σ_max (what a float32 H resolves) as zero: a
+    singular Hessian gives the minimum-norm step (nothing along directions of zero curvature), an indefinite
+    one gives pure Newton's step towards the saddle or maximum of the local quadratic model, and a
+    non-finite one gives a non-finite step, which the trainer's divergence check turns into `diverged`.
+    """
+
+    RCOND_PER_ELEMENT = 10 * float(np.finfo(np.float32).eps)  # as tf.linalg.pinv's default, for float32 inputs
+
+    def __init__(self, lr: float, max_params: int) -> None:
+        import tensorflow as tf
+
+        self.lr = tf.constant(lr, tf.float32)
+        self.max_params = max_params
+        self._loss: Callable[[], Any] | None = None
+
+    def prepare(self, variables: Sequence[Any], loss: Callable[[], Any]) -> None:
+        from tapelab.derivatives import element_count
+
+        size = element_count(variables)
+        if size > self.max_params:
+            raise ConfigError(
+                "optimizer.max_params",
+                f"the objective has {size} trainable elements, more than optimizer.max_params={self.max_params}: "
+                f"Newton's method builds and solves a {size}×{size} Hessian at every step. Raise "
+                "optimizer.max_params, or choose a first-order optimizer",
+            )
+        self._loss = loss
+
+    def apply(self, gradients: Sequence[Any], variables: Sequence[Any]) -> None:
+        import tensorflow as tf
+
+        from tapelab.derivatives import flatten, gradient_and_hessian, unflatten
+
+        if self._loss is None:
+            raise RuntimeError("NewtonStep.prepare must run before apply")
+        _, _, hessian = gradient_and_hessian(self._loss, variables)
+        gradient = tf.cast(flatten(gradients), tf.float64)  # the gradient the trainer logged for this step
+        size = tf.cast(tf.size(gradient), tf.float64)
+        inverse = tf.linalg.pinv(tf.cast(hessian, tf.float64), rcond=self.RCOND_PER_ELEMENT * size)
+        step = tf.cast(tf.linalg.matvec(inverse, gradient), tf.float32)
+        for variable, part in zip(variables, unflatten(step, variables), strict=True):
+            variable.assign_sub(self.lr * part)
+
+    def learning_rate(self) -> Any:
+        return self.lr
+
+
+@register_optimizer("newton")
+@dataclass
+class Newton(Optimizer):
+    """Newton's method with the exact Hessian; `lr` damps the step (1 = pure Newton)."""
+
+    max_params: int = MISSING
+
+    def build(self, lr: float) -> Update:
+        if self.max_params < 1:
+            raise ConfigError("optimizer.max_params", f"must be an integer >= 1, got {self.max_params}")
+        return NewtonStep(lr, self.max_params)
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from tapelab.atomic import replacing
@@ -12,13 +13,85 @@ from tapelab.atomic import replacing
 MAX_LEGEND_ENTRIES = 12
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (no display needed), imported on first use."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save(figure: Any, path: Path) -> None:
+    """Write `figure` as a PNG in one step and free it."""
+    with replacing(path) as temporary:
+        figure.savefig(temporary, dpi=110, format="png")
+    pyplot().close(figure)
+
+
+def loss_figure(history: pd.DataFrame) -> Any:
+    """The loss against the step; on a log axis when the loss stays positive."""
+    plt = pyplot()
+    figure, axis = plt.subplots(figsize=(6.4, 4.2))
+    axis.plot(history["step"], history["loss"], linewidth=1.3)
+    if (history["loss"] > 0).all():
+        axis.set_yscale("log")
+    axis.set(xlabel="step", ylabel="loss", title="loss")
+    axis.grid(True, which="major", alpha=0.3)
+    figure.tight_layout()
+    return figure
+
+
+def contour_box(path: np.ndarray, minima: list[np.ndarray], domain: np.ndarray | None) -> np.ndarray:
+    """The region to draw: the objective's domain, or the path and minima with a margin, grown to hold the path."""
+    points = np.vstack([path, *[np.atleast_2d(point) for point in minima]])
+    low, high = points.min(axis=0), points.max(axis=0)
+    if domain is not None:
+        low, high = np.minimum(low, domain[:, 0]), np.maximum(high, domain[:, 1])
+    else:
+        margin = np.maximum(0.2 * (high - low), 0.5)
+        low, high = low - margin, high + margin
+    return np.stack([low, high], axis=1)
+
+
+def trajectory_figure(
+    grid_x: np.ndarray,
+    grid_y: np.ndarray,
+    values: np.ndarray,
+    path: np.ndarray,
+    minima: list[np.ndarray],
+    labels: tuple[str, str],
+) -> Any:
+    """A contour of the objective with the optimizer's path, its start and end, and the known minima starred.
+
+    `values` holds the objective on the `grid_x` × `grid_y` mesh; `path` is one (x, y) row per logged step.
+    """
+    plt = pyplot()
+    from matplotlib import ticker
+    from matplotlib.colors import LogNorm
+
+    figure, axis = plt.subplots(figsize=(6.4, 5.4))
+    finite = values[np.isfinite(values)]
+    positive = finite.size and finite.min() > 0
+    if positive and finite.max() / finite.min() > 100:
+        levels = np.geomspace(finite.min(), finite.max(), 30)
+        contour = axis.contourf(grid_x, grid_y, values, levels=levels, norm=LogNorm(), cmap="viridis", alpha=0.85)
+        figure.colorbar(contour, ax=axis, label="loss (log scale)", ticks=ticker.LogLocator())
+    else:
+        contour = axis.contourf(grid_x, grid_y, values, levels=30, cmap="viridis", alpha=0.85)
+        figure.colorbar(contour, ax=axis, label="loss")
+    if minima:  # first, so that an end point on a minimum stays visible
+        stars = np.array(minima)
+        axis.plot(stars[:, 0], stars[:, 1], "*", color="red", markeredgecolor="black", markersize=14,
+                  linestyle="none", label="global minima")  # fmt: skip
+    axis.plot(path[:, 0], path[:, 1], "-", color="white", linewidth=1.4, label="path")
+    axis.plot(*path[0], "o", color="white", markeredgecolor="black", markersize=8, label="start")
+    axis.plot(*path[-1], "s", color="orange", markeredgecolor="black", markersize=8, label="end")
+    axis.set(xlabel=labels[0], ylabel=labels[1], title="path over the objective")
+    axis.legend(fontsize="small", loc="best")
+    figure.tight_layout()
+    return figure
 
 
 def numeric_swept_keys(table: pd.DataFrame, keys: list[str]) -> list[str]:
@@ -43,7 +116,7 @@ def curve_styles(table: pd.DataFrame, varying: list[str], numeric: list[str]) ->
     With a non-numeric swept key (e.g. the optimizer), each of its values gets a colour map, and the
     numeric keys (e.g. lr) go from light to dark within it; otherwise each job has its own colour.
     """
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.lines import Line2D
 
     groups_by = [key for key in varying if key not in numeric]
@@ -75,7 +148,7 @@ def plot_sweep(table: pd.DataFrame, curves: dict[int, pd.DataFrame], keys: list[
     `curves` maps a job number to its (step, loss) history. Diverged jobs are drawn dashed in the
     curves, outside the y range of the others, and left out of the final-loss panels.
     """
-    plt = _pyplot()
+    plt = pyplot()
     varying = [key for key in keys if table[key].nunique() > 1]
     numeric = numeric_swept_keys(table, varying)
     figure, axes = plt.subplots(1, 1 + len(numeric), figsize=(7 + 4.5 * len(numeric), 4.8), squeeze=False)
@@ -84,9 +157,7 @@ def plot_sweep(table: pd.DataFrame, curves: dict[int, pd.DataFrame], keys: list[
     for axis, key in zip(axes[0][1:], numeric, strict=True):
         draw_final_loss(axis, finished, key, [other for other in varying if other != key], len(table))
     figure.tight_layout()
-    with replacing(path) as temporary:
-        figure.savefig(temporary, dpi=110, format="png")
-    plt.close(figure)
+    save(figure, path)
 
 
 def draw_curves(

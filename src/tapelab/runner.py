@@ -63,6 +63,12 @@ def train(experiment: Experiment, run_dir: Path) -> float:
     wall_time = time.perf_counter() - started
 
     summary = summarise(experiment, problem, trainer.param_columns, last_finite, best_loss, diverged, wall_time)
+    if experiment.log.plots and last_finite is not None:
+        from tapelab.pictures import draw_run
+
+        pictures = draw_run(run_dir, problem, trainer.param_columns, domain_of(experiment.objective))
+        if tensorboard is not None:
+            tensorboard.write_images(pictures, step=summary["steps"])
     if tensorboard is not None:
         if summary["final_loss"] is not None:
             metrics = {key: summary[key] for key in ("final_loss", "best_loss", "steps")}
@@ -78,6 +84,12 @@ def train(experiment: Experiment, run_dir: Path) -> float:
         ", ".join(f"{name}={value}" for name, value in summary["params"].items()),
     )
     return math.inf if diverged else summary["final_loss"]
+
+
+def domain_of(objective: Any) -> np.ndarray | None:
+    """The objective's usual search box ([low, high] per parameter), where it has one."""
+    box = getattr(objective, "box", None)
+    return box() if callable(box) else None
 
 
 def record_failure(run_dir: Path, error: Exception) -> float:
@@ -117,6 +129,11 @@ def summarise(
     if problem.minima:
         distances = [np.linalg.norm(flat.astype(np.float64) - point) for point in problem.minima]
         summary["distance_to_min"] = float(min(distances))
+        if final_loss is not None:
+            from tapelab.landscape import loss_at
+
+            lowest = float(loss_at(problem, np.array(problem.minima)).min())  # f* at the known minima
+            summary["gap_to_min"] = shortest(final_loss - lowest)
     return summary
 
 

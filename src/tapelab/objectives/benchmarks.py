@@ -1,4 +1,4 @@
-"""Standard 2-D optimisation test functions with their published global minima.
+"""Standard optimisation test functions (2-D, and the n-D Styblinski–Tang) with their published global minima.
 
 Formulas and minima follow the Virtual Library of Simulation Experiments
 (https://www.sfu.ca/~ssurjano/optimization.html).
@@ -100,3 +100,178 @@ class Booth(RecordedMinima2D):
 
     def value(self, x0, x1):
         return (x0 + 2.0 * x1 - 7.0) ** 2 + (2.0 * x0 + x1 - 5.0) ** 2
+
+
+@register_objective("matyas")
+@dataclass
+class Matyas(RecordedMinima2D):
+    """0.26·(x² + y²) − 0.48·x·y: a flat, tilted bowl. Minimum f(0, 0) = 0."""
+
+    def value(self, x0, x1):
+        return 0.26 * (x0**2 + x1**2) - 0.48 * x0 * x1
+
+
+@register_objective("three_hump_camel")
+@dataclass
+class ThreeHumpCamel(RecordedMinima2D):
+    """2x² − 1.05x⁴ + x⁶/6 + xy + y²: two local minima beside the global minimum f(0, 0) = 0."""
+
+    def value(self, x0, x1):
+        return 2.0 * x0**2 - 1.05 * x0**4 + x0**6 / 6.0 + x0 * x1 + x1**2
+
+
+@register_objective("six_hump_camel")
+@dataclass
+class SixHumpCamel(RecordedMinima2D):
+    """(4 − 2.1x² + x⁴/3)·x² + xy + (−4 + 4y²)·y²: two global minima, f ≈ −1.0316."""
+
+    def value(self, x0, x1):
+        return (4.0 - 2.1 * x0**2 + x0**4 / 3.0) * x0**2 + x0 * x1 + (-4.0 + 4.0 * x1**2) * x1**2
+
+
+@register_objective("rastrigin")
+@dataclass
+class Rastrigin(RecordedMinima2D):
+    """2A + Σᵢ (xᵢ² − A·cos(2π·xᵢ)): a local minimum near every integer point; global minimum f(0, 0) = 0."""
+
+    A: float = MISSING
+
+    def build(self, seed: int) -> Problem:
+        if self.A < 0:  # A < 0 turns the cosine dip at the origin into a bump, so the minimum may move away
+            raise ConfigError("objective.A", f"must be >= 0 (the minimum at the origin needs it), got {self.A}")
+        return super().build(seed)
+
+    def value(self, x0, x1):
+        import tensorflow as tf
+
+        ripple = tf.cos(2.0 * np.pi * x0) + tf.cos(2.0 * np.pi * x1)
+        return 2.0 * self.A + x0**2 + x1**2 - self.A * ripple
+
+
+@register_objective("ackley")
+@dataclass
+class Ackley(RecordedMinima2D):
+    """−a·exp(−b·√(½Σxᵢ²)) − exp(½Σcos(c·xᵢ)) + a + e: a ripple on a cone; minimum f(0, 0) = 0."""
+
+    a: float = MISSING
+    b: float = MISSING
+    c: float = MISSING
+
+    def build(self, seed: int) -> Problem:
+        for key in ("a", "b"):  # a, b > 0 make the cone term strictly smallest at the origin, whatever c is
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"objective.{key}", f"must be > 0, got {getattr(self, key)}")
+        return super().build(seed)
+
+    def value(self, x0, x1):
+        import tensorflow as tf
+
+        mean_square = (x0**2 + x1**2) / 2.0
+        # √ has an infinite slope at 0, so at the origin (the minimum) tf.sqrt's gradient is inf · 0 = NaN.
+        # The double tf.where keeps the value exact (√0 = 0) and takes the gradient from a branch that never
+        # sees 0: it is 0 at the origin (a valid subgradient of the cone there) and the true one elsewhere.
+        positive = mean_square > 0.0
+        radius = tf.where(positive, tf.sqrt(tf.where(positive, mean_square, 1.0)), 0.0)
+        mean_cos = (tf.cos(self.c * x0) + tf.cos(self.c * x1)) / 2.0
+        return -self.a * tf.exp(-self.b * radius) - tf.exp(mean_cos) + self.a + np.e
+
+
+@register_objective("goldstein_price")
+@dataclass
+class GoldsteinPrice(RecordedMinima2D):
+    """[1 + (x + y + 1)²·(19 − 14x + 3x² − 14y + 6xy + 3y²)]·[30 + (2x − 3y)²·(18 − 32x + 12x² + 48y − 36xy
+    + 27y²)]: several local minima; global minimum f(0, −1) = 3."""
+
+    def value(self, x0, x1):
+        first = 1.0 + (x0 + x1 + 1.0) ** 2 * (19.0 - 14.0 * x0 + 3.0 * x0**2 - 14.0 * x1 + 6.0 * x0 * x1 + 3.0 * x1**2)
+        second = 30.0 + (2.0 * x0 - 3.0 * x1) ** 2 * (
+            18.0 - 32.0 * x0 + 12.0 * x0**2 + 48.0 * x1 - 36.0 * x0 * x1 + 27.0 * x1**2
+        )
+        return first * second
+
+
+@register_objective("mccormick")
+@dataclass
+class McCormick(RecordedMinima2D):
+    """sin(x + y) + (x − y)² − 1.5x + 2.5y + 1: minimum f(−0.54719, −1.54719) ≈ −1.9133."""
+
+    def value(self, x0, x1):
+        import tensorflow as tf
+
+        return tf.sin(x0 + x1) + (x0 - x1) ** 2 - 1.5 * x0 + 2.5 * x1 + 1.0
+
+
+@register_objective("branin")
+@dataclass
+class Branin(Benchmark2D):
+    """a·(y − b·x² + c·x − r)² + s·(1 − t)·cos(x) + s with the standard constants: three global minima.
+
+    The minima are where cos(x) = −1 (x = −π, π, 3π) and the square vanishes: y = r + b·x² − c·x, which gives
+    the published (−π, 12.275), (π, 2.275), (3π, 2.475), each with f = s·t = 5/(4π) ≈ 0.397887.
+    """
+
+    a: ClassVar[float] = 1.0
+    b: ClassVar[float] = 5.1 / (4.0 * np.pi**2)
+    c: ClassVar[float] = 5.0 / np.pi
+    r: ClassVar[float] = 6.0
+    s: ClassVar[float] = 10.0
+    t: ClassVar[float] = 1.0 / (8.0 * np.pi)
+
+    def value(self, x0, x1):
+        import tensorflow as tf
+
+        square = (x1 - self.b * x0**2 + self.c * x0 - self.r) ** 2
+        return self.a * square + self.s * (1.0 - self.t) * tf.cos(x0) + self.s
+
+    def known_minima(self) -> list[list[float]]:
+        return [[x, self.r + self.b * x**2 - self.c * x] for x in (-np.pi, np.pi, 3.0 * np.pi)]
+
+
+@register_objective("easom")
+@dataclass
+class Easom(Benchmark2D):
+    """−cos(x)·cos(y)·exp(−(x − π)² − (y − π)²): flat almost everywhere; minimum f(π, π) = −1."""
+
+    def value(self, x0, x1):
+        import tensorflow as tf
+
+        return -tf.cos(x0) * tf.cos(x1) * tf.exp(-((x0 - np.pi) ** 2) - (x1 - np.pi) ** 2)
+
+    def known_minima(self) -> list[list[float]]:
+        return [[np.pi, np.pi]]
+
+
+STYBLINSKI_TANG_X = -2.903534  # each coordinate of the published minimum (f = −39.16599, or −39.166166, per one)
+
+
+@register_objective("styblinski_tang")
+@dataclass
+class StyblinskiTang(Objective):
+    """½·Σᵢ (xᵢ⁴ − 16xᵢ² + 5xᵢ) over `dim` coordinates: minimum at xᵢ = −2.903534, f ≈ −39.16599·dim."""
+
+    dim: int = MISSING
+    init: list[float] = MISSING  # one start value per coordinate: exactly `dim` of them
+    domain: list[float] = MISSING  # [low, high]: the usual search interval, the same for every coordinate
+
+    def build(self, seed: int) -> Problem:
+        if self.dim < 1:
+            raise ConfigError("objective.dim", f"must be an integer >= 1, got {self.dim}")
+        if len(self.init) != self.dim:
+            raise ConfigError("objective.init", f"needs objective.dim = {self.dim} values, got {len(self.init)}")
+        start = finite_vector("objective.init", self.init, length=self.dim)
+        self.box()
+
+        def loss(params):
+            import tensorflow as tf
+
+            x = params["x"]
+            return 0.5 * tf.math.reduce_sum(x**4 - 16.0 * x**2 + 5.0 * x)
+
+        return Problem({"x": start}, loss, (np.full(self.dim, STYBLINSKI_TANG_X, np.float32),))
+
+    def box(self) -> np.ndarray:
+        """`domain` checked, as a dim×2 array of [low, high] rows like the 2-D functions' `box`."""
+        low, high = finite_vector("objective.domain", self.domain, length=2)
+        if not low < high:
+            raise ConfigError("objective.domain", f"needs [low, high] with low < high, got {list(self.domain)}")
+        return np.tile([low, high], (self.dim, 1))

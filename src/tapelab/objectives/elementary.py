@@ -1,4 +1,4 @@
-"""The seeds' small objectives: quadratic, polynomial, sum of squares and the single neuron."""
+"""The seeds' small objectives: quadratic, polynomial, sum of squares, the single neuron and tanh."""
 
 from __future__ import annotations
 
@@ -102,3 +102,19 @@ class Neuron(Objective):
             return (current["w"] * current["x"] - current["y"]) ** 2
 
         return Problem(start, loss)
+
+
+@register_objective("tanh")
+@dataclass
+class Tanh(Objective):
+    """f(w) = tanh(w): the curve of seed 003's sensitivity plot. It has no minimum (f → −1 as w → −∞)."""
+
+    init: float = MISSING
+
+    def build(self, seed: int) -> Problem:
+        def loss(params):
+            import tensorflow as tf
+
+            return tf.math.tanh(params["w"])
+
+        return Problem({"w": finite_scalar("objective.init", self.init)}, loss)

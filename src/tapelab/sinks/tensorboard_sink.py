@@ -97,6 +97,15 @@ class TensorBoardSink:
             for tag, value in metrics.items():
                 tf.summary.scalar(tag, value, step=step)
 
+    def write_images(self, pictures: list[Path], step: int) -> None:
+        """PNG files as image summaries, tagged `plots/<file name without .png>`."""
+        import tensorflow as tf
+
+        with self._writer.as_default():
+            for picture in pictures:
+                image = tf.io.decode_png(tf.io.read_file(str(picture)), channels=4)
+                tf.summary.image(f"plots/{picture.stem}", image[None], step=step)
+
     def close(self) -> None:
         """Flush and close the event file."""
         self._writer.close()

@@ -1,0 +1,35 @@
+"""The pictures of one run: loss.png, trajectory.png (for two parameters), and their copies in TensorBoard."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tapelab.landscape import loss_at
+from tapelab.objectives import Problem
+from tapelab.plots import contour_box, loss_figure, save, trajectory_figure
+from tapelab.rundir import METRICS
+
+LOSS_PNG = "loss.png"
+TRAJECTORY_PNG = "trajectory.png"
+GRID_POINTS = 160  # per axis of the contour
+MAX_PATH_POINTS = 5000
+
+
+def draw_run(run_dir: Path, problem: Problem, param_columns: list[str], domain: np.ndarray | None) -> list[Path]:
+    """Draw the run's pictures from its metrics.csv; return the files written."""
+    history = pd.read_csv(run_dir / METRICS, usecols=["step", "loss", *param_columns])
+    history = history.iloc[:: max(1, len(history) // MAX_PATH_POINTS)]
+    save(loss_figure(history), run_dir / LOSS_PNG)
+    written = [run_dir / LOSS_PNG]
+    if len(param_columns) == 2:
+        path = history[param_columns].to_numpy(np.float64)
+        box = contour_box(path, list(problem.minima), domain)
+        grid_x, grid_y = np.meshgrid(np.linspace(*box[0], GRID_POINTS), np.linspace(*box[1], GRID_POINTS))
+        values = loss_at(problem, np.stack([grid_x.ravel(), grid_y.ravel()], axis=1)).reshape(grid_x.shape)
+        figure = trajectory_figure(grid_x, grid_y, values, path, list(problem.minima), tuple(param_columns))
+        save(figure, run_dir / TRAJECTORY_PNG)
+        written.append(run_dir / TRAJECTORY_PNG)
+    return written
