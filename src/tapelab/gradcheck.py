@@ -85,16 +85,10 @@ def loss_of_flat(problem: Problem) -> tuple[Callable[[np.ndarray], float], np.dt
     """The loss as a function of a flat NumPy point, in float64 if the objective's ops allow it, else float32."""
     import tensorflow as tf
 
-    shapes = [np.shape(value) for value in problem.start.values()]
-    sizes = [int(np.prod(shape, dtype=np.int64)) for shape in shapes]
-
     def evaluate_in(dtype: Any) -> Callable[[np.ndarray], float]:
         def evaluate(flat: np.ndarray) -> float:
-            parts = np.split(np.asarray(flat, dtype.as_numpy_dtype), np.cumsum(sizes)[:-1])
-            params = {
-                name: tf.constant(part.reshape(shape), dtype)
-                for name, part, shape in zip(problem.start, parts, shapes, strict=True)
-            }
+            parts = problem.split(np.asarray(flat, dtype.as_numpy_dtype))
+            params = {name: tf.constant(part, dtype) for name, part in parts.items()}
             value = tf.convert_to_tensor(problem.loss(params))
             if value.dtype != dtype:  # the loss casts or holds constants of another precision
                 raise TypeError(f"the loss is {value.dtype.name}, not {dtype.name}")
@@ -102,7 +96,7 @@ def loss_of_flat(problem: Problem) -> tuple[Callable[[np.ndarray], float], np.dt
 
         return evaluate
 
-    start = np.concatenate([np.ravel(value) for value in problem.start.values()])
+    start = problem.flat_start()
     evaluate64 = evaluate_in(tf.float64)
     try:
         evaluate64(start.astype(np.float64))
@@ -133,7 +127,7 @@ def check_gradient(problem: Problem, rtol: float = RTOL, atol: float = ATOL) -> 
 
     tape = tape_gradient(problem).astype(np.float64)
     evaluate, dtype = loss_of_flat(problem)
-    start = np.concatenate([np.ravel(value) for value in problem.start.values()])
+    start = problem.flat_start()
     fd = finite_differences(evaluate, start, dtype)
     abs_error = np.abs(tape - fd)
     scale = np.maximum(np.abs(tape), np.abs(fd))

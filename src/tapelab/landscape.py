@@ -13,15 +13,11 @@ def loss_at(problem: Problem, points: np.ndarray) -> np.ndarray:
     """The loss at each row of `points` (one flat parameter vector per row, in column order)."""
     import tensorflow as tf
 
-    shapes = {name: np.shape(value) for name, value in problem.start.items()}
-    sizes = [int(np.prod(shape, dtype=int)) for shape in shapes.values()]
-
     def loss_of_flat(flat):
-        parts = tf.split(flat, sizes)
-        named = zip(shapes.items(), parts, strict=True)
-        return problem.loss({name: tf.reshape(part, shape) for (name, shape), part in named})
+        return problem.loss(problem.split(flat, tf.reshape))
 
-    flat_points = tf.constant(np.asarray(points, np.float32).reshape(len(points), sum(sizes)))
+    size = problem.flat_start().size
+    flat_points = tf.constant(np.asarray(points, np.float32).reshape(len(points), size))
     if len(points) <= EAGER_POINTS:  # a few points (the minima): cheaper than tracing a graph
         return np.array([loss_of_flat(point).numpy() for point in flat_points], np.float32)
     # pfor turns the per-point loss into batched ops: one graph call for the whole grid.

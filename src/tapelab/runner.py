@@ -111,7 +111,7 @@ def summarise(
 ) -> dict[str, Any]:
     """The content of summary.json, from the last finite row (None when not even the start was finite)."""
     if last_finite is None:
-        steps, final_loss, best, flat = 0, None, None, np.concatenate([np.ravel(v) for v in problem.start.values()])
+        steps, final_loss, best, flat = 0, None, None, problem.flat_start()
     else:
         row = last_finite.iloc[0]
         steps, final_loss = int(row["step"]), shortest(row["loss"])
@@ -121,7 +121,7 @@ def summarise(
         "steps": steps,
         "final_loss": final_loss,
         "best_loss": best,
-        "params": parameter_values(problem.start, flat),
+        "params": parameter_values(problem, flat),
         "wall_time_s": wall_time,
         "steps_per_s": steps / wall_time,
         **experiment.describe(),
@@ -142,13 +142,9 @@ def shortest(value: float) -> float:
     return float(str(np.float32(value)))
 
 
-def parameter_values(start: dict[str, np.ndarray], flat: np.ndarray) -> dict[str, float | list[float]]:
-    """Split a flat parameter row back into name -> scalar or list, shaped like `start`."""
-    values: dict[str, float | list[float]] = {}
-    offset = 0
-    for name, value in start.items():
-        size = int(np.size(value))
-        part = [shortest(element) for element in flat[offset : offset + size]]
-        values[name] = part if np.ndim(value) == 1 else part[0]
-        offset += size
-    return values
+def parameter_values(problem: Problem, flat: np.ndarray) -> dict[str, float | list[float]]:
+    """A flat parameter row as name -> number or list (for a vector), in shortest float32 text."""
+    return {
+        name: [shortest(element) for element in value] if np.ndim(value) == 1 else shortest(value)
+        for name, value in problem.split(flat).items()
+    }

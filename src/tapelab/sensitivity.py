@@ -99,15 +99,10 @@ def at_point(problem: Problem, at: list[float] | None = None) -> dict[str, Any]:
     from tapelab.training import element_columns
 
     elements = element_columns(problem.start)
-    flat = np.concatenate([np.ravel(value) for value in problem.start.values()]).astype(np.float32)
+    flat = problem.flat_start().astype(np.float32)
     if at is not None:
         flat = finite_vector("at", at, length=len(elements))
-    sizes = np.cumsum([np.size(value) for value in problem.start.values()])[:-1]
-    point = {
-        name: part.reshape(np.shape(value))
-        for (name, value), part in zip(problem.start.items(), np.split(flat, sizes), strict=True)
-    }
-    values = point_derivatives(problem.loss, point)
+    values = point_derivatives(problem.loss, problem.split(flat))
     return {
         "elements": elements,
         "point": [shortest(v) for v in flat],

@@ -29,6 +29,19 @@ class Problem:
     loss: LossFn
     minima: tuple[np.ndarray, ...] = ()
 
+    def flat_start(self) -> np.ndarray:
+        """The start values as one flat vector, in column order."""
+        return np.concatenate([np.ravel(value) for value in self.start.values()])
+
+    def split(self, flat: Any, reshape: Callable[[Any, tuple[int, ...]], Any] = np.reshape) -> dict[str, Any]:
+        """A flat vector back into name -> value shaped like `start` (pass tf.reshape for a tensor)."""
+        values, offset = {}, 0
+        for name, value in self.start.items():
+            size = int(np.size(value))
+            values[name] = reshape(flat[offset : offset + size], np.shape(value))
+            offset += size
+        return values
+
 
 @dataclass
 class Objective:
