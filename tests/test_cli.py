@@ -106,10 +106,10 @@ def test_help_lists_every_objective_optimizer_and_key_without_importing_tensorfl
     [
         (["lr=-1"], "lr: must be a finite number > 0 (in float32, so 1e-45 to 3.4e38), got -1.0"),
         (["lr=nan"], "lr: must be a finite number > 0 (in float32, so 1e-45 to 3.4e38), got nan"),
-        (["lr=fast"], "full_key: lr"),
+        (["lr=fast"], "lr: 'fast' is not a float"),
         (["epochs=0"], "epochs: must be an integer from 1 to 2**62, got 0"),
-        (["objective=nope"], "Available options in 'objective'"),
-        (["optimizer=nope"], "Available options in 'optimizer'"),
+        (["objective=nope"], "objective: no option 'nope'; choose from ackley, beale, booth,"),
+        (["optimizer=nope"], "optimizer: no option 'nope'; choose from adadelta, adagrad, adam,"),
         (["objective=neuron", "objective.trainable=[z]"], "objective.trainable: must list distinct names from"),
         (["objective=booth", "objective.init=[1]"], "objective.init: needs exactly 2 values, got 1"),
         (["objective=linear_regression", "objective.loss=l1"], "mse, mae, huber"),
@@ -117,10 +117,38 @@ def test_help_lists_every_objective_optimizer_and_key_without_importing_tensorfl
 )
 def test_user_mistakes_get_a_short_message_and_no_traceback(tmp_path, args, expected):
     finished = run_cli(*args, f"hydra.run.dir={tmp_path / 'run'}")
-    assert finished.returncode != 0
+    assert finished.returncode == 2, finished.stderr
     assert expected in finished.stderr
     assert "Traceback" not in finished.stderr + finished.stdout
     assert not (tmp_path / "run" / "metrics.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["objective=nope"], "objective: no option 'nope'; choose from " + ", ".join(OBJECTIVES)),
+        (["nope=1"], "nope: not a key of the config; the top level has objective, optimizer, lr, epochs,"),
+        (["lr=fast"], "lr: 'fast' is not a float"),
+        (["log.plots=maybe"], "log.plots: 'maybe' is not a bool (true or false)"),
+        (["lr=["], "lr: cannot read 'lr=[': no viable alternative at input '['"),
+        (["-m", "nope=1,2"], "nope: not a key of the config;"),  # a sweep stops before its first job
+    ],
+)
+def test_mistakes_hydra_finds_while_composing_are_one_line_and_exit_2(tmp_path, args, line):
+    finished = run_cli(*args, f"hydra.run.dir={tmp_path / 'run'}", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert finished.returncode == 2, finished.stderr
+    assert [text for text in finished.stderr.splitlines() if text.strip()] == [finished.stderr.strip()]
+    assert finished.stderr.startswith(f"Error in config: {line}")
+    assert "Traceback" not in finished.stderr + finished.stdout and "HYDRA_FULL_ERROR" not in finished.stderr
+    assert not list(tmp_path.rglob("metrics.csv"))  # (the basic sweeper saves multirun.yaml before composing a job)
+
+
+def test_hydra_full_error_set_by_the_user_still_gives_hydras_traceback():
+    env = {**os.environ, "HYDRA_FULL_ERROR": "1"}
+    command = [sys.executable, str(ROOT / "run.py"), "nope=1"]
+    finished = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 1
+    assert "Traceback" in finished.stderr and "ConfigCompositionException" in finished.stderr
 
 
 def test_rerun_into_a_finished_directory_is_refused_and_leaves_it_untouched(tmp_path):

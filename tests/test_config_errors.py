@@ -8,7 +8,7 @@ from omegaconf.errors import ValidationError
 
 from conftest import compose_config
 from tapelab.config import to_experiment
-from tapelab.errors import ConfigError
+from tapelab.errors import ConfigError, one_line
 from tapelab.runner import run
 
 
@@ -56,6 +56,9 @@ def test_out_of_range_top_level_values_name_their_key(overrides, key):
         (["objective.init=nan"], "objective.init", "finite"),
         (["objective=rosenbrock", "objective.a=1e20"], "objective.a", "float32"),  # its minimum (a, a²) overflows
         (["objective=linear_regression", "objective.huber_delta=0"], "objective.huber_delta", "> 0"),
+        (["objective=sum_of_squares", "objective.init=[[1],[1,2]]"], "objective.init", "a flat list of numbers"),
+        (["objective=linear_regression", "objective.x=[[1],[2,3]]"], "objective.x", "a flat list of numbers"),
+        (["objective=linear_regression", "objective.n_points=1000000000000"], "objective.n_points", "<= 10,000,000"),
         (["optimizer.momentum=2"], "optimizer (sgd)", "momentum"),  # Keras's own range check
         (["optimizer=lion", "optimizer.beta_1=5"], "optimizer (lion)", "beta_1"),
         (["optimizer.clipnorm=1", "optimizer.global_clipnorm=1"], "optimizer (sgd)", "clipnorm"),
@@ -78,12 +81,37 @@ def test_bad_objective_values_fail_before_anything_is_written(tmp_path, override
         (["epochs=1.5"], "full_key: epochs"),
         (["objective=linear_regression", "objective.loss=l1"], "mse, mae, huber"),
         (["optimizer.momentun=0.9"], "momentun"),
+        (["nope=1"], "nope"),
+        (["objective=booth", "objective.init=[a,b]"], "full_key: objective.init"),
     ],
 )
 def test_unknown_names_and_wrong_types_fail_at_composition(overrides, expected):
     with pytest.raises((ConfigCompositionException, HydraException, ValidationError)) as error:
         compose_config(*overrides)
     assert expected in str(error.value) + str(error.value.__cause__)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "line"),
+    [
+        (["optimizer=nope"], "optimizer: no option 'nope'; choose from adadelta, adagrad, adam, adamax, adamw,"),
+        (["hydra/launcher=nope"], "hydra/launcher: no option 'nope'; choose from basic, joblib,"),
+        (["objective.nope=1"], "objective.nope: not a key of the config; objective has starts, domain, a, b, c, init"),
+        (["optimizer.momentun=0.9"], "optimizer.momentun: not a key of the config; optimizer has weight_decay,"),
+        (["epochs=1.5"], "epochs: '1.5' is not an integer"),
+        (["lr=null"], "lr: cannot be null"),
+        (["objective=booth", "objective.init=[a,b]"], "objective.init[0]: 'a' is not a float"),
+        (["objective=linear_regression", "objective.loss=l1"], "objective.loss: 'l1' is not one of mse, mae, huber"),
+        (["+lr=1"], "lr: already in the config; set it with lr=1 (or ++lr=1)"),
+        (["~nope"], "nope: not a key of the config, nothing to delete"),
+        (["lr"], "lr: cannot read 'lr': missing EQUAL at '<EOF>' (the syntax: https://hydra.cc/"),
+    ],
+)
+def test_composition_errors_read_as_one_line_that_names_the_key(overrides, line):
+    with pytest.raises((HydraException, ValidationError)) as error:
+        compose_config(*overrides)
+    assert one_line(error.value).startswith(line)
+    assert "\n" not in one_line(error.value)
 
 
 def test_a_finished_run_directory_is_never_written_over(train):

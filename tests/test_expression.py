@@ -11,6 +11,7 @@ import pytest
 
 from conftest import ROOT, compose_config
 from tapelab.errors import ConfigError
+from tapelab.objectives.expression import check_expression
 from tapelab.runner import run
 
 SEED_000_X = [3.0, 2.3, 1.74, 1.292, 0.93360007]  # x² + x − 1 from 3, descended at lr 0.1
@@ -162,6 +163,8 @@ def test_the_column_of_a_refused_construct_points_at_it(tmp_path):
         ),
         (["objective.expr=w + 1e39"], "objective.expr", "beyond float32"),
         (["objective.init={w: 1e39}"], "objective.init.w", "float32"),
+        (["objective.init={1: 1, w: 1}"], "objective.init", "has 1, which the expression does not use"),
+        ([f"objective.expr='{'+'.join(['w'] * 101)}'"], "objective.expr", "nested too deeply: at most 100 levels"),
     ],
 )
 def test_names_constants_and_start_values_are_checked(tmp_path, overrides, key, problem):
@@ -189,3 +192,8 @@ def test_command_line_refusal_is_one_line_with_exit_code_2(tmp_path):
     )
     assert "Traceback" not in finished.stderr
     assert not list(tmp_path.rglob("metrics.csv"))
+
+
+def test_the_nesting_limit_leaves_room_for_long_formulas():
+    assert check_expression("+".join(["w"] * 100)).names == ("w",)  # 100 levels: the most allowed
+    assert check_expression("sin(" * 49 + "w" + ")" * 49).names == ("w",)

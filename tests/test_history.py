@@ -20,6 +20,19 @@ def test_log_every_keeps_multiples_and_the_final_step(train, epochs, every, step
     assert result.summary["steps"] == epochs
 
 
+def test_log_max_rows_raises_every_and_keeps_the_final_step(train):
+    # 2500 steps at most 100 rows: every 25th step (ceil(2500 / 100)), and 2500 itself.
+    result = train("optimizer=gd", "epochs=2500", "log.max_rows=100")
+    assert result.metrics["step"].tolist() == list(range(0, 2501, 25))
+    assert result.summary["log_every"] == 25
+
+
+def test_logged_rows_stay_on_the_grid_when_chunks_end_between_grid_points(train):
+    # The first chunk has 1000 steps, which 7 doesn't divide; later chunks are sized by time.
+    result = train("optimizer=gd", "lr=0.001", "epochs=5000", "log.every=7")
+    assert result.metrics["step"].tolist() == [*range(0, 5000, 7), 5000]
+
+
 def test_history_is_seamless_across_chunks(train):
     # Gradient descent on (x − 1)² from 0: x_t = 1 − (1 − 2·lr)^t. 2500 steps span several chunks.
     result = train("optimizer=gd", "lr=0.001", "epochs=2500")
@@ -139,4 +152,4 @@ def test_tensorboard_and_graph_logging_can_be_switched_off(train):
     no_graph = train("epochs=3", "log.graph=false")
     events = EventAccumulator(str(no_graph.dir))
     events.Reload()
-    assert "loss" in events.Tags()["tensors"] and "train_loop" not in events.Tags()["tensors"]
+    assert "loss" in events.Tags()["tensors"] and not events.Tags()["graph"]

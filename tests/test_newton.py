@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tapelab.config import StopConfig
 from tapelab.errors import ConfigError
 from tapelab.objectives import Problem
 from tapelab.optimizers import NewtonStep
@@ -126,9 +127,9 @@ def run_newton(loss, start: float, steps: int, lr: float = 1.0) -> tuple[pd.Data
     import tensorflow as tf
 
     problem = Problem({"w": np.float32(start)}, lambda params: loss(tf, params["w"]))
-    trainer = Trainer(problem, NewtonStep(lr, max_params=100), log_every=1)
+    trainer = Trainer(problem, NewtonStep(lr, max_params=100), log_every=1, stop=StopConfig(), jit_compile=True)
     chunks = list(trainer.chunks(steps))
-    return pd.concat([chunk.history for chunk in chunks], ignore_index=True), chunks[-1].diverged
+    return pd.concat([chunk.history for chunk in chunks], ignore_index=True), chunks[-1].status == "diverged"
 
 
 def test_a_zero_hessian_gives_no_step():

@@ -54,6 +54,7 @@ def test_scalar_and_vector_parameters_keep_the_order_of_init(train):
         ("no_such_module.loss", "No module named 'no_such_module'"),
         ("shifted_bowl", "dotted path"),
         ("user_objectives.vector_loss", "must return a floating-point scalar loss, got shape [2]"),
+        ("os.getcwd", "must take one argument, the mapping name -> tf.Variable"),
         ("user_objectives.not_a_tensor", "must return a floating-point scalar loss, got shape [] and dtype string"),
     ],
 )

@@ -154,18 +154,27 @@ def test_failed_and_repeated_jobs_keep_rows_and_directories_of_their_own(tmp_pat
     assert table["final_loss"].iloc[1:].tolist() == [sgd_final_loss(0.1, 5)] * 2
 
 
-def test_a_sweep_into_a_directory_with_finished_jobs_is_refused_and_changes_nothing(grid):
-    before = {path: path.read_bytes() for path in grid.rglob("*") if path.is_file()}
-    finished = subprocess.run(
-        [sys.executable, str(ROOT / "run.py"), "-m", "lr=0.5", f"hydra.sweep.dir={grid}"],
-        capture_output=True,
-        text=True,
-        timeout=300,
+def test_relaunching_a_finished_sweep_skips_every_job_and_changes_no_job_file(grid):
+    job_files = [path for job in job_dirs(grid) for path in job.rglob("*") if path.is_file()]
+    before = {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in job_files}
+    table_before = pd.read_csv(grid / "sweep.csv")
+    run_tapelab("-m", "lr=0.001,0.1,10", "optimizer=sgd,adam", "epochs=30", f"hydra.sweep.dir={grid}")
+    after = [path for job in job_dirs(grid) for path in job.rglob("*") if path.is_file()]
+    assert sorted(after) == sorted(job_files)
+    assert {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in after} == before
+    pd.testing.assert_frame_equal(pd.read_csv(grid / "sweep.csv"), table_before)
+
+
+def test_a_different_sweep_into_a_used_directory_reports_the_clash_and_keeps_the_old_job(tmp_path):
+    # With job directories named by number only, job 0 of a new grid lands on job 0 of the old one.
+    sweep_dir = tmp_path / "sweep"
+    run_tapelab("-m", "lr=0.1", "epochs=5", f"hydra.sweep.dir={sweep_dir}", "hydra.sweep.subdir=job${hydra.job.num}")
+    summary = (sweep_dir / "job0" / "summary.json").read_bytes()
+    clash = run_tapelab(
+        "-m", "lr=0.2", "epochs=5", f"hydra.sweep.dir={sweep_dir}", "hydra.sweep.subdir=job${hydra.job.num}"
     )
-    assert finished.returncode == 2
-    assert "hydra.sweep.dir" in finished.stderr and "already holds the results of 6 jobs" in finished.stderr
-    assert "Traceback" not in finished.stderr
-    assert {path: path.read_bytes() for path in grid.rglob("*") if path.is_file()} == before
+    assert "holds a different job (lr=0.1 epochs=5); choose a new sweep directory" in clash.stdout + clash.stderr
+    assert (sweep_dir / "job0" / "summary.json").read_bytes() == summary
 
 
 def test_sweeps_and_runs_started_in_the_same_second_never_share_a_directory(tmp_path):

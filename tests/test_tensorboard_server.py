@@ -52,12 +52,11 @@ def test_server_serves_loss_and_parameter_scalars_equal_to_metrics_csv(served_ru
         assert [value for _, _, value in points] == pytest.approx(metrics[column].tolist(), rel=1e-6)
 
 
-def test_server_serves_the_train_loop_op_graph(served_run):
+def test_server_serves_the_train_loop_graph(served_run):
     server, _, _ = served_run
-    info = server.get("/data/plugin/graphs/info")
-    assert info[RUN_NAME]["tags"]["train_loop"]["op_graph"] is True
-    graph = server.get("/data/plugin/graphs/graph", run=RUN_NAME, tag="train_loop", conversions="false")
-    assert 'op: "While"' in graph
+    assert server.get("/data/plugin/graphs/info")[RUN_NAME]["run_graph"] is True
+    graph = server.get("/data/plugin/graphs/graph", run=RUN_NAME, conversions="false")
+    assert 'op: "While"' in graph and 'op: "IsFinite"' in graph
 
 
 def test_server_serves_hparams_and_final_metrics(served_run):

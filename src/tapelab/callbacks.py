@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,9 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from tapelab.errors import ConfigError, exit_on_user_error
-from tapelab.rundir import check_no_sweep_results, check_unused, claim_new_dir
+from tapelab.rundir import SUMMARY, check_unused, check_writable, claim_new_dir
+
+log = logging.getLogger(__name__)
 
 
 def is_time_named(node: DictConfig) -> bool:
@@ -25,36 +28,58 @@ def quoted(path: Path) -> str:
 class RunDirectories(Callback):
     """Give every run and sweep a directory of its own, before Hydra writes anything into it.
 
-    A time-named directory (the default) that is already taken gets a `_1`, `_2`, … suffix. A directory the
-    user named is used as named, but refused when it already holds a run's or a sweep's results.
+    A time-named directory (the default) that is already taken gets a `_1`, `_2`, … suffix. A run directory
+    the user named is used as named, but refused when it already holds a run's results, unless `resume=true`
+    asks to continue that run. A sweep directory the user named may hold an earlier launch of the same sweep:
+    its finished jobs are skipped and its interrupted ones continue (see `tapelab.cli.experiment`).
     """
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         run = config.hydra.run
-        if is_time_named(run):
-            run.dir = str(claim_new_dir(Path(run.dir)))
-            return
         try:
-            check_unused(Path(run.dir))
+            if is_time_named(run):
+                if config.resume:
+                    raise ConfigError("resume", "needs hydra.run.dir=<the directory of the run to continue>")
+                run.dir = str(claim_new_dir(Path(run.dir), "hydra.run.dir"))
+                return
+            check_writable(Path(run.dir), "hydra.run.dir")
+            if not config.resume:
+                check_unused(Path(run.dir))
         except ConfigError as error:
             exit_on_user_error(error)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep = config.hydra.sweep
-        if is_time_named(sweep):
-            sweep.dir = str(claim_new_dir(Path(sweep.dir)))
-            # Jobs re-compose their config from the overrides, so the claimed name must be one of them.
-            config.hydra.overrides.hydra.append(f"hydra.sweep.dir={quoted(Path(sweep.dir))}")
-        else:
-            try:
-                check_no_sweep_results(Path(sweep.dir))
-            except ConfigError as error:
-                exit_on_user_error(error)
+        try:
+            if is_time_named(sweep):
+                sweep.dir = str(claim_new_dir(Path(sweep.dir), "hydra.sweep.dir"))
+                # Jobs re-compose their config from the overrides, so the claimed name must be one of them.
+                config.hydra.overrides.hydra.append(f"hydra.sweep.dir={quoted(Path(sweep.dir))}")
+            else:
+                check_writable(Path(sweep.dir), "hydra.sweep.dir")
+                log_earlier_launch(Path(sweep.dir))
+        except ConfigError as error:
+            exit_on_user_error(error)
         # The basic sweeper saves multirun.yaml (the sweep's config) itself; others, like Optuna's, don't.
         multirun_file = Path(sweep.dir) / "multirun.yaml"
         if not multirun_file.exists():
             multirun_file.parent.mkdir(parents=True, exist_ok=True)
             OmegaConf.save(config, multirun_file)
+
+
+def log_earlier_launch(sweep_dir: Path) -> None:
+    """Say what a re-launch into `sweep_dir` will do with the jobs an earlier launch left there."""
+    from tapelab.resume import is_finished
+
+    job_dirs = [path.parent for path in sweep_dir.glob(f"*/{SUMMARY}")]
+    finished = sum(is_finished(job_dir) for job_dir in job_dirs)
+    if job_dirs:
+        log.info(
+            "%s holds an earlier launch: %d finished jobs are skipped, %d others continue or start again",
+            sweep_dir,
+            finished,
+            len(job_dirs) - finished,
+        )
 
 
 class SweepReport(Callback):

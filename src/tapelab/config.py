@@ -23,9 +23,35 @@ class LogConfig:
     """What a run writes besides summary.json."""
 
     every: int = 1  # write every N-th step to CSV and TensorBoard; the final step always
+    max_rows: int | None = 10_000  # raise `every` so that a run writes at most about this many rows; null: no cap
     tensorboard: bool = True  # event files: scalars, histograms, graph, hparams
     graph: bool = True  # export the train loop's graph to TensorBoard's Graphs tab
     plots: bool = True  # loss.png, trajectory.png (two parameters), and the same as TensorBoard images
+
+
+@dataclass
+class StopConfig:
+    """Early stopping with status `converged`; every rule is off while its key is null."""
+
+    grad_tol: float | None = None  # stop once the gradient's global norm is <= grad_tol
+    loss_tol: float | None = None  # progress means the loss falls below the best so far by more than loss_tol
+    patience: int | None = None  # stop after this many steps without progress
+
+    def active(self) -> bool:
+        """Whether any rule is on."""
+        return self.grad_tol is not None or self.plateau_active()
+
+    def plateau_active(self) -> bool:
+        """Whether the no-progress rule is on (loss_tol alone means patience 1, patience alone loss_tol 0)."""
+        return self.loss_tol is not None or self.patience is not None
+
+    def min_progress(self) -> float:
+        """How far the loss must fall below the best so far to count as progress."""
+        return self.loss_tol or 0.0
+
+    def steps_without_progress(self) -> int:
+        """How many steps without progress end the run."""
+        return self.patience or 1
 
 
 @dataclass
@@ -37,6 +63,9 @@ class Config:
     lr: float = MISSING
     epochs: int = MISSING
     seed: int = MISSING
+    jit_compile: bool = True
+    resume: bool = False
+    stop: StopConfig = field(default_factory=StopConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
 
@@ -49,7 +78,15 @@ class Experiment:
     lr: float
     epochs: int
     seed: int
+    jit_compile: bool
+    stop: StopConfig
     log: LogConfig
+
+    def log_every(self) -> int:
+        """The effective `log.every`: raised, if needed, so that at most about `log.max_rows` rows are written."""
+        if self.log.max_rows is None:
+            return self.log.every
+        return max(self.log.every, -(-self.epochs // self.log.max_rows))
 
     def describe(self) -> dict[str, Any]:
         """The run's hyperparameters as plain values, as summary.json records them."""
@@ -59,6 +96,7 @@ class Experiment:
             "lr": self.lr,
             "epochs": self.epochs,
             "seed": self.seed,
+            "stop": dataclasses.asdict(self.stop),
             "objective_params": plain_values(self.objective),
             "optimizer_params": self.optimizer.hyperparameters(),
         }
@@ -75,6 +113,7 @@ def register_configs() -> None:
 
 
 MAX_STEPS = 2**62  # step numbers are int64 inside the graph
+MAX_STARTS = 1_000_000
 
 
 def check_count(key: str, value: int) -> None:
@@ -101,6 +140,15 @@ def to_experiment(cfg: DictConfig) -> Experiment:
         raise ConfigError("lr", f"must be a finite number > 0 (in float32, so 1e-45 to 3.4e38), got {cfg.lr}")
     check_count("epochs", cfg.epochs)
     check_count("log.every", cfg.log.every)
+    if cfg.log.max_rows is not None:
+        check_count("log.max_rows", cfg.log.max_rows)
+    stop = OmegaConf.to_object(cfg.stop)
+    for key in ("grad_tol", "loss_tol"):
+        value = getattr(stop, key)
+        if value is not None and not (0 <= value <= FLOAT32_MAX):
+            raise ConfigError(f"stop.{key}", f"must be null (off) or a finite number >= 0, got {value}")
+    if stop.patience is not None:
+        check_count("stop.patience", stop.patience)
     if cfg.seed < 0:
         raise ConfigError("seed", f"must be an integer >= 0, got {cfg.seed}")
     objective = OmegaConf.to_object(cfg.objective)
@@ -109,6 +157,17 @@ def to_experiment(cfg: DictConfig) -> Experiment:
         raise ConfigError("objective", "must be chosen from conf/objective (see --help)")
     if not isinstance(optimizer, Optimizer):
         raise ConfigError("optimizer", "must be chosen from conf/optimizer (see --help)")
+    if not 1 <= objective.starts <= MAX_STARTS:
+        raise ConfigError("objective.starts", f"must be an integer from 1 to {MAX_STARTS}, got {objective.starts}")
     check_finite_numbers("objective", plain_values(objective))
     check_finite_numbers("optimizer", optimizer.hyperparameters())
-    return Experiment(objective, optimizer, float(cfg.lr), int(cfg.epochs), int(cfg.seed), OmegaConf.to_object(cfg.log))
+    return Experiment(
+        objective,
+        optimizer,
+        float(cfg.lr),
+        int(cfg.epochs),
+        int(cfg.seed),
+        bool(cfg.jit_compile),
+        stop,
+        OmegaConf.to_object(cfg.log),
+    )

@@ -1,9 +1,19 @@
 """User mistakes: the exception that names the key, and the one way the CLI reports it."""
 
+from __future__ import annotations
+
+import os
+import re
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import NoReturn
 
+from hydra.errors import CompactHydraException, MissingConfigException, OverrideParseException
+from omegaconf.errors import OmegaConfBaseException
+
 USAGE_ERROR = 2  # the exit code of a config value tapelab refuses
+FULL_ERROR = "HYDRA_FULL_ERROR"  # "1": Hydra re-raises instead of printing its own report and exiting 1
 
 
 class ConfigError(ValueError):
@@ -20,5 +30,110 @@ class ConfigError(ValueError):
 
 def exit_on_user_error(error: Exception) -> NoReturn:
     """Print `error` as one line on stderr and exit with USAGE_ERROR (no traceback)."""
-    print(f"Error in config: {error}", file=sys.stderr)
+    print(f"Error in config: {one_line(error)}", file=sys.stderr)
     sys.exit(USAGE_ERROR)
+
+
+@contextmanager
+def config_errors_exit_with_usage_error() -> Iterator[None]:
+    """Around a `@hydra.main` function: a mistake Hydra finds while composing the config is one line, exit 2.
+
+    Hydra prints such errors itself (several lines, a hint about HYDRA_FULL_ERROR) and exits 1; with
+    HYDRA_FULL_ERROR=1 it re-raises them instead, so that is set for the duration and they are caught here.
+    Other exceptions keep their traceback. A user who set HYDRA_FULL_ERROR=1 gets Hydra's full traces.
+    """
+    previous = os.environ.get(FULL_ERROR)
+    if previous == "1":
+        yield
+        return
+    os.environ[FULL_ERROR] = "1"
+    try:
+        yield
+    except (ConfigError, CompactHydraException, OmegaConfBaseException) as error:
+        exit_on_user_error(error)
+    finally:
+        if previous is None:
+            os.environ.pop(FULL_ERROR, None)
+        else:
+            os.environ[FULL_ERROR] = previous
+
+
+def one_line(error: Exception) -> str:
+    """`error` as `<key>: <problem>` on one line, for a ConfigError or an error Hydra or OmegaConf raise."""
+    if isinstance(error, ConfigError):
+        return _collapse(str(error))
+    if isinstance(error, MissingConfigException) and error.options and error.missing_cfg_file:
+        group, _, option = error.missing_cfg_file.rpartition("/")
+        if group:
+            return f"{group}: no option '{option}'; choose from {', '.join(error.options)}"
+    if isinstance(error, OverrideParseException):
+        key = re.match(r"[~+]*([^=~+]*)", error.override).group(1).strip() or error.override
+        problem = re.sub(r"^Error parsing override '.*'\s*", "", error.message)
+        problem = re.sub(r"\s*See (\S+) for details", r" (the syntax: \1)", problem)
+        return f"{key}: cannot read '{error.override}': {_collapse(problem)}"
+    text = str(error)
+    found = re.search(r"An item is already at '([^']+)'.*?'([^']+)'.*?'(\+\+[^']+)'", text, flags=re.DOTALL)
+    if found:  # +key=value for a key that exists
+        return f"{found.group(1)}: already in the config; set it with {found.group(2)} (or {found.group(3)})"
+    found = re.search(r"Could not delete from config\. '([^']+)' does not exist", text)
+    if found:  # ~key for a key that does not
+        return f"{found.group(1)}: not a key of the config, nothing to delete"
+    cause = error.__cause__
+    if isinstance(error, CompactHydraException) and isinstance(cause, OmegaConfBaseException):
+        found = re.search(r"To append to your config use (\+\S+)", str(error))
+        if found and isinstance(cause, (AttributeError, KeyError)):  # ConfigAttributeError, ConfigKeyError
+            key = cause.full_key or found.group(1).lstrip("+").split("=")[0]
+            return f"{key}: not a key of the config{_keys_of(cause)} (to add a new key use {found.group(1)})"
+        if cause.full_key:
+            return f"{cause.full_key}: {_problem(cause)}"
+        override = re.search(r"override (\S+?)=", str(error))
+        return f"{override.group(1)}: {_problem(cause)}" if override else _collapse(f"{error}: {_problem(cause)}")
+    if isinstance(error, OmegaConfBaseException):
+        key = getattr(error, "full_key", None)
+        return f"{key}: {_problem(error)}" if key else _problem(error)
+    return _collapse(re.sub(r"\n\s*Config search path:.*", "", str(error), flags=re.DOTALL))
+
+
+def _problem(error: OmegaConfBaseException) -> str:
+    """What OmegaConf says is wrong, without its `full_key:`/`object_type=` lines, in tapelab's words."""
+    text = "\n".join(
+        line for line in str(error).splitlines() if not re.match(r"\s*(full_key|object_type|reference_type)\b", line)
+    )
+    for pattern, replacement in _REWORDED:
+        text = re.sub(pattern, replacement, text)
+    return _collapse(text)
+
+
+def _article(type_name: str) -> str:
+    return f"an {type_name}" if type_name[0] in "aeiou" else f"a {type_name}"
+
+
+_REWORDED = [
+    (
+        r"^Value '(.*)' of type '.*' could not be converted to (\w+)$",
+        lambda found: f"'{found.group(1)}' is not {_article(found.group(2).lower())}",
+    ),
+    (r"^Value '(.*)' is not a valid bool \(type .*\)$", r"'\1' is not a bool (true or false)"),
+    (r"^Invalid value '(.*)', expected one of \[(.*)\]$", r"'\1' is not one of \2"),
+    (r"^field '.*' is not Optional$", "cannot be null"),
+]
+
+
+def _keys_of(error: OmegaConfBaseException) -> str:
+    """`; <parent> has <its keys>` for an unknown key's parent node, or nothing."""
+    parent = getattr(error, "parent_node", None)
+    try:
+        keys = [str(key) for key in parent.keys() if key != "hydra"]
+    except Exception:  # not a DictConfig
+        return ""
+    where = error.full_key.rpartition(".")[0] if error.full_key else ""
+    return f"; {where or 'the top level'} has {', '.join(keys)}" if keys else ""
+
+
+def _collapse(text: str) -> str:
+    """`text` on one line: its lines joined, blank ones dropped."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    joined = ""
+    for line in lines:
+        joined += line if not joined else (" " if joined[-1] in ".:;," else "; ") + line
+    return joined

@@ -34,6 +34,10 @@ class Update:
         """The learning rate the next step uses, as a float32 tensor."""
         raise NotImplementedError
 
+    def state(self) -> Any:
+        """What a checkpoint must save to continue this rule exactly (a trackable), or None if stateless."""
+        return None
+
 
 class KerasUpdate(Update):
     """A Keras optimizer's `apply_gradients`."""
@@ -51,6 +55,9 @@ class KerasUpdate(Update):
         import tensorflow as tf
 
         return tf.cast(self.optimizer.learning_rate, tf.float32)
+
+    def state(self) -> Any:
+        return self.optimizer  # its slots (momentum, velocity, …) and iteration count
 
 
 class PlainDescent(Update):
@@ -82,6 +89,10 @@ class Optimizer:
     def hyperparameters(self) -> dict[str, Any]:
         """The optimizer's own keys and values."""
         return dataclasses.asdict(self)
+
+    def coupling(self) -> str | None:
+        """What makes one element's step depend on other elements, or None for an elementwise rule."""
+        return None
 
 
 OptimizerT = TypeVar("OptimizerT", bound=type[Optimizer])
@@ -151,6 +162,8 @@ class NewtonStep(Update):
         size = tf.cast(tf.size(gradient), tf.float64)
         inverse = tf.linalg.pinv(tf.cast(hessian, tf.float64), rcond=self.RCOND_PER_ELEMENT * size)
         step = tf.cast(tf.linalg.matvec(inverse, gradient), tf.float32)
+        # Not left to pinv: under XLA its SVD turns an infinite Hessian into a zero step instead of NaN.
+        step = tf.where(tf.reduce_all(tf.math.is_finite(hessian)), step, tf.constant(np.nan, tf.float32))
         for variable, part in zip(variables, unflatten(step, variables), strict=True):
             variable.assign_sub(self.lr * part)
 
@@ -164,6 +177,9 @@ class Newton(Optimizer):
     """Newton's method with the exact Hessian; `lr` damps the step (1 = pure Newton)."""
 
     max_params: int = MISSING
+
+    def coupling(self) -> str | None:
+        return "newton's Hessian over all elements"
 
     def build(self, lr: float) -> Update:
         if self.max_params < 1:
@@ -183,6 +199,12 @@ class KerasOptimizer(Optimizer):
     clipnorm: float | None = MISSING
     clipvalue: float | None = MISSING
     global_clipnorm: float | None = MISSING
+
+    def coupling(self) -> str | None:
+        for key in ("clipnorm", "global_clipnorm"):
+            if getattr(self, key) is not None:
+                return f"optimizer.{key} (a norm over many elements)"
+        return None
 
     def build(self, lr: float) -> Update:
         import keras
@@ -243,7 +265,8 @@ class Nadam(Adamax):
 @keras_optimizer("lamb", "Lamb")
 @dataclass
 class Lamb(Adamax):
-    pass
+    def coupling(self) -> str | None:
+        return "lamb's trust ratio (the norm of a whole variable)"
 
 
 @keras_optimizer("adagrad", "Adagrad")

@@ -9,13 +9,23 @@ import pandas as pd
 
 from tapelab.landscape import loss_at
 from tapelab.objectives import Problem
-from tapelab.plots import contour_box, loss_figure, save, trajectory_figure
+from tapelab.plots import contour_box, loss_figure, save, starts_figure, trajectory_figure
 from tapelab.rundir import METRICS
+from tapelab.training import element_columns
 
 LOSS_PNG = "loss.png"
 TRAJECTORY_PNG = "trajectory.png"
+STARTS_PNG = "starts.png"
 GRID_POINTS = 160  # per axis of the contour
 MAX_PATH_POINTS = 5000
+
+
+def contour_grid(problem: Problem, points: np.ndarray, domain: np.ndarray | None) -> tuple[np.ndarray, ...]:
+    """The mesh and the objective's values over a region that holds `points`, the minima and the domain."""
+    box = contour_box(points, list(problem.minima), domain)
+    grid_x, grid_y = np.meshgrid(np.linspace(*box[0], GRID_POINTS), np.linspace(*box[1], GRID_POINTS))
+    values = loss_at(problem, np.stack([grid_x.ravel(), grid_y.ravel()], axis=1)).reshape(grid_x.shape)
+    return grid_x, grid_y, values
 
 
 def draw_run(run_dir: Path, problem: Problem, param_columns: list[str], domain: np.ndarray | None) -> list[Path]:
@@ -26,10 +36,18 @@ def draw_run(run_dir: Path, problem: Problem, param_columns: list[str], domain: 
     written = [run_dir / LOSS_PNG]
     if len(param_columns) == 2:
         path = history[param_columns].to_numpy(np.float64)
-        box = contour_box(path, list(problem.minima), domain)
-        grid_x, grid_y = np.meshgrid(np.linspace(*box[0], GRID_POINTS), np.linspace(*box[1], GRID_POINTS))
-        values = loss_at(problem, np.stack([grid_x.ravel(), grid_y.ravel()], axis=1)).reshape(grid_x.shape)
-        figure = trajectory_figure(grid_x, grid_y, values, path, list(problem.minima), tuple(param_columns))
+        figure = trajectory_figure(
+            *contour_grid(problem, path, domain), path, list(problem.minima), tuple(param_columns)
+        )
         save(figure, run_dir / TRAJECTORY_PNG)
         written.append(run_dir / TRAJECTORY_PNG)
     return written
+
+
+def draw_starts(run_dir: Path, problem: Problem, starts: np.ndarray, ends: np.ndarray, domain: np.ndarray) -> Path:
+    """starts.png: every start joined to its end over the contour of a two-parameter objective."""
+    labels = tuple(element_columns(problem.start))
+    finite_ends = ends[np.all(np.isfinite(ends), axis=1)]
+    grid = contour_grid(problem, np.vstack([starts, finite_ends]), domain)
+    save(starts_figure(*grid, starts, ends, list(problem.minima), labels), run_dir / STARTS_PNG)
+    return run_dir / STARTS_PNG

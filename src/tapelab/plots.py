@@ -55,18 +55,9 @@ def contour_box(path: np.ndarray, minima: list[np.ndarray], domain: np.ndarray |
     return np.stack([low, high], axis=1)
 
 
-def trajectory_figure(
-    grid_x: np.ndarray,
-    grid_y: np.ndarray,
-    values: np.ndarray,
-    path: np.ndarray,
-    minima: list[np.ndarray],
-    labels: tuple[str, str],
-) -> Any:
-    """A contour of the objective with the optimizer's path, its start and end, and the known minima starred.
-
-    `values` holds the objective on the `grid_x` × `grid_y` mesh; `path` is one (x, y) row per logged step.
-    """
+def contour_axes(grid_x: np.ndarray, grid_y: np.ndarray, values: np.ndarray, minima: list[np.ndarray]) -> tuple:
+    """A figure with a filled contour of the objective (`values` on the `grid_x` × `grid_y` mesh) and the
+    known minima starred; returns (figure, axis)."""
     plt = pyplot()
     from matplotlib import ticker
     from matplotlib.colors import LogNorm
@@ -85,10 +76,49 @@ def trajectory_figure(
         stars = np.array(minima)
         axis.plot(stars[:, 0], stars[:, 1], "*", color="red", markeredgecolor="black", markersize=14,
                   linestyle="none", label="global minima")  # fmt: skip
+    return figure, axis
+
+
+def trajectory_figure(
+    grid_x: np.ndarray,
+    grid_y: np.ndarray,
+    values: np.ndarray,
+    path: np.ndarray,
+    minima: list[np.ndarray],
+    labels: tuple[str, str],
+) -> Any:
+    """A contour of the objective with the optimizer's path, its start and end, and the known minima starred.
+
+    `values` holds the objective on the `grid_x` × `grid_y` mesh; `path` is one (x, y) row per logged step.
+    """
+    figure, axis = contour_axes(grid_x, grid_y, values, minima)
     axis.plot(path[:, 0], path[:, 1], "-", color="white", linewidth=1.4, label="path")
     axis.plot(*path[0], "o", color="white", markeredgecolor="black", markersize=8, label="start")
     axis.plot(*path[-1], "s", color="orange", markeredgecolor="black", markersize=8, label="end")
     axis.set(xlabel=labels[0], ylabel=labels[1], title="path over the objective")
+    axis.legend(fontsize="small", loc="best")
+    figure.tight_layout()
+    return figure
+
+
+def starts_figure(
+    grid_x: np.ndarray,
+    grid_y: np.ndarray,
+    values: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    minima: list[np.ndarray],
+    labels: tuple[str, str],
+) -> Any:
+    """A contour of the objective with each start joined to where it ended, and the known minima starred."""
+    figure, axis = contour_axes(grid_x, grid_y, values, minima)
+    for start, end in zip(starts, ends, strict=True):
+        axis.plot([start[0], end[0]], [start[1], end[1]], "-", color="white", linewidth=0.6, alpha=0.6)
+    axis.plot(starts[:, 0], starts[:, 1], "o", color="white", markeredgecolor="black", markersize=5,
+              linestyle="none", label=f"{len(starts)} starts")  # fmt: skip
+    axis.plot(ends[:, 0], ends[:, 1], "s", color="orange", markeredgecolor="black", markersize=5,
+              linestyle="none", label="ends")  # fmt: skip
+    axis.set(xlabel=labels[0], ylabel=labels[1], title="starts and ends over the objective")
     axis.legend(fontsize="small", loc="best")
     figure.tight_layout()
     return figure

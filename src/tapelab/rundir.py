@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from tapelab.errors import ConfigError
@@ -19,22 +20,23 @@ def check_unused(run_dir: Path) -> None:
         )
 
 
-def check_no_sweep_results(sweep_dir: Path) -> None:
-    """Raise `ConfigError` if a job below `sweep_dir` already holds results (Hydra would rewrite its .hydra/)."""
-    finished = [path.parent.name for name in (METRICS, SUMMARY) for path in sweep_dir.glob(f"*/{name}")]
-    if finished:
-        raise ConfigError(
-            "hydra.sweep.dir",
-            f"{sweep_dir} already holds the results of {len(set(finished))} jobs; choose a new directory",
-        )
+def check_writable(directory: Path, key: str) -> None:
+    """Create `directory` if needed; raise `ConfigError` naming `key` if that fails or it can't be written."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(key, f"can't create {directory}: {error.strerror}") from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ConfigError(key, f"{directory} is not writable; choose a directory you can write to")
 
 
-def claim_new_dir(base: Path) -> Path:
+def claim_new_dir(base: Path, key: str) -> Path:
     """Create and return `base`, or `base_1`, `base_2`, … if it exists: the first name no one else has.
 
     Creating the directory is the claim, so two processes started in the same second get different ones.
+    `key` names the setting that chose `base`, for the error if its parent can't be written.
     """
-    base.parent.mkdir(parents=True, exist_ok=True)
+    check_writable(base.parent, key)
     candidate, suffix = base, 0
     while True:
         try:

@@ -4,77 +4,114 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
 from tapelab.config import Experiment, to_experiment
+from tapelab.interrupts import Interrupted, StopRequests
+from tapelab.multistart import STARTS_CSV, batched, check_elementwise, draw_starts, search_box, starts_table
 from tapelab.objectives import Problem
+from tapelab.resume import CHECKPOINTS, last_logged_step, read_summary
 from tapelab.rundir import METRICS, SUMMARY, check_unused
 from tapelab.sinks.csv_sink import CsvSink
 from tapelab.sinks.summary import flat_hparams, write_json_atomically
+from tapelab.sweep import write_table
+
+if TYPE_CHECKING:
+    from tapelab.training import Trainer
 
 log = logging.getLogger(__name__)
+logging.getLogger("absl").setLevel(logging.WARNING)  # TensorFlow's checkpoint writer reports timings at INFO
 
 
-def run(cfg: DictConfig, run_dir: Path) -> float:
-    """Check `cfg`, train, write the run directory, and return the final loss (inf if diverged)."""
-    return train(to_experiment(cfg), run_dir)
+def run(cfg: DictConfig, run_dir: Path, resume: bool = False, progress: bool = False) -> float:
+    """Check `cfg`, train (continuing the run in `run_dir` if `resume`), and return the final loss
+    (inf if diverged). Raises `Interrupted` after saving everything if a signal stopped the run.
+    `progress` shows a progress bar on a terminal."""
+    return train(to_experiment(cfg), run_dir, resume, progress)
 
 
-def train(experiment: Experiment, run_dir: Path) -> float:
-    """Train `experiment`, writing metrics.csv, TensorBoard events and summary.json into `run_dir`."""
-    check_unused(run_dir)
+def train(experiment: Experiment, run_dir: Path, resume: bool = False, progress: bool = False) -> float:
+    """Train `experiment`, writing metrics.csv, TensorBoard events, a checkpoint and summary.json into `run_dir`."""
+    previous = read_summary(run_dir) if resume else None
+    if previous is None:
+        check_unused(run_dir)
     problem = experiment.objective.build(experiment.seed)
     update = experiment.optimizer.build(experiment.lr)
+    flat_starts = None
+    if experiment.objective.starts > 1:
+        check_elementwise(experiment.optimizer)
+        box = search_box(experiment.objective, problem)
+        flat_starts = draw_starts(box, experiment.objective.starts, experiment.seed)
+    log_every = (previous or {}).get("log_every", experiment.log_every())  # a resumed run keeps its grid
+    if log_every != experiment.log.every and previous is None:
+        log.info("log.every raised to %d so that at most log.max_rows=%d rows are written", log_every,
+                 experiment.log.max_rows)  # fmt: skip
 
-    from tapelab.training import Trainer, vector_slices  # imports TensorFlow
+    with StopRequests() as stop_requests:
+        import tensorflow as tf
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    trainer = Trainer(problem, update, experiment.log.every)
-    sinks: list[Any] = [CsvSink(run_dir / METRICS)]
-    tensorboard = None
-    if experiment.log.tensorboard:
-        from tapelab.sinks.tensorboard_sink import TensorBoardSink
+        from tapelab.training import Trainer
 
-        tensorboard = TensorBoardSink(run_dir, trainer.columns, trainer.param_columns, vector_slices(problem.start))
-        tensorboard.write_hparams(flat_hparams(experiment.describe()), trial_id=run_dir.resolve().as_posix())
-        sinks.append(tensorboard)
+        started = time.perf_counter()
+        trained = problem if flat_starts is None else batched(problem, flat_starts)
+        trainer = Trainer(trained, update, log_every, experiment.stop, experiment.jit_compile)
+        run_dir.mkdir(parents=True, exist_ok=True)  # after the last check (Newton's size, in the trainer)
+        checkpoints = tf.train.CheckpointManager(trainer.checkpoint(), run_dir / CHECKPOINTS, max_to_keep=1)
+        if previous is not None:
+            checkpoints.checkpoint.restore(checkpoints.latest_checkpoint).assert_consumed()
+            log.info("continuing %s from step %d to %d", run_dir, trainer.step, experiment.epochs)
+        sinks = open_sinks(experiment, trained, trainer, run_dir, new=previous is None)
+        last_logged = last_logged_step(run_dir)
+        status, last_finite = "interrupted", None
+        with progress_bar(experiment.epochs, trainer.step, progress) as bar:
+            for chunk in trainer.chunks(experiment.epochs):
+                history = chunk.history
+                if chunk.status == "diverged" and chunk.last_finite is not None:
+                    history = pd.concat([history, chunk.last_finite])  # keep the last finite state, logged or not
+                history = history[history["step"] > last_logged].drop_duplicates("step")
+                for sink in sinks:
+                    sink.write(history)
+                if not history.empty:
+                    last_logged = int(history["step"].iat[-1])
+                last_finite = chunk.last_finite if chunk.last_finite is not None else last_finite
+                checkpoints.save(checkpoint_number=trainer.step)
+                bar.update(chunk.updates)
+                if chunk.status is not None:
+                    status = chunk.status
+                elif stop_requests.received is not None:
+                    break
+        if status == "interrupted":
+            last_finite = trainer.current_row()
+        wall_time = time.perf_counter() - started + (previous or {}).get("wall_time_s", 0.0)
 
-    best_loss, diverged, last_logged = math.inf, False, -1
-    last_finite: pd.DataFrame | None = None
-    trace = tensorboard.trace_graph if tensorboard is not None and experiment.log.graph else None
-    for chunk in trainer.chunks(experiment.epochs, trace):
-        last_finite = chunk.last_finite if chunk.last_finite is not None else last_finite
-        history = chunk.history
-        if not history.empty:
-            last_logged = int(history["step"].iat[-1])
-        if chunk.diverged and last_finite is not None and int(last_finite["step"].iat[0]) != last_logged:
-            history = pd.concat([history, last_finite], ignore_index=True)  # keep the last finite state
-        for sink in sinks:
-            sink.write(history)
-        best_loss = min(best_loss, chunk.best_loss)
-        diverged = chunk.diverged
-    wall_time = time.perf_counter() - started
-
-    summary = summarise(experiment, problem, trainer.param_columns, last_finite, best_loss, diverged, wall_time)
-    if experiment.log.plots and last_finite is not None:
-        from tapelab.pictures import draw_run
-
-        pictures = draw_run(run_dir, problem, trainer.param_columns, domain_of(experiment.objective))
+        starts = None
+        if flat_starts is not None:
+            flat_ends, losses = trainer.start_values()
+            starts = starts_table(problem, flat_starts, flat_ends, losses)
+            write_table(starts, run_dir / STARTS_CSV)
+        summary = summarise(experiment, problem, trainer, last_finite, starts, status, wall_time)
+        summary["log_every"] = log_every
+        pictures = []
+        if experiment.log.plots and last_finite is not None and status != "interrupted":
+            pictures = draw_pictures(experiment, problem, trainer, starts, run_dir)
+        tensorboard = next((sink for sink in sinks if not isinstance(sink, CsvSink)), None)
         if tensorboard is not None:
             tensorboard.write_images(pictures, step=summary["steps"])
-    if tensorboard is not None:
-        if summary["final_loss"] is not None:
-            metrics = {key: summary[key] for key in ("final_loss", "best_loss", "steps")}
-            tensorboard.write_metrics(metrics, step=summary["steps"])
-        tensorboard.close()
-    write_json_atomically(run_dir / SUMMARY, summary)
+            if summary["final_loss"] is not None and status != "interrupted":
+                metrics = {key: summary[key] for key in ("final_loss", "best_loss", "steps")}
+                tensorboard.write_metrics(metrics, step=summary["steps"])
+            tensorboard.close()
+        write_json_atomically(run_dir / SUMMARY, summary)
     log.info(
         "%s after %d steps in %.2f s: final loss %s, %s",
         summary["status"],
@@ -83,13 +120,57 @@ def train(experiment: Experiment, run_dir: Path) -> float:
         summary["final_loss"],
         ", ".join(f"{name}={value}" for name, value in summary["params"].items()),
     )
-    return math.inf if diverged else summary["final_loss"]
+    if status == "interrupted":
+        raise Interrupted(stop_requests.received or signal.SIGINT, summary["steps"])
+    return math.inf if status == "diverged" else summary["final_loss"]
 
 
-def domain_of(objective: Any) -> np.ndarray | None:
-    """The objective's usual search box ([low, high] per parameter), where it has one."""
-    box = getattr(objective, "box", None)
-    return box() if callable(box) else None
+def open_sinks(experiment: Experiment, problem: Problem, trainer: Trainer, run_dir: Path, new: bool) -> list[Any]:
+    """metrics.csv and, unless turned off, TensorBoard; a new run also records its hparams and loop graph."""
+    sinks: list[Any] = [CsvSink(run_dir / METRICS, append=not new)]
+    if experiment.log.tensorboard:
+        from tapelab.sinks.tensorboard_sink import TensorBoardSink
+        from tapelab.training import vector_slices
+
+        vectors = vector_slices(problem.start) if problem.starts is None else {}
+        tensorboard = TensorBoardSink(run_dir, trainer.columns, trainer.param_columns, vectors)
+        if new:
+            tensorboard.write_hparams(flat_hparams(experiment.describe()), trial_id=run_dir.resolve().as_posix())
+            if experiment.log.graph:
+                tensorboard.write_graph(trainer.loop_graph())
+        sinks.append(tensorboard)
+    return sinks
+
+
+@contextmanager
+def progress_bar(epochs: int, done: int, wanted: bool) -> Iterator[Any]:
+    """A tqdm bar of steps, on a terminal only, shown once a run has taken a few seconds."""
+    from tqdm import tqdm
+
+    shown = wanted and sys.stderr.isatty()
+    with tqdm(total=epochs, initial=done, unit="step", unit_scale=True, delay=3, disable=not shown) as bar:
+        yield bar
+
+
+def draw_pictures(
+    experiment: Experiment, problem: Problem, trainer: Trainer, starts: pd.DataFrame | None, run_dir: Path
+) -> list[Path]:
+    """loss.png, and trajectory.png (one start) or starts.png (a batch) for two parameters."""
+    from tapelab.pictures import draw_run, draw_starts
+
+    box = experiment.objective.box()
+    pictures = draw_run(run_dir, problem, trainer.param_columns, box)
+    if starts is not None and problem.flat_start().size == 2:
+        flat = [starts.filter(like=f"{side}_").to_numpy(np.float64) for side in ("start", "end")]
+        pictures.append(draw_starts(run_dir, problem, *flat, search_box(experiment.objective, problem)))
+    return pictures
+
+
+def stored_result(run_dir: Path) -> float:
+    """What a finished run returned: its final loss, or inf if it diverged."""
+    summary = read_summary(run_dir) or {}
+    final_loss = summary.get("final_loss")
+    return math.inf if summary.get("status") == "diverged" or final_loss is None else final_loss
 
 
 def record_failure(run_dir: Path, error: Exception) -> float:
@@ -103,29 +184,34 @@ def record_failure(run_dir: Path, error: Exception) -> float:
 def summarise(
     experiment: Experiment,
     problem: Problem,
-    param_columns: list[str],
+    trainer: Trainer,
     last_finite: pd.DataFrame | None,
-    best_loss: float,
-    diverged: bool,
+    starts: pd.DataFrame | None,
+    status: str,
     wall_time: float,
 ) -> dict[str, Any]:
-    """The content of summary.json, from the last finite row (None when not even the start was finite)."""
+    """The content of summary.json, from the last finite row (None when not even the start was finite).
+
+    For a batch of starts, the parameters are the best start's, which `best_start` numbers.
+    """
     if last_finite is None:
         steps, final_loss, best, flat = 0, None, None, problem.flat_start()
     else:
         row = last_finite.iloc[0]
-        steps, final_loss = int(row["step"]), shortest(row["loss"])
-        best, flat = shortest(best_loss), row[param_columns].to_numpy(np.float32)
-    summary: dict[str, Any] = {
-        "status": "diverged" if diverged else "completed",
-        "steps": steps,
-        "final_loss": final_loss,
-        "best_loss": best,
-        "params": parameter_values(problem, flat),
-        "wall_time_s": wall_time,
-        "steps_per_s": steps / wall_time,
+        steps, final_loss, best = int(row["step"]), shortest(row["loss"]), shortest(trainer.best_loss)
+        flat = row[trainer.param_columns].to_numpy(np.float32)
+    summary: dict[str, Any] = {"status": status, "steps": steps, "final_loss": final_loss, "best_loss": best}
+    if starts is not None:
+        summary["best_start"] = int(starts["final_loss"].idxmin()) if starts["final_loss"].notna().any() else None
+        chosen = starts.iloc[summary["best_start"] or 0]
+        flat = chosen.filter(like="end_").to_numpy(np.float32)
+    summary.update(
+        params=parameter_values(problem, flat),
+        wall_time_s=wall_time,
+        steps_per_s=steps / wall_time,
+        xla=trainer.jit_compile,
         **experiment.describe(),
-    }
+    )
     if problem.minima:
         distances = [np.linalg.norm(flat.astype(np.float64) - point) for point in problem.minima]
         summary["distance_to_min"] = float(min(distances))

@@ -28,6 +28,9 @@ class Problem:
     start: dict[str, np.ndarray]
     loss: LossFn
     minima: tuple[np.ndarray, ...] = ()
+    starts: int | None = (
+        None  # a batch of this many starts: `start` values gain a leading axis, `loss` gives one per start
+    )
 
     def flat_start(self) -> np.ndarray:
         """The start values as one flat vector, in column order."""
@@ -48,10 +51,23 @@ class Objective:
     """Base of every objective schema. Subclasses add their keys and implement `build`."""
 
     name: ClassVar[str]
+    starts: int = 1  # more than 1: optimise that many starts drawn from `domain` (from `seed`), as one batch
+    domain: list[list[float]] | None = (
+        None  # the search box: one [low, high] pair per parameter element, or one for all
+    )
 
     def build(self, seed: int) -> Problem:
         """Return the start values and the loss; `seed` drives any randomness."""
         raise NotImplementedError
+
+    def box(self) -> np.ndarray | None:
+        """`domain` checked, as rows of [low, high] (one row stands for every element); None if unset."""
+        if self.domain is None:
+            return None
+        rows = np.array([finite_vector("objective.domain", row, length=2) for row in self.domain])
+        if rows.size == 0 or not np.all(rows[:, 0] < rows[:, 1]):
+            raise ConfigError("objective.domain", f"needs [low, high] pairs with low < high, got {self.domain}")
+        return rows
 
 
 ObjectiveT = TypeVar("ObjectiveT", bound=type[Objective])
@@ -74,8 +90,13 @@ def register_objective(name: str) -> Callable[[ObjectiveT], ObjectiveT]:
 
 def finite_vector(key: str, values: float | Iterable[float], length: int | None = None) -> np.ndarray:
     """`values` as a float32 vector, refusing non-finite entries and a wrong length."""
-    array = np.atleast_1d(np.asarray(values, dtype=np.float64))
-    if array.ndim != 1 or array.size == 0:
+    try:
+        array = np.atleast_1d(np.asarray(values, dtype=np.float64))
+    except (TypeError, ValueError):  # ragged nesting such as [[1], [2, 3]], or a non-number
+        array = None
+    if array is None or array.ndim != 1:
+        raise ConfigError(key, f"needs a number or a flat list of numbers, got {values!r}")
+    if array.size == 0:
         raise ConfigError(key, "needs at least one number")
     if length is not None and array.size != length:
         raise ConfigError(key, f"needs exactly {length} values, got {array.size}")

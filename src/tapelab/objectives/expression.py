@@ -32,6 +32,10 @@ BINARY_OPS: dict[type[ast.operator], str] = {
 ALLOWED = (
     f"numbers, names, + - * / ** (and unary - and +), parentheses, and one-argument calls of {', '.join(FUNCTIONS)}"
 )
+# Each level of operators and calls is a nested Python call when the loss is traced; TensorFlow's tracing
+# runs out of Python's recursion limit between 200 and 250 levels, so stop well before.
+MAX_DEPTH = 100
+TOO_DEEP = f"is nested too deeply: at most {MAX_DEPTH} levels of operators and calls"
 # Metric columns a trainable parameter must not shadow (its gradient column is `grad_<name>`).
 RESERVED_COLUMNS = ("step", "loss", "grad_norm", "lr")
 
@@ -75,6 +79,7 @@ class _Compiler:
         self.column_shift = column_shift
         self.multiline = len(self.lines) + line_shift > 1
         self.names: list[str] = []
+        self.depth = 0
 
     def where(self, line: int, column: int) -> str:
         """'at column N' (1-based, in characters), with the line when the expression spans several."""
@@ -114,6 +119,16 @@ class _Compiler:
         return ConfigError("objective.expr", f"{what} is not allowed, {where}; allowed: {ALLOWED}")
 
     def compile(self, node: ast.AST) -> Compiled:
+        """The evaluator of `node`, refusing expressions nested deeper than MAX_DEPTH."""
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise ConfigError("objective.expr", TOO_DEEP)
+            return self.compile_node(node)
+        finally:
+            self.depth -= 1
+
+    def compile_node(self, node: ast.AST) -> Compiled:
         if isinstance(node, ast.Constant):
             return self.number(node)
         if isinstance(node, ast.Name):
@@ -250,11 +265,11 @@ def check_expression(expr: str) -> Checked:
         where = compiler.where(error.lineno or 1, error.offset) if error.offset else "at the end"
         raise ConfigError("objective.expr", f"is not a valid expression ({error.msg}), {where}") from None
     except (RecursionError, MemoryError):
-        raise ConfigError("objective.expr", "is nested too deeply") from None
+        raise ConfigError("objective.expr", TOO_DEEP) from None
     try:
         evaluate = compiler.compile(tree.body)
     except RecursionError:
-        raise ConfigError("objective.expr", "is nested too deeply") from None
+        raise ConfigError("objective.expr", TOO_DEEP) from None
     return Checked(evaluate, tuple(compiler.names))
 
 
@@ -289,7 +304,7 @@ class Expression(Objective):
         ):
             raise ConfigError("objective.init", f"must map each name to a number, e.g. {{w: 1.0}}, got {self.init}")
         unstarted = [name for name in names if name not in self.init]
-        unknown = [name for name in self.init if name not in names]
+        unknown = [str(name) for name in self.init if name not in names]
         if unstarted or unknown:
             problems = [f"needs a start value for {', '.join(unstarted)}"] if unstarted else []
             if unknown:

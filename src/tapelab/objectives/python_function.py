@@ -8,6 +8,7 @@ module must be importable: installed, or on PYTHONPATH (`python run.py` does not
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -102,10 +103,19 @@ class PythonFunction(Objective):
 def check_returns_a_scalar(path: str, function: Callable[[Mapping[str, Any]], Any], start: dict[str, Any]) -> None:
     """Call the function once, eagerly, at the start values: it must give a floating-point scalar.
 
-    This catches a wrong return value with a clear message before anything is written; errors raised by
-    the function itself are left as they are, with their traceback.
+    This catches a wrong signature or return value with a clear message before anything is written; errors
+    raised by the function itself are left as they are, with their traceback.
     """
     import tensorflow as tf
+
+    try:
+        inspect.signature(function).bind(start)
+    except TypeError:
+        raise ConfigError(
+            "objective.function", f"{path} must take one argument, the mapping name -> tf.Variable"
+        ) from None
+    except ValueError:  # some built-ins have no signature to check; calling them will tell
+        pass
 
     variables = {name: tf.Variable(value, name=name) for name, value in start.items()}
     value = function(variables)

@@ -11,6 +11,8 @@ from omegaconf import MISSING
 from tapelab.errors import ConfigError
 from tapelab.objectives.base import LossFn, Objective, Problem, finite_scalar, finite_vector, register_objective
 
+MAX_POINTS = 10_000_000  # the data lives in memory (and is read at every step): refuse sizes that can't fit
+
 
 class RegressionLoss(Enum):
     """The Keras losses a regression can use (each is a mean over the points)."""
@@ -45,8 +47,8 @@ class LinearRegression(Objective):
             if not self.x:
                 raise ConfigError("objective.x", "the data set is empty; list at least one point or set n_points")
             return finite_vector("objective.x", self.x)
-        if self.n_points < 1:
-            raise ConfigError("objective.n_points", f"must be >= 1, got {self.n_points}")
+        if not 1 <= self.n_points <= MAX_POINTS:
+            raise ConfigError("objective.n_points", f"must be >= 1 and <= {MAX_POINTS:,}, got {self.n_points}")
         low, high = finite_vector("objective.x_range", self.x_range, length=2)
         if not low < high:
             raise ConfigError("objective.x_range", f"needs low < high, got {list(self.x_range)}")

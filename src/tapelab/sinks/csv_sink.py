@@ -8,11 +8,12 @@ import pandas as pd
 
 
 class CsvSink:
-    """Appends history rows to `metrics.csv`; the first write refuses to replace an existing file."""
+    """Appends history rows to `metrics.csv`. A new run's first write refuses to replace an existing file;
+    with `append` (a resumed run) the rows go after the existing ones."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, append: bool = False) -> None:
         self.path = path
-        self._started = False
+        self._started = append
 
     def write(self, history: pd.DataFrame) -> None:
         """Append `history`, flushed to disk when this returns."""

@@ -2,12 +2,13 @@
 
 History rows are written by a compiled loop under a reset (v1) name scope, so tags carry no
 `while/` prefix. Tags: `loss`, `grad_norm`, `lr`, `params/<column>`, `grads/<column>`,
-histograms `params/<name>` for vector parameters, and `final_loss`, `best_loss` at the end.
+histograms `params/<name>` for vector parameters, and `final_loss`, `best_loss` at the end. The
+loop's graph is the run graph of the Graphs tab.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ class TensorBoardSink:
         self._writer = tf.summary.create_file_writer(str(log_dir))
         self._value_columns = [column for column in columns if column != "step"]
         self._tags = [scalar_tag(column, param_columns) for column in self._value_columns]
-        first_param = self._value_columns.index(param_columns[0])
+        first_param = self._value_columns.index(param_columns[0]) if param_columns else 0
         self._histograms = {
             f"params/{name}": slice(first_param + part.start, first_param + part.stop)
             for name, part in vector_params.items()
@@ -71,17 +72,12 @@ class TensorBoardSink:
         with self._writer.as_default():
             hp.hparams(dict(hparams), trial_id=trial_id)
 
-    def trace_graph(self, run: Callable[[], Any]) -> Any:
-        """Call `run` with graph tracing on and export the traced graph as `train_loop`."""
+    def write_graph(self, graph: Any) -> None:
+        """The training loop's graph (a tf.Graph), for the Graphs tab."""
         import tensorflow as tf
 
-        tf.summary.trace_on(graph=True, profiler=False)
-        try:
-            result = run()
-        finally:
-            with self._writer.as_default():
-                tf.summary.trace_export(name="train_loop", step=0)
-        return result
+        with self._writer.as_default():
+            tf.summary.graph(graph)
 
     def write(self, history: pd.DataFrame) -> None:
         """Write the rows of `history` (columns as in metrics.csv)."""

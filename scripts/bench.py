@@ -1,0 +1,425 @@
+"""Time tapelab's training loop against the seeds' eager loop and bare TensorFlow loops.
+
+    python scripts/bench.py [--quick] [--repeats N] [--problems quadratic rosenbrock regression]
+
+Each problem is timed per update step in five ways:
+
+1. eager: the seeds' Python for-loop with a `tf.GradientTape` and the optimizer's update, run eagerly;
+2. tf.function step: the same Python loop, calling one compiled step;
+3. runner: `python run.py` at its default settings;
+4. runner XLA sparse: `python run.py` with XLA and sparse logging (RUNNER_XLA_SPARSE);
+5. bare XLA: one `tf.function(jit_compile=True)` whose `tf.range` loop does the steps and nothing else.
+
+Variants 1, 2 and 5 build the loss and the update from tapelab's own config, as `run.py` does, so the maths
+is the same. A runner's cost per step is (wall time of N steps − wall time of 1 step) / (N − 1), both run as
+subprocesses, which cancels the start-up. Extra rows compare the runner's full logging with a bare graph loop
+that trains and writes the same TensorBoard scalars, `run.py epochs=1` with `import tensorflow`, and a grid
+of 1000-step jobs with a 1-job sweep. Repeats are interleaved (every repeat times every variant once), so
+noise on the machine falls on all variants alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"  # before anything imports TensorFlow
+logging.getLogger("tensorflow").setLevel(logging.ERROR)  # every measurement traces its own loop: no retracing warnings
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+# The runner variants' overrides, on top of the problem's.
+RUNNER_DEFAULT: list[str] = []
+RUNNER_XLA_SPARSE = ["jit_compile=true", "log.every=1000000"]
+RUNNER_FULL_LOGGING = ["log.every=1", "log.max_rows=null", "log.plots=false"]
+
+EAGER = "eager"
+STEP = "tf.function step"
+RUNNER = "runner"
+RUNNER_XLA = "runner XLA sparse"
+BARE_XLA = "bare XLA"
+FULL_LOGGING = "runner full logging"
+SUMMARY_LOOP = "bare summary loop"
+
+IMPORT = "import tensorflow"
+STARTUP = "run.py epochs=1"
+ONE_JOB = "1-job sweep"
+
+# Sweeps of 1000-step jobs: the grid's first two overrides are swept, and its jobs are their product.
+GRID = ["lr=0.001,0.003,0.01,0.03,0.1,0.3", "optimizer=sgd,adam,rmsprop,adagrad", "epochs=1000"]
+QUICK_GRID = ["lr=0.01,0.1", "optimizer=sgd,adam,rmsprop,adagrad", "epochs=1000"]
+ONE_JOB_SWEEP = ["epochs=1000"]
+
+# Per problem: numerator, denominator, target, whether the ratio must be at least (else at most) it, and
+# the problems the target is set for (the compute targets are for Rosenbrock/Adam; elsewhere: for information).
+RATIOS = [
+    (EAGER, RUNNER_XLA, 500, True, {"rosenbrock"}),
+    (RUNNER_XLA, BARE_XLA, 2, False, {"rosenbrock"}),
+    (FULL_LOGGING, SUMMARY_LOOP, 2, False, {"quadratic", "rosenbrock", "regression"}),
+]
+
+
+@dataclass(frozen=True)
+class Case:
+    """A problem: its run.py overrides and, per variant, the steps to time (full, with --quick)."""
+
+    name: str
+    overrides: list[str]
+    steps: dict[str, tuple[int, int]]
+
+
+CASES = [
+    Case(
+        "quadratic",
+        ["objective=quadratic", "optimizer=sgd"],
+        {
+            EAGER: (300, 10),
+            STEP: (3000, 100),
+            RUNNER: (50_000, 2000),
+            RUNNER_XLA: (200_000_000, 20_000),
+            BARE_XLA: (200_000_000, 100_000),
+            FULL_LOGGING: (50_000, 2000),
+            SUMMARY_LOOP: (50_000, 2000),
+        },
+    ),
+    Case(
+        "rosenbrock",
+        ["objective=rosenbrock", "optimizer=adam"],
+        {
+            EAGER: (200, 10),
+            STEP: (3000, 100),
+            RUNNER: (20_000, 2000),
+            RUNNER_XLA: (200_000_000, 20_000),
+            BARE_XLA: (30_000_000, 100_000),
+            FULL_LOGGING: (20_000, 2000),
+            SUMMARY_LOOP: (10_000, 2000),
+        },
+    ),
+    Case(
+        "regression",
+        ["objective=linear_regression", "objective.n_points=100000", "optimizer=sgd"],
+        {
+            EAGER: (200, 10),
+            STEP: (2000, 100),
+            RUNNER: (3000, 300),
+            RUNNER_XLA: (5000, 300),
+            BARE_XLA: (3000, 300),
+            FULL_LOGGING: (3000, 300),
+            SUMMARY_LOOP: (2000, 300),
+        },
+    ),
+]
+
+
+def seconds(action: Callable[[], object]) -> float:
+    """Wall time of `action()`."""
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+def python(args: Sequence[str]) -> float:
+    """Wall time of `python ARGS` from the repository root; exits with its stderr if it fails."""
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, *args], cwd=ROOT, env=ENV, capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    if result.returncode:
+        sys.exit(f"`python {' '.join(args)}` failed (exit {result.returncode}):\n{result.stderr[-3000:]}")
+    return elapsed
+
+
+def fresh_dir(workdir: Path) -> str:
+    """A path under `workdir` that does not exist yet, for one run or sweep."""
+    return str(Path(tempfile.mkdtemp(dir=workdir)) / "out")
+
+
+def run_py(overrides: Sequence[str], workdir: Path) -> float:
+    """Wall time of one `python run.py OVERRIDES` into a fresh run directory."""
+    return python(["run.py", *overrides, f"hydra.run.dir={fresh_dir(workdir)}"])
+
+
+def runner_per_step(extra: list[str], overrides: list[str], steps: int, workdir: Path) -> float:
+    """The runner's cost of one more step: (time of `steps` steps − time of 1 step) / (steps − 1)."""
+    long = run_py([*overrides, *extra, f"epochs={steps}"], workdir)
+    short = run_py([*overrides, *extra, "epochs=1"], workdir)
+    return (long - short) / (steps - 1)
+
+
+class Training:
+    """One problem's variables, loss and update, built from tapelab's config as `run.py` builds them."""
+
+    def __init__(self, overrides: list[str]) -> None:
+        import tensorflow as tf
+        from hydra import compose, initialize_config_dir
+
+        from tapelab.config import register_configs, to_experiment
+
+        register_configs()
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            experiment = to_experiment(compose(config_name="config", overrides=overrides))
+        self.problem = experiment.objective.build(experiment.seed)
+        self.update = experiment.optimizer.build(experiment.lr)
+        self.variables = [tf.Variable(value, name=name) for name, value in self.problem.start.items()]
+        self.update.prepare(self.variables, self.loss)
+
+    def loss(self) -> Any:
+        """The loss at the current variables."""
+        return self.problem.loss(dict(zip(self.problem.start, self.variables, strict=True)))
+
+    def gradients(self) -> tuple[Any, list[Any]]:
+        """The loss and its gradients, by a tape."""
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            loss = self.loss()
+        return loss, tape.gradient(loss, self.variables)
+
+    def step(self) -> None:
+        """One update, as the seeds write it."""
+        _, gradients = self.gradients()
+        self.update.apply(gradients, self.variables)
+
+    def sync(self) -> None:
+        """Wait for pending work by reading the variables back."""
+        for variable in self.variables:
+            variable.numpy()
+
+
+def timed_loop(loop: Callable[[int], object], training: Training, steps: int, warm_up: int = 1) -> float:
+    """Seconds per step of `loop(steps)`, after a `loop(warm_up)` call that traces and compiles it."""
+    loop(warm_up)
+    training.sync()
+    return seconds(lambda: (loop(steps), training.sync())) / steps
+
+
+def eager_per_step(overrides: list[str], steps: int, workdir: Path) -> float:
+    """The seeds' eager loop."""
+    training = Training(overrides)
+
+    def loop(n: int) -> None:
+        for _ in range(n):
+            training.step()
+
+    return timed_loop(loop, training, steps)
+
+
+def step_function_per_step(overrides: list[str], steps: int, workdir: Path) -> float:
+    """A Python loop over a compiled step."""
+    import tensorflow as tf
+
+    training = Training(overrides)
+    step = tf.function(training.step)
+
+    def loop(n: int) -> None:
+        for _ in range(n):
+            step()
+
+    return timed_loop(loop, training, steps)
+
+
+def bare_xla_per_step(overrides: list[str], steps: int, workdir: Path) -> float:
+    """One XLA-compiled `tf.range` loop of steps, with nothing else."""
+    import tensorflow as tf
+
+    training = Training(overrides)
+
+    @tf.function(jit_compile=True)
+    def loop(n):
+        for _ in tf.range(n):
+            training.step()
+
+    # XLA compiles a `tf.range` loop for each value of n, so the warm-up runs the very same number of steps.
+    return timed_loop(lambda n: loop(tf.constant(n, tf.int64)), training, steps, warm_up=steps)
+
+
+def element_tags(training: Training) -> list[str]:
+    """The parameter elements' names, as metrics.csv's columns: `x`, or `x[0]`, `x[1]` for a vector."""
+    tags = []
+    for name, variable in zip(training.problem.start, training.variables, strict=True):
+        size = int(variable.shape.num_elements())
+        tags += [name] if variable.shape.rank == 0 else [f"{name}[{i}]" for i in range(size)]
+    return tags
+
+
+def summary_loop_per_step(overrides: list[str], steps: int, workdir: Path) -> float:
+    """A graph loop (no XLA) that trains and writes the runner's scalars every step with tf.summary."""
+    import tensorflow as tf
+
+    training = Training(overrides)
+    tags = element_tags(training)
+    writer = tf.summary.create_file_writer(fresh_dir(workdir))
+
+    def flat(tensors: list[Any]) -> Any:
+        return tf.concat([tf.reshape(tensor, [-1]) for tensor in tensors], axis=0)
+
+    @tf.function
+    def loop(n):
+        with writer.as_default():
+            for step in tf.range(n):
+                loss, gradients = training.gradients()
+                params, grads = flat(training.variables), flat(gradients)
+                tf.summary.scalar("loss", loss, step=step)
+                tf.summary.scalar("grad_norm", tf.linalg.global_norm(gradients), step=step)
+                tf.summary.scalar("lr", training.update.learning_rate(), step=step)
+                for i, tag in enumerate(tags):
+                    tf.summary.scalar(f"params/{tag}", params[i], step=step)
+                    tf.summary.scalar(f"grads/{tag}", grads[i], step=step)
+                training.update.apply(gradients, training.variables)
+
+    def run(n: int) -> None:
+        loop(tf.constant(n, tf.int64))
+        writer.flush()
+
+    return timed_loop(run, training, steps)
+
+
+VARIANTS: dict[str, Callable[[list[str], int, Path], float]] = {
+    EAGER: eager_per_step,
+    STEP: step_function_per_step,
+    RUNNER: partial(runner_per_step, RUNNER_DEFAULT),
+    RUNNER_XLA: partial(runner_per_step, RUNNER_XLA_SPARSE),
+    BARE_XLA: bare_xla_per_step,
+    FULL_LOGGING: partial(runner_per_step, RUNNER_FULL_LOGGING),
+    SUMMARY_LOOP: summary_loop_per_step,
+}
+
+
+@dataclass(frozen=True, eq=False)
+class Task:
+    """One measurement, repeated: a row of the table."""
+
+    group: str  # a problem, "start-up" or "grid"
+    label: str
+    unit: str  # "µs/step" or "s"
+    count: int | None  # steps, or a sweep's jobs
+    measure: Callable[[], float]  # returns the value in `unit`
+
+
+def problem_tasks(case: Case, quick: bool, workdir: Path) -> list[Task]:
+    """The variants of one problem, in µs per step."""
+    tasks = []
+    for variant, per_step in VARIANTS.items():
+        steps = case.steps[variant][1 if quick else 0]
+        measure = partial(per_step, case.overrides, steps, workdir)
+        tasks.append(Task(case.name, variant, "µs/step", steps, lambda measure=measure: 1e6 * measure()))
+    return tasks
+
+
+def sweep(overrides: Sequence[str], workdir: Path) -> float:
+    """Wall time of one `python run.py -m OVERRIDES` into a fresh sweep directory."""
+    return python(["run.py", "-m", *overrides, f"hydra.sweep.dir={fresh_dir(workdir)}"])
+
+
+def extra_tasks(quick: bool, workdir: Path) -> list[Task]:
+    """Start-up against importing TensorFlow, and a grid sweep against a 1-job sweep, in seconds."""
+    grid = QUICK_GRID if quick else GRID
+    jobs = len(grid[0].split(",")) * len(grid[1].split(","))
+    return [
+        Task("start-up", IMPORT, "s", None, lambda: python(["-c", "import tensorflow"])),
+        Task("start-up", STARTUP, "s", None, lambda: run_py(["epochs=1"], workdir)),
+        Task("grid", ONE_JOB, "s", 1, lambda: sweep(ONE_JOB_SWEEP, workdir)),
+        Task("grid", f"{jobs}-job sweep", "s", jobs, lambda: sweep(grid, workdir)),
+    ]
+
+
+def measure_all(tasks: list[Task], repeats: int) -> dict[Task, list[float]]:
+    """Every task once per repeat, round-robin, reporting progress on stderr."""
+    results: dict[Task, list[float]] = {task: [] for task in tasks}
+    for repeat in range(1, repeats + 1):
+        for task in tasks:
+            value = task.measure()
+            results[task].append(value)
+            print(f"[{repeat}/{repeats}] {task.group:<11} {task.label:<20} {value:12.3f} {task.unit}", file=sys.stderr)
+    return results
+
+
+def print_table(results: dict[Task, list[float]]) -> None:
+    """Median, min and max of every task."""
+    print(f"{'group':<11} {'variant':<20} {'steps/jobs':>11} {'unit':>8} {'median':>12} {'min':>12} {'max':>12}")
+    for task, values in results.items():
+        count = "" if task.count is None else f"{task.count:,}"
+        spread = f"{statistics.median(values):12.3f} {min(values):12.3f} {max(values):12.3f}"
+        print(f"{task.group:<11} {task.label:<20} {count:>11} {task.unit:>8} {spread}")
+
+
+@dataclass(frozen=True)
+class Check:
+    """A derived number and its target (at least or at most `target`), or no target."""
+
+    label: str
+    value: float
+    target: float | None = None
+    at_least: bool = False
+
+    def verdict(self) -> str:
+        """`≥ 500  PASS`, `≤ 2  FAIL`, NOISE for a value <= 0, or nothing without a target."""
+        if self.target is None:
+            return ""
+        if self.value <= 0:
+            return "NOISE: a runner's cost came out <= 0; give it more steps"
+        met = self.value >= self.target if self.at_least else self.value <= self.target
+        return f"{'≥' if self.at_least else '≤'} {self.target:g}  {'PASS' if met else 'FAIL'}"
+
+
+def checks(results: dict[Task, list[float]]) -> list[Check]:
+    """The issue's ratios and targets, from the medians."""
+    median = {(task.group, task.label): statistics.median(values) for task, values in results.items()}
+    found = []
+    for group in dict.fromkeys(task.group for task in results if task.unit == "µs/step"):
+        for top, bottom, target, at_least, groups in RATIOS:
+            value = median[group, top] / median[group, bottom]
+            found.append(Check(f"{group}: {top} / {bottom}", value, target if group in groups else None, at_least))
+    startup = median["start-up", STARTUP] / median["start-up", IMPORT]
+    grid = next(task for task in results if task.group == "grid" and task.label != ONE_JOB)
+    one_job = median["grid", ONE_JOB]
+    extra_job = (median["grid", grid.label] - one_job) / (grid.count - 1)
+    return [
+        *found,
+        Check(f"start-up: {STARTUP} / {IMPORT}", startup, 1.3),
+        Check(f"grid: seconds per extra job ({grid.label})", extra_job, 0.5),
+        Check(f"grid: extra job / {ONE_JOB}", extra_job / one_job),
+    ]
+
+
+def print_checks(found: list[Check]) -> None:
+    """One line per check, with PASS or FAIL against its target."""
+    for check in found:
+        print(f"{check.label:<52} {check.value:12.3f}  {check.verdict()}")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    names = [case.name for case in CASES]
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="few steps and a small grid: a smoke run")
+    parser.add_argument("--repeats", type=int, default=3, help="times each variant is timed (default 3)")
+    parser.add_argument("--problems", nargs="+", choices=names, default=names, metavar="NAME", help=" ".join(names))
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="tapelab-bench-") as tmp:
+        workdir = Path(tmp)
+        tasks = [
+            task for case in CASES if case.name in args.problems for task in problem_tasks(case, args.quick, workdir)
+        ]
+        results = measure_all(tasks + extra_tasks(args.quick, workdir), args.repeats)
+    print_table(results)
+    print()
+    print_checks(checks(results))
+
+
+if __name__ == "__main__":
+    main()

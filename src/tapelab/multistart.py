@@ -1,0 +1,74 @@
+"""objective.starts=N: N start points drawn from the search box, optimised as one batch in one graph.
+
+Each parameter gains a leading axis of N starts, and the loss is the per-start loss mapped over that axis
+(`tf.vectorized_map`). The trainer minimises their sum, whose gradient for one start is that start's own
+gradient, so an elementwise optimizer makes the batch exactly N independent runs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from tapelab.errors import ConfigError
+from tapelab.objectives import Objective, Problem
+from tapelab.optimizers import Optimizer
+from tapelab.training import element_columns
+
+STARTS_CSV = "starts.csv"
+
+
+def check_elementwise(optimizer: Optimizer) -> None:
+    """Refuse an optimizer whose step for one element depends on others: it would couple the starts."""
+    coupling = optimizer.coupling()
+    if coupling is not None:
+        raise ConfigError(
+            "objective.starts",
+            f"needs an elementwise optimizer, so that the batch is N independent runs, but {coupling} mixes the "
+            "starts. Elementwise: gd, sgd, adam, adamw, adamax, nadam, adagrad, adadelta, rmsprop, ftrl, lion, "
+            "without clipnorm or global_clipnorm",
+        )
+
+
+def search_box(objective: Objective, problem: Problem) -> np.ndarray:
+    """One [low, high] row per parameter element, from `objective.domain` or the function's usual domain."""
+    box = objective.box()
+    size = int(problem.flat_start().size)
+    if box is None:
+        raise ConfigError("objective.domain", "objective.starts > 1 needs a search box: [[low, high]] per element")
+    if len(box) == 1:
+        box = np.repeat(box, size, axis=0)
+    if len(box) != size:
+        raise ConfigError("objective.domain", f"needs one [low, high] pair or {size} of them, got {len(box)}")
+    return box
+
+
+def draw_starts(box: np.ndarray, starts: int, seed: int) -> np.ndarray:
+    """`starts` flat start vectors drawn uniformly from `box`, reproducibly from `seed`."""
+    rng = np.random.default_rng([seed, starts])
+    return rng.uniform(box[:, 0], box[:, 1], size=(starts, len(box))).astype(np.float32)
+
+
+def batched(problem: Problem, flat_starts: np.ndarray) -> Problem:
+    """`problem` as one batch over the rows of `flat_starts`: its loss gives one value per start."""
+    starts = len(flat_starts)
+    columns = [problem.split(row) for row in flat_starts]
+    start = {name: np.stack([values[name] for values in columns]).astype(np.float32) for name in problem.start}
+
+    def losses(params):
+        import tensorflow as tf
+
+        return tf.vectorized_map(problem.loss, dict(params))
+
+    return Problem(start, losses, problem.minima, starts=starts)
+
+
+def starts_table(problem: Problem, flat_starts: np.ndarray, flat_ends: np.ndarray, losses: np.ndarray) -> pd.DataFrame:
+    """starts.csv: per start, its number, `start_<column>` and `end_<column>` for each parameter column, and
+    `final_loss` (the loss at the end)."""
+    columns = element_columns(problem.start)
+    table = pd.DataFrame(flat_starts, columns=[f"start_{column}" for column in columns])
+    table[[f"end_{column}" for column in columns]] = flat_ends
+    table["final_loss"] = losses
+    table.insert(0, "start", np.arange(len(table)))
+    return table

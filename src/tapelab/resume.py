@@ -1,0 +1,105 @@
+"""Continuing an earlier run: whether it can continue, with which config, and where its history stops."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf
+
+from tapelab.errors import ConfigError
+from tapelab.rundir import METRICS, SUMMARY
+
+FINISHED = ("completed", "converged", "diverged")  # a sweep re-launch skips jobs that ended like this
+CHECKPOINTS = "checkpoint"
+SAVED_OVERRIDES = Path(".hydra") / "overrides.yaml"
+CHANGEABLE = ("epochs", "resume")  # the keys a resumed run may set; the rest comes from the earlier run
+
+
+def read_summary(run_dir: Path) -> dict[str, Any] | None:
+    """The run's summary.json, or None if it has none."""
+    path = run_dir / SUMMARY
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def is_finished(run_dir: Path) -> bool:
+    """Whether the run in `run_dir` ended for good (completed, converged or diverged)."""
+    summary = read_summary(run_dir)
+    return summary is not None and summary.get("status") in FINISHED
+
+
+def saved_config_subdir(output_dir: str, mode: Any) -> str | None:
+    """Where Hydra saves a job's config (`hydra.output_subdir`), so that nothing already written is replaced.
+
+    A new run: `.hydra`. A finished job of a re-launched sweep, which is skipped: nowhere. A run that
+    continues: `.hydra/resumed_at_<step>`, beside the original.
+    """
+    summary = read_summary(Path(output_dir))
+    if summary is None:
+        return ".hydra"
+    if str(mode).endswith("MULTIRUN") and summary.get("status") in FINISHED:
+        return None
+    return str(Path(".hydra") / f"resumed_at_{summary.get('steps', 0)}")
+
+
+def forget_failure(run_dir: Path) -> None:
+    """Remove the summary.json of a job that failed before its first checkpoint, so that it can run again."""
+    summary = read_summary(run_dir)
+    if summary is not None and summary.get("status") == "failed" and not (run_dir / CHECKPOINTS).is_dir():
+        (run_dir / SUMMARY).unlink()
+
+
+def override_key(override: str) -> str:
+    """The key an override sets (`optimizer` for `optimizer=adam`, `lr` for `+lr=1`)."""
+    return OverridesParser.create().parse_override(override).key_or_group
+
+
+def resumed_config(run_dir: Path, overrides: Sequence[str], compose: Callable[[list[str]], DictConfig]) -> DictConfig:
+    """The config of the run in `run_dir`, with a new `epochs` if `overrides` sets one.
+
+    Raises `ConfigError` if the run can't continue, or if `overrides` changes anything but epochs.
+    """
+    summary = read_summary(run_dir)
+    if summary is None or not (run_dir / CHECKPOINTS).is_dir():
+        raise ConfigError("resume", f"{run_dir} holds no checkpoint of a run to continue")
+    status, steps = summary.get("status"), summary.get("steps", 0)
+    if status in ("diverged", "converged"):
+        raise ConfigError("resume", f"the run in {run_dir} {status} at step {steps}; continuing would stop again")
+    saved = list(OmegaConf.load(run_dir / SAVED_OVERRIDES))
+    changed = [override for override in overrides if override_key(override) not in CHANGEABLE and override not in saved]
+    if changed:
+        raise ConfigError(
+            "resume",
+            f"continues {run_dir} with its own config, where only epochs can change; remove {', '.join(changed)}",
+        )
+    new_epochs = [override for override in overrides if override_key(override) == "epochs"]
+    kept = [override for override in saved if override_key(override) not in CHANGEABLE or not new_epochs]
+    cfg = compose([*kept, *new_epochs, "resume=true"])
+    # An interrupted run may have done all its updates and lack only its final row.
+    if cfg.epochs < steps or (cfg.epochs == steps and status != "interrupted"):
+        raise ConfigError(
+            "epochs", f"must be more than the {steps} steps the run in {run_dir} has done, got {cfg.epochs}"
+        )
+    return cfg
+
+
+def check_same_job(run_dir: Path, overrides: Sequence[str]) -> None:
+    """Raise `ConfigError` unless the job in `run_dir` was started with these same overrides."""
+    saved = list(OmegaConf.load(run_dir / SAVED_OVERRIDES)) if (run_dir / SAVED_OVERRIDES).exists() else None
+    if saved is not None and saved != list(overrides):
+        raise ConfigError(
+            "hydra.sweep.dir", f"{run_dir} holds a different job ({' '.join(saved)}); choose a new sweep directory"
+        )
+
+
+def last_logged_step(run_dir: Path) -> int:
+    """The step of the last row in metrics.csv (-1 if it has none)."""
+    path = run_dir / METRICS
+    if not path.exists():
+        return -1
+    steps = pd.read_csv(path, usecols=["step"])["step"]
+    return int(steps.iat[-1]) if len(steps) else -1

@@ -1,0 +1,96 @@
+"""resume=true: a run continues from its checkpoint, and its history equals an uninterrupted run's."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import compose_config
+from tapelab.errors import ConfigError
+from tapelab.resume import resumed_config
+from tapelab.runner import run
+
+# Adam carries state (moments and the step count): a resume that lost it would change the trajectory.
+ADAM_ON_ROSENBROCK = ["objective=rosenbrock", "optimizer=adam", "lr=0.01", "log.plots=false"]
+
+
+def run_in(run_dir: Path, *overrides: str) -> dict:
+    """A new run into `run_dir`, with its overrides saved as Hydra saves them; returns its summary."""
+    (run_dir / ".hydra").mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create(list(overrides)), run_dir / ".hydra" / "overrides.yaml")
+    run(compose_config(*overrides), run_dir)
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def resume_in(run_dir: Path, *overrides: str) -> dict:
+    """`python run.py resume=true hydra.run.dir=<run_dir> <overrides>`, in-process; returns the summary."""
+    cfg = resumed_config(run_dir, ["resume=true", *overrides], lambda keys: compose_config(*keys))
+    run(cfg, run_dir, resume=True)
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def loss_steps(run_dir: Path) -> list[int]:
+    events = EventAccumulator(str(run_dir), size_guidance={"tensors": 0})
+    events.Reload()
+    return [point.step for point in events.Tensors("loss")]
+
+
+@pytest.mark.parametrize("every", [1, 10])
+def test_a_resumed_run_has_the_history_of_an_uninterrupted_one(tmp_path, every):
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    run_in(whole, *ADAM_ON_ROSENBROCK, "epochs=1500", f"log.every={every}")
+    run_in(split, *ADAM_ON_ROSENBROCK, "epochs=600", f"log.every={every}")
+    summary = resume_in(split, "epochs=1500")
+
+    expected = pd.read_csv(whole / "metrics.csv")
+    pd.testing.assert_frame_equal(pd.read_csv(split / "metrics.csv"), expected)  # exact: same float32 steps
+    assert summary["status"] == "completed" and summary["steps"] == 1500
+    assert summary["final_loss"] == json.loads((whole / "summary.json").read_text())["final_loss"]
+    assert loss_steps(split) == expected["step"].tolist()  # TensorBoard: no step twice, none missing
+
+
+def test_resume_keeps_the_runs_own_config(tmp_path):
+    run_dir = tmp_path / "run"
+    run_in(run_dir, "objective=booth", "optimizer=adam", "lr=0.1", "epochs=50", "log.plots=false")
+    summary = resume_in(run_dir, "epochs=80")  # not objective=quadratic, optimizer=sgd, lr=0.01: the defaults
+    assert (summary["objective"], summary["optimizer"], summary["lr"], summary["epochs"]) == ("booth", "adam", 0.1, 80)
+    assert summary["steps"] == 80
+
+
+def test_resume_refuses_a_changed_key(tmp_path):
+    run_dir = tmp_path / "run"
+    run_in(run_dir, *ADAM_ON_ROSENBROCK, "epochs=20")
+    with pytest.raises(ConfigError, match="resume: .*only epochs can change; remove lr=0.1"):
+        resume_in(run_dir, "lr=0.1", "epochs=40")
+
+
+def test_resume_refuses_fewer_epochs_than_done(tmp_path):
+    run_dir = tmp_path / "run"
+    run_in(run_dir, *ADAM_ON_ROSENBROCK, "epochs=20")
+    with pytest.raises(ConfigError, match="epochs: must be more than the 20 steps"):
+        resume_in(run_dir, "epochs=20")
+
+
+def test_resume_refuses_a_diverged_run(tmp_path):
+    run_dir = tmp_path / "run"
+    run_in(run_dir, "lr=10", "epochs=100", "log.plots=false")
+    with pytest.raises(ConfigError, match="resume: the run in .* diverged at step 15"):
+        resume_in(run_dir, "epochs=200")
+
+
+def test_resume_refuses_a_directory_without_a_checkpoint(tmp_path):
+    with pytest.raises(ConfigError, match="resume: .* holds no checkpoint"):
+        resume_in(tmp_path, "epochs=200")
+
+
+def test_xla_and_the_plain_graph_give_the_same_history(train):
+    xla = train(*ADAM_ON_ROSENBROCK, "epochs=300", "jit_compile=true")
+    graph = train(*ADAM_ON_ROSENBROCK, "epochs=300", "jit_compile=false")
+    assert xla.summary["xla"] is True and graph.summary["xla"] is False
+    np.testing.assert_allclose(xla.metrics.to_numpy(), graph.metrics.to_numpy(), rtol=1e-5, atol=1e-6)
