@@ -33,6 +33,21 @@ def test_a_vector_quadratic_descends_in_closed_form(train):
     assert result.summary["params"]["w"] == pytest.approx((1 - 0.8**10) * target, rel=1e-6)
 
 
+def test_a_loss_xla_cannot_compile_falls_back_to_the_plain_graph(train, caplog):
+    result = train(
+        "objective=python",
+        "objective.function=user_objectives.bowl_through_python",
+        "objective.init={w: [0, 0]}",
+        "optimizer=gd",
+        "lr=0.1",
+        "epochs=10",
+    )
+    assert result.summary["xla"] is False
+    assert "XLA can't compile this objective and optimizer, so the plain graph runs instead" in caplog.text
+    shrink = 0.8 ** result.metrics["step"].to_numpy()  # the same closed form as the plain bowl's
+    np.testing.assert_allclose(result.metrics["loss"], 5.0 * shrink**2, rtol=1e-5)
+
+
 def test_scalar_and_vector_parameters_keep_the_order_of_init(train):
     # (3a − 6)² + Σ vᵢ² at a = 0.5, v = (1, −3): 20.25 + 10, ∂a = 6(3a − 6) = −27, ∂v = 2v.
     result = train(
