@@ -113,10 +113,10 @@ CASES = [
         {
             EAGER: (200, 10),
             STEP: (2000, 100),
-            RUNNER: (3000, 300),
-            RUNNER_XLA: (5000, 300),
+            RUNNER: (20_000, 300),
+            RUNNER_XLA: (20_000, 300),
             BARE_XLA: (3000, 300),
-            FULL_LOGGING: (3000, 300),
+            FULL_LOGGING: (20_000, 300),
             SUMMARY_LOOP: (2000, 300),
         },
     ),

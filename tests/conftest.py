@@ -50,6 +50,10 @@ def train(tmp_path: Path) -> Callable[..., Run]:
         run_dir = tmp_path / f"run{count}"
         if not any(override.startswith("log.plots=") for override in overrides):
             overrides = ("log.plots=false", *overrides)  # pictures cost ~0.5 s a run; test_pictures.py asks for them
+        if not any(override.startswith("jit_compile=") for override in overrides):
+            # XLA's compile costs ~0.5 s a run; the seeds, resume, multi-start and XLA tests (and every
+            # subprocess test) run with it, and the XLA tests compare the two.
+            overrides = ("jit_compile=false", *overrides)
         return Run(run_dir, run(compose_config(*overrides), run_dir))
 
     return _train

@@ -103,6 +103,12 @@ SEED_004_X = [
 ]
 
 
+@pytest.fixture
+def train(train):
+    """The seeds' numbers come from the default settings, so XLA compiles the loop here."""
+    return lambda *overrides: train("jit_compile=true", *overrides)
+
+
 def float32_equal(actual, expected) -> bool:
     return np.array_equal(np.asarray(actual, np.float32), np.asarray(expected, np.float32))
 

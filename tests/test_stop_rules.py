@@ -24,7 +24,7 @@ def first_step_without_progress(losses: np.ndarray, loss_tol: float, patience: i
 
 
 def test_grad_tol_stops_at_the_first_small_gradient(train):
-    result = train(*GD_ON_SQUARE, "stop.grad_tol=0.01")
+    result = train(*GD_ON_SQUARE, "stop.grad_tol=0.01", "jit_compile=true")
     expected = math.ceil(math.log(0.01 / 2) / math.log(0.8))  # the first t with 2·0.8^t <= 0.01: 24
     assert result.summary["status"] == "converged"
     assert result.summary["steps"] == expected
