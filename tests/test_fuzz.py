@@ -136,7 +136,7 @@ configurations = st.one_of(st.sampled_from(OBJECTIVES), st.sampled_from(sorted(o
 
 
 @settings(
-    max_examples=40,
+    max_examples=25,
     deadline=None,
     database=None,  # a failure prints its overrides; nothing to replay from a local example database
     phases=[Phase.explicit, Phase.generate],  # shrinking re-runs TensorFlow for minutes: report the raw example

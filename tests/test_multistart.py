@@ -86,3 +86,14 @@ def test_a_one_value_domain_covers_every_element(train):
     result = train("objective=sum_of_squares", "objective.starts=5", "objective.domain=[[-1.0,1.0]]", "epochs=50")
     starts = pd.read_csv(result.dir / "starts.csv")
     assert len(starts) == 5 and starts.filter(like="start_").abs().to_numpy().max() <= 1
+
+
+def test_a_batch_that_blows_up_reports_its_best_finite_start(train):
+    # (x − 1)² overflows float32 beyond |x| ≈ 1.8e19, so some starts drawn from ±1e20 are infinite at once.
+    result = train("objective=quadratic", "objective.starts=8", "objective.domain=[[-1e20,1e20]]", "epochs=10")
+    starts = pd.read_csv(result.dir / "starts.csv")
+    finite = starts[np.isfinite(starts["final_loss"])]
+    assert result.summary["status"] == "diverged" and result.summary["steps"] == 0
+    assert 0 < len(finite) < 8
+    assert result.summary["best_start"] == int(finite.loc[finite["final_loss"].idxmin(), "start"])
+    assert result.summary["final_loss"] == pytest.approx(finite["final_loss"].min(), rel=1e-6)

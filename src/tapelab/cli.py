@@ -6,6 +6,7 @@ Hydra composes the config from `conf/`; a user mistake ends with one line on std
 from __future__ import annotations
 
 import logging
+import math
 import os
 import warnings
 from pathlib import Path
@@ -67,7 +68,11 @@ def experiment(cfg: DictConfig) -> float:
     user_mistake = (ConfigError, OmegaConfBaseException)
     try:
         if multirun:
-            check_same_job(run_dir, overrides)
+            try:
+                check_same_job(run_dir, overrides)
+            except ConfigError as clash:  # another job's directory: write nothing into it
+                log.error("Error in config: %s", one_line(clash))
+                return math.inf
             if is_finished(run_dir):
                 return stored_result(run_dir)  # done in an earlier launch: its files stay as they are
             forget_failure(run_dir)  # an earlier launch's failure before any checkpoint: run it again

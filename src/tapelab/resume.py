@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from tapelab.errors import ConfigError
 from tapelab.rundir import METRICS, SUMMARY
@@ -32,17 +32,23 @@ def is_finished(run_dir: Path) -> bool:
     return summary is not None and summary.get("status") in FINISHED
 
 
-def saved_config_subdir(output_dir: str, mode: Any) -> str | None:
+def saved_config_subdir(output_dir: str, mode: Any, overrides: Sequence[str]) -> str | None:
     """Where Hydra saves a job's config (`hydra.output_subdir`), so that nothing already written is replaced.
 
-    A new run: `.hydra`. A finished job of a re-launched sweep, which is skipped: nowhere. A run that
-    continues: `.hydra/resumed_at_<step>`, beside the original.
+    A new run: `.hydra`. In a re-launched sweep, a finished job (skipped) or another job's directory (a
+    clash, refused): nowhere. A run that continues: `.hydra/resumed_at_<step>`, beside the original.
     """
-    summary = read_summary(Path(output_dir))
+    run_dir = Path(output_dir)
+    summary = read_summary(run_dir)
+    if str(mode).endswith("MULTIRUN"):
+        saved = run_dir / SAVED_OVERRIDES
+        typed = OmegaConf.to_container(overrides, resolve=False) if isinstance(overrides, ListConfig) else overrides
+        if saved.exists() and list(OmegaConf.load(saved)) != list(typed):
+            return None
+        if summary is not None and summary.get("status") in FINISHED:
+            return None
     if summary is None:
         return ".hydra"
-    if str(mode).endswith("MULTIRUN") and summary.get("status") in FINISHED:
-        return None
     return str(Path(".hydra") / f"resumed_at_{summary.get('steps', 0)}")
 
 

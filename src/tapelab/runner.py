@@ -20,7 +20,7 @@ from tapelab.config import Experiment, to_experiment
 from tapelab.interrupts import Interrupted, StopRequests
 from tapelab.multistart import STARTS_CSV, batched, check_elementwise, draw_starts, search_box, starts_table
 from tapelab.objectives import Problem
-from tapelab.resume import CHECKPOINTS, last_logged_step, read_summary
+from tapelab.resume import CHECKPOINTS, FINISHED, last_logged_step, read_summary
 from tapelab.rundir import METRICS, SUMMARY, check_unused
 from tapelab.sinks.csv_sink import CsvSink
 from tapelab.sinks.summary import flat_hparams, write_json_atomically
@@ -76,15 +76,19 @@ def train(experiment: Experiment, run_dir: Path, resume: bool = False, progress:
         with progress_bar(experiment.epochs, trainer.step, progress) as bar:
             for chunk in trainer.chunks(experiment.epochs):
                 history = chunk.history
-                if chunk.status == "diverged" and chunk.last_finite is not None:
-                    history = pd.concat([history, chunk.last_finite])  # keep the last finite state, logged or not
+                last_finite = chunk.last_finite if chunk.last_finite is not None else last_finite
+                if chunk.status == "diverged" and last_finite is not None:
+                    history = pd.concat([history, last_finite])  # keep the last finite state, logged or not
                 history = history[history["step"] > last_logged].drop_duplicates("step")
                 for sink in sinks:
                     sink.write(history)
                 if not history.empty:
                     last_logged = int(history["step"].iat[-1])
-                last_finite = chunk.last_finite if chunk.last_finite is not None else last_finite
                 checkpoints.save(checkpoint_number=trainer.step)
+                # Overwritten at the end; until then it marks a run that a SIGKILL would leave resumable.
+                elapsed = time.perf_counter() - started + (previous or {}).get("wall_time_s", 0.0)
+                running = {"status": "running", "steps": trainer.step, "log_every": log_every, "wall_time_s": elapsed}
+                write_json_atomically(run_dir / SUMMARY, {**running, **experiment.describe()})
                 bar.update(chunk.updates)
                 if chunk.status is not None:
                     status = chunk.status
@@ -108,7 +112,9 @@ def train(experiment: Experiment, run_dir: Path, resume: bool = False, progress:
         if tensorboard is not None:
             tensorboard.write_images(pictures, step=summary["steps"])
             if summary["final_loss"] is not None and status != "interrupted":
-                metrics = {key: summary[key] for key in ("final_loss", "best_loss", "steps")}
+                metrics = {
+                    key: summary[key] for key in ("final_loss", "best_loss", "steps") if summary[key] is not None
+                }
                 tensorboard.write_metrics(metrics, step=summary["steps"])
             tensorboard.close()
         write_json_atomically(run_dir / SUMMARY, summary)
@@ -174,10 +180,18 @@ def stored_result(run_dir: Path) -> float:
 
 
 def record_failure(run_dir: Path, error: Exception) -> float:
-    """Write a `failed` summary.json for a job that raised (unless one exists), and return inf for sweepers."""
-    if not (run_dir / SUMMARY).exists():
+    """Record a job that raised as `failed` in summary.json, and return inf for sweepers.
+
+    A finished run's summary (another job's, in a directory clash) is left as it is; the steps of an
+    unfinished one are kept beside the error.
+    """
+    previous = read_summary(run_dir)
+    if previous is None or previous.get("status") not in FINISHED:
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomically(run_dir / SUMMARY, {"status": "failed", "error": f"{type(error).__name__}: {error}"})
+        failure = {"status": "failed", "error": f"{type(error).__name__}: {error}"}
+        if previous is not None and "steps" in previous:
+            failure["steps"] = previous["steps"]
+        write_json_atomically(run_dir / SUMMARY, failure)
     return math.inf
 
 
@@ -201,10 +215,16 @@ def summarise(
         steps, final_loss, best = int(row["step"]), shortest(row["loss"]), shortest(trainer.best_loss)
         flat = row[trainer.param_columns].to_numpy(np.float32)
     summary: dict[str, Any] = {"status": status, "steps": steps, "final_loss": final_loss, "best_loss": best}
-    if starts is not None:
-        summary["best_start"] = int(starts["final_loss"].idxmin()) if starts["final_loss"].notna().any() else None
-        chosen = starts.iloc[summary["best_start"] or 0]
-        flat = chosen.filter(like="end_").to_numpy(np.float32)
+    if starts is not None:  # a batch: the best start that ended finite, at the step the batch stopped
+        finite = starts[np.isfinite(starts.drop(columns="start").to_numpy()).all(axis=1)]
+        summary["best_start"] = None if finite.empty else int(finite["final_loss"].idxmin())
+        summary["steps"] = trainer.step
+        if finite.empty:
+            summary["final_loss"], flat = None, problem.flat_start()
+        else:
+            chosen = finite.loc[summary["best_start"]]
+            summary["final_loss"] = shortest(chosen["final_loss"])
+            flat = chosen.filter(like="end_").to_numpy(np.float32)
     summary.update(
         params=parameter_values(problem, flat),
         wall_time_s=wall_time,

@@ -75,7 +75,7 @@ class Chunk:
     """What one call of the compiled loop returns."""
 
     history: pd.DataFrame  # the logged rows, with a `step` column
-    updates: int  # updates applied whose result was finite
+    updates: int  # steps done: updates applied after a finite row (not the one after a non-finite row)
     status: str | None  # None while running; "diverged", "converged" or "completed" when the run ends here
     last_finite: pd.DataFrame | None  # the chunk's last finite row, logged or not; None if it had none
 
@@ -201,8 +201,9 @@ class Trainer:
                 moving = status == RUNNING
                 last_row = tf.where(finite, row, last_row)
                 best = tf.where(finite, tf.minimum(best, row[0]), best)
-                if self._stop.active():
-                    if moving:  # a converged run ends on the state it converged at
+                if self._stop.active() or self.starts is not None:
+                    # A converged run ends on the state it converged at; a batch, on the state it stopped at.
+                    if moving:
                         self._update.apply(gradients, list(self.variables.values()))
                 else:
                     # A diverging step applies its update too (a conditional update is slow under XLA), but the
@@ -243,12 +244,14 @@ class Trainer:
         first_step = self.step
         steps, rows, n_rows, updates, status, last_row = self._call_chunk(n_steps)
         n_rows, updates, status = int(n_rows), int(updates), int(status)
-        last_finite = self._frame(np.array([first_step + updates - 1]), last_row.numpy()[None, :])
+        # The last finite row is the last one an update followed, or the converged row (none follows it).
+        last_step = first_step + updates - (status != CONVERGED)
+        last_finite = self._frame(np.array([last_step]), last_row.numpy()[None, :]) if last_step >= first_step else None
         return Chunk(
             history=self._frame(steps.numpy()[:n_rows], rows.numpy()[:n_rows]),
             updates=updates,
             status={RUNNING: None, DIVERGED: "diverged", CONVERGED: "converged"}[status],
-            last_finite=last_finite if updates else None,
+            last_finite=last_finite,
         )
 
     def current_row(self) -> pd.DataFrame | None:

@@ -84,6 +84,7 @@ class TensorBoardSink:
         if history.empty:
             return
         self._write_rows(history["step"].to_numpy(np.int64), history[self._value_columns].to_numpy(np.float32))
+        self._writer.flush()  # on disk before the chunk's checkpoint, so a resume never writes a step twice
 
     def write_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         """Scalars that summarise the run (the HParams tab's metric columns)."""
