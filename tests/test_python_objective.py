@@ -41,6 +41,7 @@ def test_a_loss_xla_cannot_compile_falls_back_to_the_plain_graph(train, caplog):
         "optimizer=gd",
         "lr=0.1",
         "epochs=10",
+        "jit_compile=true",
     )
     assert result.summary["xla"] is False
     assert "XLA can't compile this objective and optimizer, so the plain graph runs instead" in caplog.text
