@@ -123,6 +123,18 @@ def test_user_mistakes_get_a_short_message_and_no_traceback(tmp_path, args, expe
     assert not (tmp_path / "run" / "metrics.csv").exists()
 
 
+@pytest.mark.parametrize(("mode", "key"), [([], "hydra.run.dir"), (["-m"], "hydra.sweep.dir")])
+def test_a_directory_that_cannot_be_created_is_refused_before_anything_is_written(tmp_path, mode, key):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory\n")
+    finished = run_cli(*mode, "epochs=1", f"{key}={blocker / 'run'}")
+    assert finished.returncode == 2
+    assert finished.stderr.strip().splitlines() == [
+        f"Error in config: {key}: can't create {blocker / 'run'}: Not a directory"
+    ]
+    assert blocker.read_text() == "not a directory\n"
+
+
 @pytest.mark.parametrize(
     ("args", "line"),
     [
