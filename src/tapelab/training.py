@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -22,6 +23,9 @@ import pandas as pd
 from tapelab.config import StopConfig
 from tapelab.objectives import Problem
 from tapelab.optimizers import Update
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +127,7 @@ class Trainer:
         """The lowest finite loss of every step so far (inf before the first)."""
         return float(self._best.numpy())
 
-    def checkpoint(self):  # -> tf.train.Checkpoint
+    def checkpoint(self) -> tf.train.Checkpoint:
         """Everything a resumed run needs: parameters, optimizer state, step, best loss, plateau counter."""
         import tensorflow as tf
 
@@ -272,7 +276,7 @@ class Trainer:
         self._best.assign(min(self.best_loss, float(row["loss"].iat[0])))
         return Chunk(row, 0, status, row)
 
-    def loop_graph(self):  # -> tf.Graph
+    def loop_graph(self) -> tf.Graph:
         """The graph of the compiled chunk loop (traced once; the first call reuses the trace)."""
         import tensorflow as tf
 
