@@ -26,6 +26,12 @@ def read_summary(run_dir: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def saved_overrides(run_dir: Path) -> list[str] | None:
+    """The command-line overrides Hydra saved for the run in `run_dir`, or None if it saved none."""
+    path = run_dir / SAVED_OVERRIDES
+    return list(OmegaConf.load(path)) if path.exists() else None
+
+
 def is_finished(run_dir: Path) -> bool:
     """Whether the run in `run_dir` ended for good (completed, converged or diverged)."""
     summary = read_summary(run_dir)
@@ -41,9 +47,9 @@ def saved_config_subdir(output_dir: str, mode: Any, overrides: Sequence[str]) ->
     run_dir = Path(output_dir)
     summary = read_summary(run_dir)
     if str(mode).endswith("MULTIRUN"):
-        saved = run_dir / SAVED_OVERRIDES
+        saved = saved_overrides(run_dir)
         typed = OmegaConf.to_container(overrides, resolve=False) if isinstance(overrides, ListConfig) else overrides
-        if saved.exists() and list(OmegaConf.load(saved)) != list(typed):
+        if saved is not None and saved != list(typed):
             return None
         if summary is not None and summary.get("status") in FINISHED:
             return None
@@ -75,7 +81,9 @@ def resumed_config(run_dir: Path, overrides: Sequence[str], compose: Callable[[l
     status, steps = summary.get("status"), summary.get("steps", 0)
     if status in ("diverged", "converged"):
         raise ConfigError("resume", f"the run in {run_dir} {status} at step {steps}; continuing would stop again")
-    saved = list(OmegaConf.load(run_dir / SAVED_OVERRIDES))
+    saved = saved_overrides(run_dir)
+    if saved is None:
+        raise ConfigError("resume", f"{run_dir} holds no saved config ({SAVED_OVERRIDES}) to continue with")
     changed = [override for override in overrides if override_key(override) not in CHANGEABLE and override not in saved]
     if changed:
         raise ConfigError(
@@ -95,7 +103,7 @@ def resumed_config(run_dir: Path, overrides: Sequence[str], compose: Callable[[l
 
 def check_same_job(run_dir: Path, overrides: Sequence[str]) -> None:
     """Raise `ConfigError` unless the job in `run_dir` was started with these same overrides."""
-    saved = list(OmegaConf.load(run_dir / SAVED_OVERRIDES)) if (run_dir / SAVED_OVERRIDES).exists() else None
+    saved = saved_overrides(run_dir)
     if saved is not None and saved != list(overrides):
         raise ConfigError(
             "hydra.sweep.dir", f"{run_dir} holds a different job ({' '.join(saved)}); choose a new sweep directory"

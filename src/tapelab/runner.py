@@ -63,6 +63,7 @@ def train(experiment: Experiment, run_dir: Path, resume: bool = False, progress:
         from tapelab.training import Trainer
 
         started = time.perf_counter()
+        elapsed = lambda: time.perf_counter() - started + (previous or {}).get("wall_time_s", 0.0)  # noqa: E731
         trained = problem if flat_starts is None else batched(problem, flat_starts)
         trainer = Trainer(trained, update, log_every, experiment.stop, experiment.jit_compile)
         run_dir.mkdir(parents=True, exist_ok=True)  # after the last check (Newton's size, in the trainer)
@@ -86,8 +87,7 @@ def train(experiment: Experiment, run_dir: Path, resume: bool = False, progress:
                     last_logged = int(history["step"].iat[-1])
                 checkpoints.save(checkpoint_number=trainer.step)
                 # Overwritten at the end; until then it marks a run that a SIGKILL would leave resumable.
-                elapsed = time.perf_counter() - started + (previous or {}).get("wall_time_s", 0.0)
-                running = {"status": "running", "steps": trainer.step, "log_every": log_every, "wall_time_s": elapsed}
+                running = {"status": "running", "steps": trainer.step, "log_every": log_every, "wall_time_s": elapsed()}
                 write_json_atomically(run_dir / SUMMARY, {**running, **experiment.describe()})
                 bar.update(chunk.updates)
                 if chunk.status is not None:
@@ -96,7 +96,7 @@ def train(experiment: Experiment, run_dir: Path, resume: bool = False, progress:
                     break
         if status == "interrupted":
             last_finite = trainer.current_row()
-        wall_time = time.perf_counter() - started + (previous or {}).get("wall_time_s", 0.0)
+        wall_time = elapsed()  # this session's time plus the earlier sessions' of a resumed run
 
         starts = None
         if flat_starts is not None:
