@@ -40,7 +40,7 @@ def test_expression_is_checked_in_float32_and_booth_in_float64():
 def wrong_gradient_problem(factor: float) -> Problem:
     """Σ w²·(1 + w) with a custom gradient that is `factor` times the true one."""
 
-    def loss(params):
+    def loss(params, constants):
         import tensorflow as tf
 
         @tf.custom_gradient
@@ -52,7 +52,7 @@ def wrong_gradient_problem(factor: float) -> Problem:
 
         return cubic(params["w"])
 
-    return Problem({"w": np.array([0.5, -2.0, 3.0], np.float32)}, loss)
+    return Problem({"w": np.array([0.5, -2.0, 3.0], np.float32)}, loss, structure=f"wrong gradient × {factor}")
 
 
 def test_a_wrong_gradient_is_flagged():

@@ -9,7 +9,7 @@ import pytest
 from tapelab.config import StopConfig
 from tapelab.errors import ConfigError
 from tapelab.objectives import Problem
-from tapelab.optimizers import NewtonStep
+from tapelab.optimizers import Newton
 from tapelab.training import Trainer
 
 NEWTON = ("optimizer=newton", "log.tensorboard=false")
@@ -126,8 +126,9 @@ def run_newton(loss, start: float, steps: int, lr: float = 1.0) -> tuple[pd.Data
     """Newton on a one-parameter loss of w, straight through the Trainer: the history and whether it diverged."""
     import tensorflow as tf
 
-    problem = Problem({"w": np.float32(start)}, lambda params: loss(tf, params["w"]))
-    trainer = Trainer(problem, NewtonStep(lr, max_params=100), log_every=1, stop=StopConfig(), jit_compile=True)
+    problem = Problem({"w": np.float32(start)}, lambda params, constants: loss(tf, params["w"]), repr(loss))
+    trainer = Trainer(problem, Newton(max_params=100), stop=StopConfig(), jit_compile=True)
+    trainer.load(problem, Newton(max_params=100), lr, log_every=1, stop=StopConfig())
     chunks = list(trainer.chunks(steps))
     return pd.concat([chunk.history for chunk in chunks], ignore_index=True), chunks[-1].status == "diverged"
 

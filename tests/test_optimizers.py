@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from omegaconf import OmegaConf
 
 from conftest import CONF_DIR, compose_config
 
@@ -76,3 +78,48 @@ def test_sgd_momentum_key_changes_the_path(train):
     momentum = train("objective=rosenbrock", "lr=0.0001", "epochs=3", "optimizer.momentum=0.9")
     assert plain.metrics["x[0]"].iloc[1] == momentum.metrics["x[0]"].iloc[1]
     assert plain.metrics["x[0]"].iloc[3] != momentum.metrics["x[0]"].iloc[3]
+
+
+# Values on both sides of every range Keras checks, for every float key of every Keras optimizer.
+PROBED_VALUES = [-1.0, -0.5, 0.0, 0.5, 1.0, 2.0]
+
+
+def keras_refuses(name: str, keys: dict) -> bool:
+    """Whether Keras's own constructor refuses `keys` (the reference for tapelab's checks)."""
+    try:
+        getattr(keras.optimizers, KERAS_CLASSES[name])(learning_rate=0.01, **keys)
+    except ValueError:
+        return True
+    return False
+
+
+def tapelab_refuses(schema, keys: dict) -> bool:
+    """Whether tapelab's own check, made before TensorFlow is imported, refuses these values of `schema`."""
+    from tapelab.errors import ConfigError
+
+    try:
+        dataclasses.replace(schema, **keys).check(elements=2)
+    except ConfigError:
+        return True
+    return False
+
+
+@pytest.mark.parametrize("name", sorted(KERAS_CLASSES))
+def test_tapelab_refuses_exactly_the_float_values_keras_refuses(name):
+    config = compose_config(f"optimizer={name}").optimizer
+    schema, defaults = OmegaConf.to_object(config), dict(config)
+    floats = [key for key, value in defaults.items() if isinstance(value, float)]
+    assert floats, "every Keras optimizer has float keys"
+    for key in floats:
+        for value in PROBED_VALUES:
+            assert tapelab_refuses(schema, {key: value}) == keras_refuses(name, {**defaults, key: value}), (key, value)
+
+
+@pytest.mark.parametrize("name", sorted(KERAS_CLASSES))
+def test_tapelab_refuses_exactly_the_clipping_and_decay_keras_refuses(name):
+    config = compose_config(f"optimizer={name}").optimizer
+    schema, defaults = OmegaConf.to_object(config), dict(config)
+    cases = [{"clipnorm": 1.0, "global_clipnorm": 1.0}, {"clipnorm": 1.0, "clipvalue": 1.0}, {"clipvalue": 0.5},
+             {"weight_decay": None}, {"weight_decay": 0.01}]  # fmt: skip
+    for keys in cases:
+        assert tapelab_refuses(schema, keys) == keras_refuses(name, {**defaults, **keys}), keys

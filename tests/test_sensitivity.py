@@ -60,12 +60,12 @@ def test_seed_001_cube_at_3_has_slope_27_and_curvature_18():
 def test_a_loss_that_is_not_elementwise_is_evaluated_point_by_point():
     from tapelab.objectives import Problem
 
-    def summed(params):  # the value of a whole grid is one number: reduce_sum over its points
+    def summed(params, constants):  # the value of a whole grid is one number: reduce_sum over its points
         import tensorflow as tf
 
         return tf.reduce_sum(params["x"] ** 3)
 
-    frame = curve(Problem({"x": np.float32(0.0)}, summed), -2.0, 2.0, 5)
+    frame = curve(Problem({"x": np.float32(0.0)}, summed, structure="summed cubes"), -2.0, 2.0, 5)
     np.testing.assert_allclose(frame["f"], frame["x"] ** 3)
     np.testing.assert_allclose(frame["d2f"], 6 * frame["x"])
 

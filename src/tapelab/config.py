@@ -63,7 +63,7 @@ class Config:
     lr: float = MISSING
     epochs: int = MISSING
     seed: int = MISSING
-    jit_compile: bool = True
+    jit_compile: Any = "auto"  # auto, true or false (OmegaConf has no union of str and bool)
     resume: bool = False
     stop: StopConfig = field(default_factory=StopConfig)
     log: LogConfig = field(default_factory=LogConfig)
@@ -78,7 +78,7 @@ class Experiment:
     lr: float
     epochs: int
     seed: int
-    jit_compile: bool
+    jit_compile: bool | None  # None: auto, decided from the run's size (tapelab.training.wants_xla)
     stop: StopConfig
     log: LogConfig
 
@@ -151,6 +151,8 @@ def to_experiment(cfg: DictConfig) -> Experiment:
         check_count("stop.patience", stop.patience)
     if cfg.seed < 0:
         raise ConfigError("seed", f"must be an integer >= 0, got {cfg.seed}")
+    if not (isinstance(cfg.jit_compile, bool) or cfg.jit_compile == "auto"):
+        raise ConfigError("jit_compile", f"must be auto, true or false, got {cfg.jit_compile!r}")
     objective = OmegaConf.to_object(cfg.objective)
     optimizer = OmegaConf.to_object(cfg.optimizer)
     if not isinstance(objective, Objective):
@@ -167,7 +169,7 @@ def to_experiment(cfg: DictConfig) -> Experiment:
         float(cfg.lr),
         int(cfg.epochs),
         int(cfg.seed),
-        bool(cfg.jit_compile),
+        None if cfg.jit_compile == "auto" else cfg.jit_compile,
         stop,
         OmegaConf.to_object(cfg.log),
     )

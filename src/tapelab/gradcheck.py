@@ -76,7 +76,7 @@ def tape_gradient(problem: Problem) -> np.ndarray:
 
     variables = {name: tf.Variable(value, name=name) for name, value in problem.start.items()}
     with tf.GradientTape() as tape:
-        loss = tf.cast(problem.loss(variables), tf.float32)
+        loss = tf.cast(problem.value(variables), tf.float32)
     gradients = tape.gradient(loss, list(variables.values()), unconnected_gradients=tf.UnconnectedGradients.ZERO)
     return flatten(gradients).numpy()
 
@@ -89,7 +89,7 @@ def loss_of_flat(problem: Problem) -> tuple[Callable[[np.ndarray], float], np.dt
         def evaluate(flat: np.ndarray) -> float:
             parts = problem.split(np.asarray(flat, dtype.as_numpy_dtype))
             params = {name: tf.constant(part, dtype) for name, part in parts.items()}
-            value = tf.convert_to_tensor(problem.loss(params))
+            value = tf.convert_to_tensor(problem.value(params))
             if value.dtype != dtype:  # the loss casts or holds constants of another precision
                 raise TypeError(f"the loss is {value.dtype.name}, not {dtype.name}")
             return float(value)

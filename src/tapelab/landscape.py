@@ -1,24 +1,41 @@
-"""An objective evaluated at many parameter points at once: for contour plots and the value at the minima."""
+"""An objective evaluated at many parameter points at once: for contours and the value at the minima."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
 from tapelab.objectives import Problem
 
 EAGER_POINTS = 16
+_grid_functions: dict[str, Any] = {}  # one traced batch evaluation per loss structure and process
 
 
 def loss_at(problem: Problem, points: np.ndarray) -> np.ndarray:
     """The loss at each row of `points` (one flat parameter vector per row, in column order)."""
     import tensorflow as tf
 
-    def loss_of_flat(flat):
-        return problem.loss(problem.split(flat, tf.reshape))
-
     size = problem.flat_start().size
     flat_points = tf.constant(np.asarray(points, np.float32).reshape(len(points), size))
     if len(points) <= EAGER_POINTS:  # a few points (the minima): cheaper than tracing a graph
-        return np.array([loss_of_flat(point).numpy() for point in flat_points], np.float32)
-    # pfor turns the per-point loss into batched ops: one graph call for the whole grid.
-    return tf.function(lambda batch: tf.vectorized_map(loss_of_flat, batch))(flat_points).numpy()
+        return np.array([problem.value(problem.split(point, tf.reshape)).numpy() for point in flat_points], np.float32)
+    constants = {name: tf.constant(value) for name, value in problem.constants.items()}
+    return batch_function(problem)(flat_points, constants).numpy()
+
+
+def batch_function(problem: Problem) -> Any:
+    """A tf.function of (flat points, constants) -> the loss at every point; pfor turns the per-point loss
+    into batched ops. Traced once per loss structure, parameter shapes and process."""
+    import tensorflow as tf
+
+    shapes = tuple((name, np.shape(value)) for name, value in (*problem.start.items(), *problem.constants.items()))
+    key = repr((problem.structure, shapes))
+    if key not in _grid_functions:
+        loss, split = problem.loss, problem.split
+
+        def losses(flat_points, constants):
+            return tf.vectorized_map(lambda flat: loss(split(flat, tf.reshape), constants), flat_points)
+
+        _grid_functions[key] = tf.function(losses, autograph=False, reduce_retracing=True)
+    return _grid_functions[key]

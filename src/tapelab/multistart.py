@@ -7,6 +7,8 @@ gradient, so an elementwise optimizer makes the batch exactly N independent runs
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 
@@ -51,16 +53,16 @@ def draw_starts(box: np.ndarray, starts: int, seed: int) -> np.ndarray:
 
 def batched(problem: Problem, flat_starts: np.ndarray) -> Problem:
     """`problem` as one batch over the rows of `flat_starts`: its loss gives one value per start."""
-    starts = len(flat_starts)
     columns = [problem.split(row) for row in flat_starts]
     start = {name: np.stack([values[name] for values in columns]).astype(np.float32) for name in problem.start}
+    loss = problem.loss
 
-    def losses(params):
+    def losses(params, constants):
         import tensorflow as tf
 
-        return tf.vectorized_map(problem.loss, dict(params))
+        return tf.vectorized_map(lambda one: loss(one, constants), dict(params))
 
-    return Problem(start, losses, problem.minima, starts=starts)
+    return dataclasses.replace(problem, start=start, loss=losses, starts=len(flat_starts))
 
 
 def starts_table(problem: Problem, flat_starts: np.ndarray, flat_ends: np.ndarray, losses: np.ndarray) -> pd.DataFrame:

@@ -1,12 +1,13 @@
 """Optimizer schemas: the Keras optimizers by name, the seeds' plain gradient descent, and Newton's method.
 
-Each schema builds an `Update`, which the trainer calls inside its compiled loop.
+Each schema builds an `Update`, which the trainer calls inside its compiled loop, and checks its own values
+before TensorFlow is imported.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -18,13 +19,34 @@ from tapelab.errors import ConfigError
 
 
 class Update:
-    """Applies one step of an optimizer to variables, given their gradients."""
+    """Applies one step of an optimizer to variables, given their gradients.
+
+    The learning rate and the optimizer's `inputs` live in variables, and `load` sets them for each run, so
+    that one traced loop serves runs that differ in those values. `state()` lists what the rule carries from
+    step to step (slots, an iteration count); `load` returns it to its values before the first step.
+    """
+
+    def __init__(self) -> None:
+        import tensorflow as tf
+
+        self.lr = tf.Variable(1.0, trainable=False, name="lr")
+        self.hyperparameters: dict[str, Any] = {}  # key -> the tf.Variable that holds it
+        self._initial_state: list[Any] = []
 
     def prepare(self, variables: Sequence[Any], loss: Callable[[], Any]) -> None:
-        """Create any optimizer state eagerly, before the loop is traced.
+        """Create the rule's state eagerly, before the loop is traced, and note its starting values.
 
         `loss` evaluates the objective at the current variables, for rules that need more than the gradient.
         """
+        self._initial_state = [value.numpy() for value in self.state()]
+
+    def load(self, lr: float, hyperparameters: Mapping[str, Any]) -> None:
+        """Set the learning rate and the inputs for a new run, and reset the state to before the first step."""
+        self.lr.assign(lr)
+        for key, variable in self.hyperparameters.items():
+            variable.assign(hyperparameters[key])
+        for variable, value in zip(self.state(), self._initial_state, strict=True):
+            variable.assign(value)
 
     def apply(self, gradients: Sequence[Any], variables: Sequence[Any]) -> None:
         """Update `variables` in place (called inside tf.function)."""
@@ -32,67 +54,90 @@ class Update:
 
     def learning_rate(self) -> Any:
         """The learning rate the next step uses, as a float32 tensor."""
-        raise NotImplementedError
+        return self.lr.read_value()
 
-    def state(self) -> Any:
-        """What a checkpoint must save to continue this rule exactly (a trackable), or None if stateless."""
-        return None
+    def state(self) -> list[Any]:
+        """The variables a checkpoint must save to continue this rule exactly; none for a stateless rule."""
+        return []
 
 
 class KerasUpdate(Update):
-    """A Keras optimizer's `apply_gradients`."""
+    """A Keras optimizer's `apply_gradients`, reading its learning rate and `inputs` from variables.
 
-    def __init__(self, optimizer: Any) -> None:
-        self.optimizer = optimizer
+    Keras takes a callable learning rate; the other inputs replace the floats it was built with. Keras tests
+    some keys in Python (`if self.momentum != 0`, `if self.centered`): those stay out of `inputs` and so
+    belong to the loop's structure.
+    """
+
+    def __init__(self, optimizer_class: Any, keys: Mapping[str, Any], inputs: Sequence[str]) -> None:
+        import tensorflow as tf
+
+        super().__init__()
+        self.optimizer = optimizer_class(learning_rate=lambda: self.lr, **keys)
+        for key in inputs:
+            if keys[key] is not None:  # None switches a feature off (weight_decay): that is structure
+                self.hyperparameters[key] = tf.Variable(keys[key], dtype=tf.float32, trainable=False, name=key)
+                setattr(self.optimizer, key, self.hyperparameters[key])
 
     def prepare(self, variables: Sequence[Any], loss: Callable[[], Any]) -> None:
         self.optimizer.build(list(variables))
+        super().prepare(variables, loss)
 
     def apply(self, gradients: Sequence[Any], variables: Sequence[Any]) -> None:
         self.optimizer.apply_gradients(zip(gradients, variables, strict=True))
 
-    def learning_rate(self) -> Any:
-        import tensorflow as tf
-
-        return tf.cast(self.optimizer.learning_rate, tf.float32)
-
-    def state(self) -> Any:
-        return self.optimizer  # its slots (momentum, velocity, …) and iteration count
+    def state(self) -> list[Any]:
+        return list(self.optimizer.variables)  # the iteration count and the slots (momentum, velocity, …)
 
 
 class PlainDescent(Update):
     """The seeds' `variable.assign_sub(lr * grad)`, with no optimizer object."""
 
-    def __init__(self, lr: float) -> None:
-        import tensorflow as tf
-
-        self.lr = tf.constant(lr, tf.float32)
-
     def apply(self, gradients: Sequence[Any], variables: Sequence[Any]) -> None:
         for gradient, variable in zip(gradients, variables, strict=True):
             variable.assign_sub(self.lr * gradient)
 
-    def learning_rate(self) -> Any:
-        return self.lr
-
 
 @dataclass
 class Optimizer:
-    """Base of every optimizer schema."""
+    """Base of every optimizer schema.
+
+    `inputs` names the float keys that the compiled loop reads from variables: runs that differ only in
+    them (and in `lr`) share one trace. Every other key is part of the loop's structure.
+    """
 
     name: ClassVar[str]
+    inputs: ClassVar[tuple[str, ...]] = ()
 
-    def build(self, lr: float) -> Update:
-        """The update rule with learning rate `lr`."""
+    def build(self) -> Update:
+        """The update rule, before `Update.load` gives it this run's learning rate and inputs."""
         raise NotImplementedError
+
+    def check(self, elements: int) -> None:
+        """Refuse values the rule can't run with, for a problem of `elements` trainable elements.
+
+        Runs before TensorFlow is imported, and for every run, also those that reuse a loop that was built
+        (and checked by Keras) for other values.
+        """
 
     def hyperparameters(self) -> dict[str, Any]:
         """The optimizer's own keys and values."""
         return dataclasses.asdict(self)
 
+    def structure(self) -> str:
+        """What the update rule is built from: the keys that are not inputs, and which inputs are set."""
+        keys = self.hyperparameters()
+        return f"{self.name}{ {key: keys[key] is not None if key in self.inputs else keys[key] for key in keys} }"
+
     def coupling(self) -> str | None:
         """What makes one element's step depend on other elements, or None for an elementwise rule."""
         return None
+
+
+def require(condition: bool, key: str, allowed: str, value: Any) -> None:
+    """Raise `ConfigError` for `optimizer.<key>` unless `condition` holds."""
+    if not condition:
+        raise ConfigError(f"optimizer.{key}", f"{allowed}, got {value}")
 
 
 OptimizerT = TypeVar("OptimizerT", bound=type[Optimizer])
@@ -114,8 +159,8 @@ def register_optimizer(name: str) -> Callable[[OptimizerT], OptimizerT]:
 class GradientDescent(Optimizer):
     """x ← x − lr·∇f, exactly as the seeds write it."""
 
-    def build(self, lr: float) -> Update:
-        return PlainDescent(lr)
+    def build(self) -> Update:
+        return PlainDescent()
 
 
 class NewtonStep(Update):
@@ -130,25 +175,13 @@ class NewtonStep(Update):
 
     RCOND_PER_ELEMENT = 10 * float(np.finfo(np.float32).eps)  # as tf.linalg.pinv's default, for float32 inputs
 
-    def __init__(self, lr: float, max_params: int) -> None:
-        import tensorflow as tf
-
-        self.lr = tf.constant(lr, tf.float32)
-        self.max_params = max_params
+    def __init__(self) -> None:
+        super().__init__()
         self._loss: Callable[[], Any] | None = None
 
     def prepare(self, variables: Sequence[Any], loss: Callable[[], Any]) -> None:
-        from tapelab.derivatives import element_count
-
-        size = element_count(variables)
-        if size > self.max_params:
-            raise ConfigError(
-                "optimizer.max_params",
-                f"the objective has {size} trainable elements, more than optimizer.max_params={self.max_params}: "
-                f"Newton's method builds and solves a {size}×{size} Hessian at every step. Raise "
-                "optimizer.max_params, or choose a first-order optimizer",
-            )
         self._loss = loss
+        super().prepare(variables, loss)
 
     def apply(self, gradients: Sequence[Any], variables: Sequence[Any]) -> None:
         import tensorflow as tf
@@ -167,9 +200,6 @@ class NewtonStep(Update):
         for variable, part in zip(variables, unflatten(step, variables), strict=True):
             variable.assign_sub(self.lr * part)
 
-    def learning_rate(self) -> Any:
-        return self.lr
-
 
 @register_optimizer("newton")
 @dataclass
@@ -181,10 +211,21 @@ class Newton(Optimizer):
     def coupling(self) -> str | None:
         return "newton's Hessian over all elements"
 
-    def build(self, lr: float) -> Update:
-        if self.max_params < 1:
-            raise ConfigError("optimizer.max_params", f"must be an integer >= 1, got {self.max_params}")
-        return NewtonStep(lr, self.max_params)
+    def check(self, elements: int) -> None:
+        require(self.max_params >= 1, "max_params", "must be an integer >= 1", self.max_params)
+        if elements > self.max_params:
+            raise ConfigError(
+                "optimizer.max_params",
+                f"the objective has {elements} trainable elements, more than optimizer.max_params={self.max_params}: "
+                f"Newton's method builds and solves a {elements}×{elements} Hessian at every step. Raise "
+                "optimizer.max_params, or choose a first-order optimizer",
+            )
+
+    def build(self) -> Update:
+        return NewtonStep()
+
+
+CLIP_KEYS = ("clipnorm", "clipvalue", "global_clipnorm")  # Keras takes one at most
 
 
 @dataclass
@@ -195,6 +236,7 @@ class KerasOptimizer(Optimizer):
     """
 
     keras_class: ClassVar[str]
+    inputs = ("weight_decay",)
     weight_decay: float | None = MISSING
     clipnorm: float | None = MISSING
     clipvalue: float | None = MISSING
@@ -206,13 +248,21 @@ class KerasOptimizer(Optimizer):
                 return f"optimizer.{key} (a norm over many elements)"
         return None
 
-    def build(self, lr: float) -> Update:
+    def check(self, elements: int) -> None:
+        """Keras's own checks of these keys (its constructors raise ValueError), made before TensorFlow loads."""
+        clipping = [key for key in CLIP_KEYS if getattr(self, key) is not None]
+        if len(clipping) > 1:
+            given = ", ".join(f"{key}={getattr(self, key)}" for key in clipping)
+            allowed = f"only one of {', '.join(CLIP_KEYS)} can be set"
+            raise ConfigError(f"optimizer.{clipping[-1]}", f"{allowed}, got {given}")
+
+    def build(self) -> Update:
         import keras
 
         optimizer_class = getattr(keras.optimizers, self.keras_class)
         try:
-            return KerasUpdate(optimizer_class(learning_rate=lr, **self.hyperparameters()))
-        except (ValueError, TypeError) as error:  # Keras checks its own ranges, e.g. 0 <= momentum <= 1
+            return KerasUpdate(optimizer_class, self.hyperparameters(), self.inputs)
+        except (ValueError, TypeError) as error:  # a check of Keras's that `check` does not make
             raise ConfigError(f"optimizer ({self.name})", str(error).strip()) from None
 
 
@@ -232,10 +282,15 @@ class SGD(KerasOptimizer):
     momentum: float = MISSING
     nesterov: bool = MISSING
 
+    def check(self, elements: int) -> None:
+        super().check(elements)
+        require(0 <= self.momentum <= 1, "momentum", "must be a float between 0 and 1", self.momentum)
+
 
 @keras_optimizer("adam", "Adam")
 @dataclass
 class Adam(KerasOptimizer):
+    inputs = ("weight_decay", "beta_1", "beta_2", "epsilon")
     beta_1: float = MISSING
     beta_2: float = MISSING
     epsilon: float = MISSING
@@ -245,12 +300,15 @@ class Adam(KerasOptimizer):
 @keras_optimizer("adamw", "AdamW")
 @dataclass
 class AdamW(Adam):
-    pass
+    def check(self, elements: int) -> None:
+        super().check(elements)
+        require(self.weight_decay is not None, "weight_decay", "must be a float for adamw", self.weight_decay)
 
 
 @keras_optimizer("adamax", "Adamax")
 @dataclass
 class Adamax(KerasOptimizer):
+    inputs = ("weight_decay", "beta_1", "beta_2", "epsilon")
     beta_1: float = MISSING
     beta_2: float = MISSING
     epsilon: float = MISSING
@@ -272,6 +330,7 @@ class Lamb(Adamax):
 @keras_optimizer("adagrad", "Adagrad")
 @dataclass
 class Adagrad(KerasOptimizer):
+    inputs = ("weight_decay", "epsilon")  # initial_accumulator_value initialises the slots: structure
     initial_accumulator_value: float = MISSING
     epsilon: float = MISSING
 
@@ -279,6 +338,7 @@ class Adagrad(KerasOptimizer):
 @keras_optimizer("adadelta", "Adadelta")
 @dataclass
 class Adadelta(KerasOptimizer):
+    inputs = ("weight_decay", "rho", "epsilon")
     rho: float = MISSING
     epsilon: float = MISSING
 
@@ -286,6 +346,7 @@ class Adadelta(KerasOptimizer):
 @keras_optimizer("rmsprop", "RMSprop")
 @dataclass
 class RMSprop(KerasOptimizer):
+    inputs = ("weight_decay", "rho", "epsilon")  # Keras tests momentum > 0 in Python
     rho: float = MISSING
     momentum: float = MISSING
     epsilon: float = MISSING
@@ -295,6 +356,14 @@ class RMSprop(KerasOptimizer):
 @keras_optimizer("ftrl", "Ftrl")
 @dataclass
 class Ftrl(KerasOptimizer):
+    inputs = (
+        "weight_decay",
+        "learning_rate_power",
+        "l1_regularization_strength",
+        "l2_regularization_strength",
+        "l2_shrinkage_regularization_strength",
+        "beta",
+    )
     learning_rate_power: float = MISSING
     initial_accumulator_value: float = MISSING
     l1_regularization_strength: float = MISSING
@@ -302,9 +371,21 @@ class Ftrl(KerasOptimizer):
     l2_shrinkage_regularization_strength: float = MISSING
     beta: float = MISSING
 
+    def check(self, elements: int) -> None:
+        super().check(elements)
+        require(self.learning_rate_power <= 0, "learning_rate_power", "must be <= 0", self.learning_rate_power)
+        for key in ("initial_accumulator_value", "l1_regularization_strength", "l2_regularization_strength",
+                    "l2_shrinkage_regularization_strength"):  # fmt: skip
+            require(getattr(self, key) >= 0, key, "must be >= 0", getattr(self, key))
+
 
 @keras_optimizer("lion", "Lion")
 @dataclass
 class Lion(KerasOptimizer):
+    inputs = ("weight_decay", "beta_1", "beta_2")
     beta_1: float = MISSING
     beta_2: float = MISSING
+
+    def check(self, elements: int) -> None:
+        super().check(elements)
+        require(0 < self.beta_1 <= 1, "beta_1", "must be in (0, 1] (0 would make Lion SignSGD)", self.beta_1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -18,14 +20,29 @@ TRAJECTORY_PNG = "trajectory.png"
 STARTS_PNG = "starts.png"
 GRID_POINTS = 160  # per axis of the contour
 MAX_PATH_POINTS = 5000
+MAX_CACHED_GRIDS = 8
+_grids: OrderedDict[str, tuple[np.ndarray, ...]] = OrderedDict()  # the contours a process drew last
 
 
 def contour_grid(problem: Problem, points: np.ndarray, domain: np.ndarray | None) -> tuple[np.ndarray, ...]:
-    """The mesh and the objective's values over a region that holds `points`, the minima and the domain."""
+    """The mesh and the objective's values over a region that holds `points`, the minima and the domain.
+
+    The jobs of a sweep mostly draw the same objective over the same region: the values are computed once
+    per loss, constants and region in a process.
+    """
     box = contour_box(points, list(problem.minima), domain)
-    grid_x, grid_y = np.meshgrid(np.linspace(*box[0], GRID_POINTS), np.linspace(*box[1], GRID_POINTS))
-    values = loss_at(problem, np.stack([grid_x.ravel(), grid_y.ravel()], axis=1)).reshape(grid_x.shape)
-    return grid_x, grid_y, values
+    digest = hashlib.sha256(problem.structure.encode() + box.tobytes())
+    for name, value in problem.constants.items():
+        digest.update(name.encode() + np.ascontiguousarray(value).tobytes())
+    key = digest.hexdigest()
+    if key not in _grids:
+        grid_x, grid_y = np.meshgrid(np.linspace(*box[0], GRID_POINTS), np.linspace(*box[1], GRID_POINTS))
+        values = loss_at(problem, np.stack([grid_x.ravel(), grid_y.ravel()], axis=1)).reshape(grid_x.shape)
+        _grids[key] = (grid_x, grid_y, values)
+        while len(_grids) > MAX_CACHED_GRIDS:
+            _grids.popitem(last=False)
+    _grids.move_to_end(key)
+    return _grids[key]
 
 
 def draw_run(run_dir: Path, problem: Problem, param_columns: list[str], domain: np.ndarray | None) -> list[Path]:

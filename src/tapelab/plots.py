@@ -1,4 +1,4 @@
-"""Pictures, drawn with matplotlib's Agg backend (no display needed)."""
+"""Pictures, drawn with matplotlib's object API (`Figure`, no pyplot): no display, no global state."""
 
 from __future__ import annotations
 
@@ -11,35 +11,61 @@ import pandas as pd
 from tapelab.atomic import replacing
 
 MAX_LEGEND_ENTRIES = 12
+MAX_DECADES_WITH_MINOR_TICKS = 2  # a log axis over more decades reads well from its decades alone
+SUPERSCRIPTS = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+# A run's pictures are drawn for every job of a sweep, so they skip what costs most and shows least: the
+# layout and the titles' height are fixed rather than computed from every label's extent, log axes are
+# labelled 10⁻³ in plain text rather than with mathtext, and get minor ticks only over a few decades.
+RUN_MARGINS = {"left": 0.12, "right": 0.96, "bottom": 0.11, "top": 0.93}
 
 
-def pyplot():
-    """matplotlib.pyplot on the Agg backend (no display needed), imported on first use."""
-    import matplotlib
+def new_figure(width: float, height: float, columns: int = 1, margins: dict[str, float] | None = None) -> tuple:
+    """A figure of `width` × `height` inches with `columns` axes side by side: (figure, axes array).
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    With `margins` (fractions of the figure, as `Figure.subplots_adjust` takes them) the layout is fixed.
+    """
+    from matplotlib.figure import Figure
 
-    return plt
+    figure = Figure(figsize=(width, height))
+    if margins:
+        figure.subplots_adjust(**margins)
+    return figure, figure.subplots(1, columns, squeeze=False)[0]
 
 
 def save(figure: Any, path: Path) -> None:
-    """Write `figure` as a PNG in one step and free it."""
+    """Write `figure` as a PNG in one step (fast zlib level: a third larger, a run's pictures a fifth quicker)."""
     with replacing(path) as temporary:
-        figure.savefig(temporary, dpi=110, format="png")
-    pyplot().close(figure)
+        figure.savefig(temporary, dpi=110, format="png", pil_kwargs={"compress_level": 1})
+
+
+def decade_label(value: float, position: int | None = None) -> str:
+    """A log-axis tick label: 10⁻³ for a power of ten, the number itself otherwise."""
+    exponent = np.log10(value) if value > 0 else np.nan
+    if np.isfinite(exponent) and abs(exponent - round(exponent)) < 1e-9:
+        return "10" + str(int(round(exponent))).translate(SUPERSCRIPTS)
+    return f"{value:g}"
+
+
+def log_ticks(axis: Any, low: float, high: float) -> None:
+    """Label a logarithmic `axis` (a matplotlib Axis) spanning about [`low`, `high`] without mathtext."""
+    from matplotlib import ticker
+
+    axis.set_major_formatter(ticker.FuncFormatter(decade_label))
+    axis.set_minor_formatter(ticker.LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.4)))
+    if low > 0 and np.log10(high / low) > MAX_DECADES_WITH_MINOR_TICKS:
+        axis.set_minor_locator(ticker.NullLocator())
 
 
 def loss_figure(history: pd.DataFrame) -> Any:
     """The loss against the step; on a log axis when the loss stays positive."""
-    plt = pyplot()
-    figure, axis = plt.subplots(figsize=(6.4, 4.2))
+    figure, (axis,) = new_figure(6.4, 4.2, margins=RUN_MARGINS)
     axis.plot(history["step"], history["loss"], linewidth=1.3)
     if (history["loss"] > 0).all():
         axis.set_yscale("log")
-    axis.set(xlabel="step", ylabel="loss", title="loss")
+        log_ticks(axis.yaxis, history["loss"].min(), history["loss"].max())
+    axis.set(xlabel="step", ylabel="loss")
+    axis.set_title("loss", y=1.0)  # a given height: not placed by measuring the tick labels
     axis.grid(True, which="major", alpha=0.3)
-    figure.tight_layout()
     return figure
 
 
@@ -58,19 +84,19 @@ def contour_box(path: np.ndarray, minima: list[np.ndarray], domain: np.ndarray |
 def contour_axes(grid_x: np.ndarray, grid_y: np.ndarray, values: np.ndarray, minima: list[np.ndarray]) -> tuple:
     """A figure with a filled contour of the objective (`values` on the `grid_x` × `grid_y` mesh) and the
     known minima starred; returns (figure, axis)."""
-    plt = pyplot()
     from matplotlib import ticker
     from matplotlib.colors import LogNorm
 
-    figure, axis = plt.subplots(figsize=(6.4, 5.4))
+    figure, (axis,) = new_figure(6.4, 5.4, margins={**RUN_MARGINS, "right": 0.98})
     finite = values[np.isfinite(values)]
     positive = finite.size and finite.min() > 0
     if positive and finite.max() / finite.min() > 100:
         levels = np.geomspace(finite.min(), finite.max(), 30)
-        contour = axis.contourf(grid_x, grid_y, values, levels=levels, norm=LogNorm(), cmap="viridis", alpha=0.85)
-        figure.colorbar(contour, ax=axis, label="loss (log scale)", ticks=ticker.LogLocator())
+        contour = axis.contourf(grid_x, grid_y, values, levels=levels, norm=LogNorm(), cmap="viridis")
+        colorbar = figure.colorbar(contour, ax=axis, label="loss (log scale)", ticks=ticker.LogLocator())
+        log_ticks(colorbar.ax.yaxis, finite.min(), finite.max())
     else:
-        contour = axis.contourf(grid_x, grid_y, values, levels=30, cmap="viridis", alpha=0.85)
+        contour = axis.contourf(grid_x, grid_y, values, levels=30, cmap="viridis")
         figure.colorbar(contour, ax=axis, label="loss")
     if minima:  # first, so that an end point on a minimum stays visible
         stars = np.array(minima)
@@ -95,9 +121,9 @@ def trajectory_figure(
     axis.plot(path[:, 0], path[:, 1], "-", color="white", linewidth=1.4, label="path")
     axis.plot(*path[0], "o", color="white", markeredgecolor="black", markersize=8, label="start")
     axis.plot(*path[-1], "s", color="orange", markeredgecolor="black", markersize=8, label="end")
-    axis.set(xlabel=labels[0], ylabel=labels[1], title="path over the objective")
+    axis.set(xlabel=labels[0], ylabel=labels[1])
+    axis.set_title("path over the objective", y=1.0)
     axis.legend(fontsize="small", loc="best")
-    figure.tight_layout()
     return figure
 
 
@@ -118,9 +144,9 @@ def starts_figure(
               linestyle="none", label=f"{len(starts)} starts")  # fmt: skip
     axis.plot(ends[:, 0], ends[:, 1], "s", color="orange", markeredgecolor="black", markersize=5,
               linestyle="none", label="ends")  # fmt: skip
-    axis.set(xlabel=labels[0], ylabel=labels[1], title="starts and ends over the objective")
+    axis.set(xlabel=labels[0], ylabel=labels[1])
+    axis.set_title("starts and ends over the objective", y=1.0)
     axis.legend(fontsize="small", loc="best")
-    figure.tight_layout()
     return figure
 
 
@@ -146,7 +172,7 @@ def curve_styles(table: pd.DataFrame, varying: list[str], numeric: list[str]) ->
     With a non-numeric swept key (e.g. the optimizer), each of its values gets a colour map, and the
     numeric keys (e.g. lr) go from light to dark within it; otherwise each job has its own colour.
     """
-    plt = pyplot()
+    from matplotlib import colormaps
     from matplotlib.lines import Line2D
 
     groups_by = [key for key in varying if key not in numeric]
@@ -162,7 +188,7 @@ def curve_styles(table: pd.DataFrame, varying: list[str], numeric: list[str]) ->
     maps = ["Blues", "Oranges", "Greens", "Reds", "Purples", "Greys", "YlOrBr", "PuRd"]
     colors, handles = {}, []
     for index, (label, group) in enumerate(table.groupby(groups_by, sort=True)):
-        cmap = plt.get_cmap(maps[index % len(maps)])
+        cmap = colormaps[maps[index % len(maps)]]
         ordered = group.sort_values(numeric)
         shades = [0.4 + 0.55 * i / max(1, len(ordered) - 1) for i in range(len(ordered))]
         colors.update({job: cmap(shade) for job, shade in zip(ordered["job"], shades, strict=True)})
@@ -178,13 +204,12 @@ def plot_sweep(table: pd.DataFrame, curves: dict[int, pd.DataFrame], keys: list[
     `curves` maps a job number to its (step, loss) history. Diverged jobs are drawn dashed in the
     curves, outside the y range of the others, and left out of the final-loss panels.
     """
-    plt = pyplot()
     varying = [key for key in keys if table[key].nunique() > 1]
     numeric = numeric_swept_keys(table, varying)
-    figure, axes = plt.subplots(1, 1 + len(numeric), figsize=(7 + 4.5 * len(numeric), 4.8), squeeze=False)
-    draw_curves(axes[0][0], table, curves, varying, numeric)
+    figure, axes = new_figure(7 + 4.5 * len(numeric), 4.8, columns=1 + len(numeric))
+    draw_curves(axes[0], table, curves, varying, numeric)
     finished = table[table["status"].isin(["completed", "converged"])]
-    for axis, key in zip(axes[0][1:], numeric, strict=True):
+    for axis, key in zip(axes[1:], numeric, strict=True):
         draw_final_loss(axis, finished, key, [other for other in varying if other != key], len(table))
     figure.tight_layout()
     save(figure, path)

@@ -17,6 +17,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from tapelab.config import Experiment, to_experiment
+from tapelab.errors import ConfigError
 from tapelab.interrupts import Interrupted, StopRequests
 from tapelab.multistart import STARTS_CSV, batched, check_elementwise, draw_starts, search_box, starts_table
 from tapelab.objectives import Problem
@@ -24,6 +25,8 @@ from tapelab.resume import CHECKPOINTS, FINISHED, last_logged_step, read_summary
 from tapelab.rundir import METRICS, SUMMARY, check_unused
 from tapelab.sinks.csv_sink import CsvSink
 from tapelab.sinks.summary import flat_hparams, write_json_atomically
+from tapelab.sinks.tensorboard_sink import TensorBoardSink
+from tapelab.stopwatch import Stopwatch
 from tapelab.sweep import write_table
 
 if TYPE_CHECKING:
@@ -45,78 +48,84 @@ def train(experiment: Experiment, run_dir: Path, resume: bool = False, progress:
     previous = read_summary(run_dir) if resume else None
     if previous is None:
         check_unused(run_dir)
-    problem = experiment.objective.build(experiment.seed)
-    update = experiment.optimizer.build(experiment.lr)
-    flat_starts = None
-    if experiment.objective.starts > 1:
-        check_elementwise(experiment.optimizer)
-        box = search_box(experiment.objective, problem)
-        flat_starts = draw_starts(box, experiment.objective.starts, experiment.seed)
+    problem, flat_starts = checked_problem(experiment)
+    trained = problem if flat_starts is None else batched(problem, flat_starts)
     log_every = (previous or {}).get("log_every", experiment.log_every())  # a resumed run keeps its grid
     if log_every != experiment.log.every and previous is None:
         log.info("log.every raised to %d so that at most log.max_rows=%d rows are written", log_every,
                  experiment.log.max_rows)  # fmt: skip
+    from tapelab.training import trainer_for, wants_xla
+
+    xla = (previous or {}).get("xla", wants_xla(experiment.jit_compile, experiment.epochs, trained))  # kept, too
+    timings = Stopwatch((previous or {}).get("timings_s"))
 
     with StopRequests() as stop_requests:
         import tensorflow as tf
 
-        from tapelab.training import Trainer
-
         started = time.perf_counter()
         elapsed = lambda: time.perf_counter() - started + (previous or {}).get("wall_time_s", 0.0)  # noqa: E731
-        trained = problem if flat_starts is None else batched(problem, flat_starts)
-        trainer = Trainer(trained, update, log_every, experiment.stop, experiment.jit_compile)
-        run_dir.mkdir(parents=True, exist_ok=True)  # after the last check (Newton's size, in the trainer)
-        checkpoints = tf.train.CheckpointManager(trainer.checkpoint(), run_dir / CHECKPOINTS, max_to_keep=1)
-        if previous is not None:
-            checkpoints.checkpoint.restore(checkpoints.latest_checkpoint).assert_consumed()
-            log.info("continuing %s from step %d to %d", run_dir, trainer.step, experiment.epochs)
-        sinks = open_sinks(experiment, trained, trainer, run_dir, new=previous is None)
-        last_logged = last_logged_step(run_dir)
-        status, last_finite = "interrupted", None
-        with progress_bar(experiment.epochs, trainer.step, progress) as bar:
-            for chunk in trainer.chunks(experiment.epochs):
-                history = chunk.history
-                last_finite = chunk.last_finite if chunk.last_finite is not None else last_finite
-                if chunk.status == "diverged" and last_finite is not None:
-                    history = pd.concat([history, last_finite])  # keep the last finite state, logged or not
-                history = history[history["step"] > last_logged].drop_duplicates("step")
-                for sink in sinks:
-                    sink.write(history)
-                if not history.empty:
-                    last_logged = int(history["step"].iat[-1])
-                checkpoints.save(checkpoint_number=trainer.step)
-                # Overwritten at the end; until then it marks a run that a SIGKILL would leave resumable.
-                running = {"status": "running", "steps": trainer.step, "log_every": log_every, "wall_time_s": elapsed()}
-                write_json_atomically(run_dir / SUMMARY, {**running, **experiment.describe()})
-                bar.update(chunk.updates)
-                if chunk.status is not None:
-                    status = chunk.status
-                elif stop_requests.received is not None:
-                    break
-        if status == "interrupted":
-            last_finite = trainer.current_row()
-        wall_time = elapsed()  # this session's time plus the earlier sessions' of a resumed run
+        loop = trainer_for(trained, experiment.optimizer, experiment.lr, log_every, experiment.stop, xla)
+        with loop as trainer:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            checkpoints = tf.train.CheckpointManager(trainer.checkpoint(), run_dir / CHECKPOINTS, max_to_keep=1)
+            if previous is not None:
+                restore(checkpoints, run_dir)
+                log.info("continuing %s from step %d to %d", run_dir, trainer.step, experiment.epochs)
+            timings.add("trace", trainer.trace())
+            timings.add("compile", trainer.compile())
+            sinks = open_sinks(experiment, trained, trainer, run_dir, new=previous is None, timings=timings)
+            last_logged = last_logged_step(run_dir)
+            status, last_finite = "interrupted", None
+            with progress_bar(experiment.epochs, trainer.step, progress) as bar:
+                for chunk in trainer.chunks(experiment.epochs):
+                    history = chunk.history
+                    last_finite = chunk.last_finite if chunk.last_finite is not None else last_finite
+                    if chunk.status == "diverged" and last_finite is not None:
+                        history = pd.concat([history, last_finite])  # keep the last finite state, logged or not
+                    history = history[history["step"] > last_logged].drop_duplicates("step")
+                    for sink in sinks:
+                        with timings.measure(sink.kind):
+                            sink.write(history)
+                    if not history.empty:
+                        last_logged = int(history["step"].iat[-1])
+                    if chunk.updates:  # the state moved: save it, and mark a run a SIGKILL would leave resumable
+                        with timings.measure("checkpoint"):
+                            checkpoints.save(checkpoint_number=trainer.step)
+                        running = {"status": "running", "steps": trainer.step, "log_every": log_every,
+                                   "xla": trainer.jit_compile, "wall_time_s": elapsed()}  # fmt: skip
+                        with timings.measure("summary"):
+                            write_json_atomically(run_dir / SUMMARY, {**running, **experiment.describe()})
+                    bar.update(chunk.updates)
+                    if chunk.status is not None:
+                        status = chunk.status
+                    elif stop_requests.received is not None:
+                        break
+            if status == "interrupted":
+                last_finite = trainer.current_row()
+            timings.add("steps", trainer.step_seconds)
+            wall_time = elapsed()  # this session's time plus the earlier sessions' of a resumed run
 
-        starts = None
-        if flat_starts is not None:
-            flat_ends, losses = trainer.start_values()
-            starts = starts_table(problem, flat_starts, flat_ends, losses)
-            write_table(starts, run_dir / STARTS_CSV)
-        summary = summarise(experiment, problem, trainer, last_finite, starts, status, wall_time)
+            starts = None
+            if flat_starts is not None:
+                starts = starts_table(problem, flat_starts, trainer.start_values(), trainer.current_losses())
+                write_table(starts, run_dir / STARTS_CSV)
+            summary = summarise(experiment, problem, trainer, last_finite, starts, status, wall_time)
         summary["log_every"] = log_every
         pictures = []
         if experiment.log.plots and last_finite is not None and status != "interrupted":
-            pictures = draw_pictures(experiment, problem, trainer, starts, run_dir)
-        tensorboard = next((sink for sink in sinks if not isinstance(sink, CsvSink)), None)
+            with timings.measure("pictures"):
+                pictures = draw_pictures(experiment, problem, trainer.param_columns, starts, run_dir)
+        tensorboard = next((sink for sink in sinks if isinstance(sink, TensorBoardSink)), None)
         if tensorboard is not None:
-            tensorboard.write_images(pictures, step=summary["steps"])
-            if summary["final_loss"] is not None and status != "interrupted":
-                metrics = {
-                    key: summary[key] for key in ("final_loss", "best_loss", "steps") if summary[key] is not None
-                }
-                tensorboard.write_metrics(metrics, step=summary["steps"])
-            tensorboard.close()
+            with timings.measure("tensorboard"):
+                tensorboard.write_images(pictures, step=summary["steps"])
+                if summary["final_loss"] is not None and status != "interrupted":
+                    metrics = {
+                        key: summary[key] for key in ("final_loss", "best_loss", "steps") if summary[key] is not None
+                    }
+                    tensorboard.write_metrics(metrics, step=summary["steps"])
+                tensorboard.close()
+        summary["timings_s"] = timings.seconds
         write_json_atomically(run_dir / SUMMARY, summary)
     log.info(
         "%s after %d steps in %.2f s: final loss %s, %s",
@@ -131,19 +140,42 @@ def train(experiment: Experiment, run_dir: Path, resume: bool = False, progress:
     return math.inf if status == "diverged" else summary["final_loss"]
 
 
-def open_sinks(experiment: Experiment, problem: Problem, trainer: Trainer, run_dir: Path, new: bool) -> list[Any]:
+def checked_problem(experiment: Experiment) -> tuple[Problem, np.ndarray | None]:
+    """The objective's problem and, for a multi-start run, its flat starts, after every check that needs no
+    TensorFlow: the values, the optimizer's own ranges and size limit, and the multi-start rules."""
+    problem = experiment.objective.build(experiment.seed)
+    experiment.optimizer.check(int(problem.flat_start().size))
+    if experiment.objective.starts == 1:
+        return problem, None
+    check_elementwise(experiment.optimizer)
+    box = search_box(experiment.objective, problem)
+    return problem, draw_starts(box, experiment.objective.starts, experiment.seed)
+
+
+def restore(checkpoints: Any, run_dir: Path) -> None:
+    """Load the latest checkpoint in `run_dir` into the trainer, or raise ConfigError if it doesn't fit."""
+    try:
+        checkpoints.checkpoint.restore(checkpoints.latest_checkpoint).assert_consumed()
+    except (AssertionError, ValueError) as error:  # another structure, or an older tapelab's layout
+        problem = " ".join(str(error).split())[:200]
+        raise ConfigError("resume", f"the checkpoint in {run_dir} does not fit this run's loop: {problem}") from None
+
+
+def open_sinks(
+    experiment: Experiment, problem: Problem, trainer: Trainer, run_dir: Path, new: bool, timings: Stopwatch
+) -> list[Any]:
     """metrics.csv and, unless turned off, TensorBoard; a new run also records its hparams and loop graph."""
     sinks: list[Any] = [CsvSink(run_dir / METRICS, append=not new)]
     if experiment.log.tensorboard:
-        from tapelab.sinks.tensorboard_sink import TensorBoardSink
         from tapelab.training import vector_slices
 
-        vectors = vector_slices(problem.start) if problem.starts is None else {}
-        tensorboard = TensorBoardSink(run_dir, trainer.columns, trainer.param_columns, vectors)
-        if new:
-            tensorboard.write_hparams(flat_hparams(experiment.describe()), trial_id=run_dir.resolve().as_posix())
-            if experiment.log.graph:
-                tensorboard.write_graph(trainer.loop_graph())
+        with timings.measure("tensorboard"):
+            vectors = vector_slices(problem.start) if problem.starts is None else {}
+            tensorboard = TensorBoardSink(run_dir, trainer.columns, trainer.param_columns, vectors)
+            if new:
+                tensorboard.write_hparams(flat_hparams(experiment.describe()), trial_id=run_dir.resolve().as_posix())
+                if experiment.log.graph:
+                    tensorboard.write_graph(trainer.graph_def())
         sinks.append(tensorboard)
     return sinks
 
@@ -159,13 +191,13 @@ def progress_bar(epochs: int, done: int, wanted: bool) -> Iterator[Any]:
 
 
 def draw_pictures(
-    experiment: Experiment, problem: Problem, trainer: Trainer, starts: pd.DataFrame | None, run_dir: Path
+    experiment: Experiment, problem: Problem, param_columns: list[str], starts: pd.DataFrame | None, run_dir: Path
 ) -> list[Path]:
     """loss.png, and trajectory.png (one start) or starts.png (a batch) for two parameters."""
     from tapelab.pictures import draw_run, draw_starts
 
     box = experiment.objective.box()
-    pictures = draw_run(run_dir, problem, trainer.param_columns, box)
+    pictures = draw_run(run_dir, problem, param_columns, box)
     if starts is not None and problem.flat_start().size == 2:
         flat = [starts.filter(like=f"{side}_").to_numpy(np.float64) for side in ("start", "end")]
         pictures.append(draw_starts(run_dir, problem, *flat, search_box(experiment.objective, problem)))

@@ -74,12 +74,12 @@ def curve(problem: Problem, low: float, high: float, points: int) -> pd.DataFram
             outer.watch(values)
             with tf.GradientTape() as inner:
                 inner.watch(values)
-                f = tf.cast(problem.loss({name: values}), tf.float32)
+                f = tf.cast(problem.value({name: values}), tf.float32)
             df = inner.gradient(f, values, unconnected_gradients=zero)
         d2f = outer.gradient(df, values, unconnected_gradients=zero)
         return tf.stack([tf.broadcast_to(f, tf.shape(values)), df, d2f])
 
-    f = tf.cast(problem.loss({name: grid}), tf.float32)
+    f = tf.cast(problem.value({name: grid}), tf.float32)
     if f.shape == grid.shape:
         columns = derivatives(grid)
     else:
@@ -102,7 +102,7 @@ def at_point(problem: Problem, at: list[float] | None = None) -> dict[str, Any]:
     flat = problem.flat_start().astype(np.float32)
     if at is not None:
         flat = finite_vector("at", at, length=len(elements))
-    values = point_derivatives(problem.loss, problem.split(flat))
+    values = point_derivatives(problem.value, problem.split(flat))
     return {
         "elements": elements,
         "point": [shortest(v) for v in flat],
@@ -122,12 +122,10 @@ def describe_point(result: dict[str, Any]) -> str:
 
 def plot_curve(frame: pd.DataFrame, title: str, path: Path) -> None:
     """f, df and d2f against the parameter, with a legend (like seed 003's tanh plot)."""
-    from tapelab.atomic import replacing
-    from tapelab.plots import pyplot
+    from tapelab.plots import new_figure, save
 
-    plt = pyplot()
     name = frame.columns[0]
-    figure, axis = plt.subplots(figsize=(7, 4.5))
+    figure, (axis,) = new_figure(7, 4.5)
     labels = {"f": f"f({name})", "df": f"df/d{name}", "d2f": f"d²f/d{name}²"}
     for column, label in labels.items():
         axis.plot(frame[name], frame[column], label=label, linewidth=1.5)
@@ -136,9 +134,7 @@ def plot_curve(frame: pd.DataFrame, title: str, path: Path) -> None:
     axis.legend()
     axis.grid(True, alpha=0.3)
     figure.tight_layout()
-    with replacing(path) as temporary:
-        figure.savefig(temporary, dpi=110, format="png")
-    plt.close(figure)
+    save(figure, path)
 
 
 def checked_objective(cfg: DictConfig) -> Objective:

@@ -116,8 +116,9 @@ def write_table(table: pd.DataFrame, path: Path) -> None:
 
 def write_hparams_experiment(sweep_dir: Path, jobs: list[Job], keys: list[str]) -> None:
     """Describe the sweep to TensorBoard's HParams tab: each swept key with its values, and the run metrics."""
-    import tensorflow as tf
     from tensorboard.plugins.hparams import api as hp
+
+    from tapelab.sinks.tensorboard_sink import EventWriter
 
     values: dict[str, set] = {}
     for job in jobs:
@@ -129,9 +130,8 @@ def write_hparams_experiment(sweep_dir: Path, jobs: list[Job], keys: list[str]) 
     hparams = [hp.HParam(key, hp.Discrete(sorted(domain_values(found)))) for key, found in values.items()]
     for stale in sweep_dir.glob(f"events.out.tfevents.*{HPARAMS_SUFFIX}"):
         stale.unlink()  # a rebuilt report replaces the experiment, so TensorBoard sees only one
-    writer = tf.summary.create_file_writer(str(sweep_dir), filename_suffix=HPARAMS_SUFFIX)
-    with writer.as_default():
-        hp.hparams_config(hparams=hparams, metrics=[hp.Metric(tag) for tag in METRICS_OF_RUNS])
+    writer = EventWriter(sweep_dir, suffix=HPARAMS_SUFFIX)
+    writer.summary(hp.hparams_config_pb(hparams=hparams, metrics=[hp.Metric(tag) for tag in METRICS_OF_RUNS]), step=0)
     writer.close()
 
 

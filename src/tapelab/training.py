@@ -1,28 +1,38 @@
-"""The compiled training loop: chunks of update steps, each one `tf.function` call (XLA by default).
+"""The compiled training loop: chunks of update steps, each one `tf.function` call.
 
 Row t of the history is the state after t updates: the loss, the gradient's global norm, the learning
 rate, every parameter element and every gradient element, all evaluated at that state.
 
 Inside a chunk the steps run in segments that end on the `log.every` grid; the row at each segment's start
 goes into a fixed-size buffer, so the loop compiles with XLA and the history is written after the call.
-The trainer's state (parameters, optimizer slots, step, best loss, plateau counter) lives in variables,
-which `checkpoint()` saves and restores.
+The loop is an explicit `tf.while_loop`, traced without AutoGraph.
+
+A trainer holds the loop of one structure: the objective's structure and shapes, the optimizer's structure,
+which stop rules are on, and XLA or not. Everything else is a variable that the loop reads: the start
+values, the objective's constants and data, the learning rate and the optimizer's inputs, `log.every` and
+the stop rules' thresholds. So the runs of one process borrow the trainer of their structure
+(`trainer_for`), load their values, reset the state (parameters, optimizer slots, step, best loss, plateau
+counter) and reuse the traced and compiled loop.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from tapelab.config import StopConfig
 from tapelab.objectives import Problem
-from tapelab.optimizers import Update
+from tapelab.optimizers import Optimizer
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -30,24 +40,39 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FIRST_CHUNK_STEPS = 1000
-CHUNK_SECONDS = (
-    0.5  # aim for this long per compiled call: a Ctrl-C waits at most this, and history is written as it goes
-)
+CHUNK_SECONDS = 0.5  # per compiled call: a Ctrl-C waits at most this, and history is written as it goes
 MAX_ROWS_PER_CHUNK = 4096
 ROW_BUFFER_FLOATS = 2**22  # 16 MB of float32 rows per chunk at most, for objectives with many parameters
+MAX_IDLE_TRAINERS = 16  # loop structures a process keeps for later runs
+
+# jit_compile=auto: XLA once a run's estimated work, epochs × (1 + elements / XLA_ELEMENTS_PER_STEP), reaches
+# XLA_MIN_WORK. Measured by scripts/bench.py: the plain graph costs ~25-35 µs a step on small problems plus
+# ~9 ns per element of parameters and data, XLA ~0.04 µs plus ~0.7 ns, and XLA's compile costs ~0.1 s more
+# than the plain graph's first call.
+XLA_MIN_WORK = 2500
+XLA_ELEMENTS_PER_STEP = 5000
 
 RUNNING, DIVERGED, CONVERGED = 0, 1, 2
 
 
-class _OneTracePerRun(logging.Filter):
-    """Each run compiles its own loop on purpose (its variables and loss differ), so in a sweep TensorFlow
-    warns about "retracing" after a few jobs. That warning is about this design, not a fault: drop it."""
+class _OneTracePerStructure(logging.Filter):
+    """Each loop structure is traced once per process, so a sweep over several optimizers or objectives traces a
+    few loops of the same code, and TensorFlow warns about "retracing". That warning is about this design,
+    not a fault: drop it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "triggered tf.function retracing" not in record.getMessage()
 
 
-logging.getLogger("tensorflow").addFilter(_OneTracePerRun())
+logging.getLogger("tensorflow").addFilter(_OneTracePerStructure())
+
+
+def wants_xla(setting: bool | None, epochs: int, problem: Problem) -> bool:
+    """`jit_compile`: true or false as set; auto (None) turns XLA on where its compile pays for itself."""
+    if setting is not None:
+        return setting
+    elements = sum(np.size(value) for value in (*problem.start.values(), *problem.constants.values()))
+    return epochs * (1 + elements / XLA_ELEMENTS_PER_STEP) >= XLA_MIN_WORK
 
 
 def next_chunk_steps(steps: int, seconds: float) -> int:
@@ -74,6 +99,16 @@ def vector_slices(start: dict[str, np.ndarray]) -> dict[str, slice]:
     return slices
 
 
+def loop_key(problem: Problem, optimizer: Optimizer, stop: StopConfig, jit_compile: bool) -> str:
+    """Everything a trainer's traced loop is built from; runs with the same key can share it."""
+
+    def shapes(values: dict[str, np.ndarray]) -> tuple:
+        return tuple((name, np.shape(value)) for name, value in values.items())
+
+    parts = (problem.structure, shapes(problem.start), shapes(problem.constants), problem.starts)
+    return repr((*parts, optimizer.structure(), stop.grad_tol is not None, stop.plateau_active(), jit_compile))
+
+
 @dataclass(frozen=True)
 class Chunk:
     """What one call of the compiled loop returns."""
@@ -85,15 +120,18 @@ class Chunk:
 
 
 class Trainer:
-    """Holds the variables and the optimizer state, and runs the loop in chunks.
+    """The variables and the compiled chunk loop of one loop structure; `load` readies them for a run.
 
     TensorFlow is imported here, not at module import, so that config errors and `--help` stay fast.
     """
 
-    def __init__(self, problem: Problem, update: Update, log_every: int, stop: StopConfig, jit_compile: bool) -> None:
+    def __init__(self, problem: Problem, optimizer: Optimizer, stop: StopConfig, jit_compile: bool) -> None:
         import tensorflow as tf
 
         self.variables = {name: tf.Variable(value, name=name) for name, value in problem.start.items()}
+        self.constants = {
+            name: tf.Variable(value, trainable=False, name=name) for name, value in problem.constants.items()
+        }
         self.starts = problem.starts
         if self.starts is None:
             self.param_columns = element_columns(problem.start)
@@ -104,18 +142,44 @@ class Trainer:
             self.columns = ["step", "loss", "grad_norm", "lr", "loss_mean", "loss_worst"]
         self.jit_compile = jit_compile
         self._loss = problem.loss
-        self._update = update
-        self._stop = stop
-        self._log_every = tf.constant(log_every, tf.int64)
+        self._update = optimizer.build()
+        self._checks_gradient = stop.grad_tol is not None
+        self._checks_plateau = stop.plateau_active()
         self._capacity = int(np.clip(ROW_BUFFER_FLOATS // len(self.columns), 2, MAX_ROWS_PER_CHUNK))
-        self._max_chunk_steps = (self._capacity - 1) * log_every  # the first segment may be a partial one
         self._step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self._best = tf.Variable(np.inf, dtype=tf.float32, trainable=False, name="best_loss")
         self._plateau_best = tf.Variable(np.inf, dtype=tf.float32, trainable=False, name="plateau_best")
         self._plateau_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="plateau_steps")
-        update.prepare(list(self.variables.values()), lambda: self._loss(self.variables))
-        self._chunk = tf.function(self._run_chunk, jit_compile=jit_compile)
+        self._log_every = tf.Variable(1, dtype=tf.int64, trainable=False, name="log_every")
+        self._grad_tol = tf.Variable(0.0, trainable=False, name="grad_tol")
+        self._min_progress = tf.Variable(0.0, trainable=False, name="min_progress")
+        self._patience = tf.Variable(1, dtype=tf.int64, trainable=False, name="patience")
+        self._update.prepare(list(self.variables.values()), lambda: self._loss(self.variables, self.constants))
+        self._chunk = tf.function(self._run_chunk, jit_compile=jit_compile, autograph=False)
         self._compiled = False
+        self._graph_def: bytes | None = None
+        self._max_chunk_steps = self._capacity - 1
+        self._end: tuple[np.ndarray, np.ndarray] | None = None  # the row and the loss(es) where the last call ended
+        self.step_seconds = 0.0  # this run's time in the chunks' compiled calls
+
+    def load(self, problem: Problem, optimizer: Optimizer, lr: float, log_every: int, stop: StopConfig) -> None:
+        """Set this run's values and return the state to before its first step."""
+        for name, variable in self.variables.items():
+            variable.assign(problem.start[name])
+        for name, variable in self.constants.items():
+            variable.assign(problem.constants[name])
+        self._update.load(lr, optimizer.hyperparameters())
+        self._step.assign(0)
+        self._best.assign(np.inf)
+        self._plateau_best.assign(np.inf)
+        self._plateau_steps.assign(0)
+        self._log_every.assign(log_every)
+        self._grad_tol.assign(stop.grad_tol or 0.0)
+        self._min_progress.assign(stop.min_progress())
+        self._patience.assign(stop.steps_without_progress())
+        self._max_chunk_steps = (self._capacity - 1) * log_every  # the first segment may be a partial one
+        self._end = None
+        self.step_seconds = 0.0
 
     @property
     def step(self) -> int:
@@ -134,15 +198,15 @@ class Trainer:
         state = {"params": self.variables, "step": self._step, "best_loss": self._best}
         state.update(plateau_best=self._plateau_best, plateau_steps=self._plateau_steps)
         optimizer = self._update.state()
-        return tf.train.Checkpoint(**state, **({"optimizer": optimizer} if optimizer is not None else {}))
+        return tf.train.Checkpoint(**state, **({"optimizer": optimizer} if optimizer else {}))
 
     def _evaluate(self):
-        """The row at the current state (without `step`), and the gradients."""
+        """The row at the current state (without `step`), the gradients, and the loss (one per start)."""
         import tensorflow as tf
 
         variables = list(self.variables.values())
         with tf.GradientTape() as tape:
-            loss = tf.cast(self._loss(self.variables), tf.float32)
+            loss = tf.cast(self._loss(self.variables, self.constants), tf.float32)
             total = loss if self.starts is None else tf.reduce_sum(loss)  # a start's gradient is its own
         gradients = tape.gradient(total, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
         flat = lambda tensors: [tf.reshape(t, [-1]) for t in tensors]  # noqa: E731
@@ -151,103 +215,137 @@ class Trainer:
         lr = self._update.learning_rate()
         if self.starts is not None:
             spread = [tf.reduce_min(loss), grad_norm, lr, tf.reduce_mean(loss), tf.reduce_max(loss)]
-            return tf.stack(spread), gradients
-        return tf.concat([tf.stack([loss, grad_norm, lr]), *flat(variables), *flat(gradients)], axis=0), gradients
+            return tf.stack(spread), gradients, loss
+        row = tf.concat([tf.stack([loss, grad_norm, lr]), *flat(variables), *flat(gradients)], axis=0)
+        return row, gradients, loss
 
-    def start_values(self) -> tuple[np.ndarray, np.ndarray]:
-        """For a batch of starts: each start's flat parameters (one row per start) and its current loss."""
-        flat = [np.reshape(variable.numpy(), (self.starts, -1)) for variable in self.variables.values()]
-        return np.concatenate(flat, axis=1), self._loss(self.variables).numpy()
+    def _apply(self, gradients) -> Any:
+        """One update; returns a dummy tensor so that it can be a branch of tf.cond."""
+        import tensorflow as tf
+
+        self._update.apply(gradients, list(self.variables.values()))
+        return tf.constant(True)
 
     def _converged(self, row, plateau_best, plateau_steps):
         """Apply the stop rules to a row: (converged, plateau best, steps without progress)."""
         import tensorflow as tf
 
         converged = tf.constant(False)
-        if self._stop.grad_tol is not None:
-            converged = row[1] <= self._stop.grad_tol
-        if self._stop.plateau_active():
-            progress = row[0] < plateau_best - self._stop.min_progress()
+        if self._checks_gradient:
+            converged = row[1] <= self._grad_tol
+        if self._checks_plateau:
+            progress = row[0] < plateau_best - self._min_progress
             plateau_best = tf.where(progress, row[0], plateau_best)
             plateau_steps = tf.where(progress, tf.constant(0, tf.int64), plateau_steps + 1)
-            converged = tf.logical_or(converged, plateau_steps >= self._stop.steps_without_progress())
+            converged = tf.logical_or(converged, plateau_steps >= self._patience)
         return converged, plateau_best, plateau_steps
 
     def _run_chunk(self, n_steps):
         import tensorflow as tf
 
+        stops = self._checks_gradient or self._checks_plateau
         width = len(self.columns) - 1
-        steps = tf.TensorArray(tf.int64, size=self._capacity, element_shape=[])
-        rows = tf.TensorArray(tf.float32, size=self._capacity, element_shape=[width])
         first_step = self._step.read_value()
-        best, plateau_best, plateau_steps = (
-            self._best.read_value(),
-            self._plateau_best.read_value(),
-            self._plateau_steps.read_value(),
+        log_every = self._log_every.read_value()
+
+        def take_step(done, status, n_rows, last_row, steps, rows, best, plateau_best, plateau_steps):
+            row, gradients, _ = self._evaluate()
+            finite = tf.reduce_all(tf.math.is_finite(row))
+            status = tf.where(finite, status, DIVERGED)
+            if stops:
+                converged, plateau_best, plateau_steps = self._converged(row, plateau_best, plateau_steps)
+                status = tf.where(tf.logical_and(finite, converged), CONVERGED, status)
+            moving = tf.equal(status, RUNNING)
+            # Every row is written, to the slot after the kept ones; it is kept (the count moves on) if it is on
+            # the log.every grid and an update follows it. Not a conditional write: that is slow under XLA.
+            step = first_step + done
+            steps = steps.write(n_rows, step)
+            rows = rows.write(n_rows, row)
+            n_rows += tf.cast(tf.logical_and(tf.equal(step % log_every, 0), moving), tf.int32)
+            last_row = tf.where(finite, row, last_row)
+            best = tf.where(finite, tf.minimum(best, row[0]), best)
+            if stops or self.starts is not None:
+                # A converged run ends on the state it converged at; a batch, on the state it stopped at.
+                tf.cond(moving, lambda: self._apply(gradients), lambda: tf.constant(False))
+            else:
+                # A diverging step applies its update too (a conditional update is slow under XLA), but the
+                # state it leaves is never reported: the run ends, and its last row is the one before.
+                self._apply(gradients)
+            done += tf.cast(moving, tf.int64)
+            return done, status, n_rows, last_row, steps, rows, best, plateau_best, plateau_steps
+
+        # No `break`: stopping is in the loop's condition (a conditional in the body makes XLA ~10x slower).
+        done, status, n_rows, last_row, steps, rows, best, plateau_best, plateau_steps = tf.while_loop(
+            lambda done, status, *_: tf.logical_and(done < n_steps, tf.equal(status, RUNNING)),
+            take_step,
+            (
+                tf.constant(0, tf.int64),
+                tf.constant(RUNNING),
+                tf.constant(0),
+                tf.fill([width], tf.constant(np.nan, tf.float32)),
+                tf.TensorArray(tf.int64, size=self._capacity, element_shape=[]),
+                tf.TensorArray(tf.float32, size=self._capacity, element_shape=[width]),
+                self._best.read_value(),
+                self._plateau_best.read_value(),
+                self._plateau_steps.read_value(),
+            ),
         )
-        n_rows, done, status = tf.constant(0), tf.constant(0, tf.int64), tf.constant(RUNNING)
-        last_row = tf.fill([width], tf.constant(np.nan, tf.float32))
-        while done < n_steps and status == RUNNING:
-            start = first_step + done
-            length = tf.minimum(self._log_every - start % self._log_every, n_steps - done)
-            start_row, j = last_row, tf.constant(0, tf.int64)
-            # Not `for j in tf.range(…)` (XLA wants a range's bounds to be compile-time constants), and no
-            # `break`: AutoGraph would wrap the rest of the body in conditionals, which makes XLA ~10x slower.
-            while j < length and status == RUNNING:
-                row, gradients = self._evaluate()
-                start_row = tf.where(j == 0, row, start_row)
-                j += 1
-                finite = tf.reduce_all(tf.math.is_finite(row))
-                status = tf.where(finite, status, DIVERGED)
-                if self._stop.active():
-                    converged, plateau_best, plateau_steps = self._converged(row, plateau_best, plateau_steps)
-                    status = tf.where(tf.logical_and(finite, converged), CONVERGED, status)
-                moving = status == RUNNING
-                last_row = tf.where(finite, row, last_row)
-                best = tf.where(finite, tf.minimum(best, row[0]), best)
-                if self._stop.active() or self.starts is not None:
-                    # A converged run ends on the state it converged at; a batch, on the state it stopped at.
-                    if moving:
-                        self._update.apply(gradients, list(self.variables.values()))
-                else:
-                    # A diverging step applies its update too (a conditional update is slow under XLA), but the
-                    # state it leaves is never reported: the run ends, and its last row is the one before.
-                    self._update.apply(gradients, list(self.variables.values()))
-                done += tf.cast(moving, tf.int64)
-            # Written unconditionally (a cond here would copy the buffer), but kept only if the segment starts
-            # on the grid (a chunk may end between grid points) and an update followed the row.
-            steps = steps.write(n_rows, start)
-            rows = rows.write(n_rows, start_row)
-            on_grid = start % self._log_every == 0
-            n_rows += tf.cast(tf.logical_and(on_grid, first_step + done > start), tf.int32)
         self._step.assign_add(done)
         self._best.assign(best)
         self._plateau_best.assign(plateau_best)
         self._plateau_steps.assign(plateau_steps)
-        return steps.stack(), rows.stack(), n_rows, done, status, last_row
+        end_row, _, end_loss = self._evaluate()  # where the next chunk starts: the final row, if this is the last
+        return steps.stack(), rows.stack(), n_rows, done, status, last_row, end_row, end_loss
+
+    def trace(self) -> float:
+        """Trace the loop if it isn't yet (the first run of a structure); return the seconds it took."""
+        import tensorflow as tf
+
+        if self._compiled:
+            return 0.0
+        started = time.perf_counter()
+        self._chunk.get_concrete_function(tf.TensorSpec([], tf.int64))
+        return time.perf_counter() - started
+
+    def compile(self) -> float:
+        """Compile the loop if it isn't yet (XLA, or the plain graph's first-call optimisation) by a call of
+        no steps; return the seconds it took."""
+        if self._compiled:
+            return 0.0
+        started = time.perf_counter()
+        self._call_chunk(0)
+        return time.perf_counter() - started
 
     def _call_chunk(self, n_steps: int):
         """Call the compiled chunk; if XLA can't compile it the first time, fall back to the plain graph."""
         import tensorflow as tf
 
         try:
-            return self._chunk(tf.constant(n_steps, tf.int64))
+            with ordered_variable_access():
+                outputs = self._chunk(tf.constant(n_steps, tf.int64))
         except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as error:
             if self._compiled or not self.jit_compile:
                 raise
             reason = str(error).strip().splitlines()[0][:300]
             log.warning("XLA can't compile this objective and optimizer, so the plain graph runs instead: %s", reason)
             self.jit_compile = False
-            self._chunk = tf.function(self._run_chunk)
-            return self._chunk(tf.constant(n_steps, tf.int64))
+            self._graph_def = None
+            self._chunk = tf.function(self._run_chunk, autograph=False)
+            with ordered_variable_access():
+                outputs = self._chunk(tf.constant(n_steps, tf.int64))
         finally:
             self._compiled = True
+        *_, end_row, end_loss = outputs
+        self._end = (end_row.numpy(), end_loss.numpy())
+        return outputs
 
     def run_chunk(self, n_steps: int) -> Chunk:
         """Apply up to `n_steps` updates from the current state."""
         first_step = self.step
-        steps, rows, n_rows, updates, status, last_row = self._call_chunk(n_steps)
+        started = time.perf_counter()
+        steps, rows, n_rows, updates, status, last_row, _, _ = self._call_chunk(n_steps)
         n_rows, updates, status = int(n_rows), int(updates), int(status)
+        self.step_seconds += time.perf_counter() - started
         # The last finite row is the last one an update followed, or the converged row (none follows it).
         last_step = first_step + updates - (status != CONVERGED)
         last_finite = self._frame(np.array([last_step]), last_row.numpy()[None, :]) if last_step >= first_step else None
@@ -261,10 +359,19 @@ class Trainer:
     def current_row(self) -> pd.DataFrame | None:
         """The row of the current state as a one-row frame, or None if it isn't finite.
 
-        Evaluated eagerly: tracing a graph for one row would cost more than it saves, even on an interrupt.
+        It comes from the last compiled call, which evaluates the state it ends on (a call of no steps if none
+        ran yet), so it is computed exactly as every other row.
         """
-        row = self._evaluate()[0].numpy()
+        if self._end is None:
+            self._call_chunk(0)
+        row = self._end[0]
         return self._frame(np.array([self.step]), row[None, :]) if np.all(np.isfinite(row)) else None
+
+    def current_losses(self) -> np.ndarray:
+        """The loss at the current state: one value, or one per start of a batch."""
+        if self._end is None:
+            self._call_chunk(0)
+        return self._end[1]
 
     def final_chunk(self, status: str) -> Chunk:
         """The row of the final state, which no update follows, and the run's end `status`
@@ -276,11 +383,19 @@ class Trainer:
         self._best.assign(min(self.best_loss, float(row["loss"].iat[0])))
         return Chunk(row, 0, status, row)
 
-    def loop_graph(self) -> tf.Graph:
-        """The graph of the compiled chunk loop (traced once; the first call reuses the trace)."""
+    def graph_def(self) -> bytes:
+        """The serialized graph of the compiled chunk loop, for TensorBoard (from the loop's own trace)."""
         import tensorflow as tf
 
-        return self._chunk.get_concrete_function(tf.TensorSpec([], tf.int64)).graph
+        if self._graph_def is None:
+            graph = self._chunk.get_concrete_function(tf.TensorSpec([], tf.int64)).graph
+            self._graph_def = graph.as_graph_def().SerializeToString()
+        return self._graph_def
+
+    def start_values(self) -> np.ndarray:
+        """For a batch of starts: each start's current flat parameters, one row per start."""
+        flat = [np.reshape(variable.numpy(), (self.starts, -1)) for variable in self.variables.values()]
+        return np.concatenate(flat, axis=1)
 
     def chunks(self, epochs: int) -> Iterator[Chunk]:
         """Run until `epochs` updates are done in all (counting earlier ones) in chunks sized to CHUNK_SECONDS,
@@ -291,9 +406,9 @@ class Trainer:
         size, status = min(FIRST_CHUNK_STEPS, self._max_chunk_steps), "completed"
         while self.step < epochs:
             n_steps = min(size, epochs - self.step, self._max_chunk_steps)
-            started = time.perf_counter()
+            before = self.step_seconds
             chunk = self.run_chunk(n_steps)
-            size = next_chunk_steps(n_steps, time.perf_counter() - started)
+            size = next_chunk_steps(n_steps, self.step_seconds - before)
             yield chunk
             if chunk.status == "diverged":
                 return
@@ -306,3 +421,55 @@ class Trainer:
         frame = pd.DataFrame(rows, columns=self.columns[1:])
         frame.insert(0, "step", steps.astype(np.int64))
         return frame
+
+
+@contextmanager
+def ordered_variable_access() -> Iterator[None]:
+    """Run this thread's function calls without Grappler's dependency optimizer.
+
+    Inside a `while` loop, a step reads a variable (for the loss and the row) before the optimizer's update
+    writes it, and often only a control edge orders the two. Grappler's dependency optimizer can drop such
+    an edge in the plain graph: then a step sometimes computes its loss from the value its own update wrote
+    (seen with Keras's SGD and RMSprop, in about one run in three). XLA runs no Grappler. The option is set
+    for the calls inside this block, in this thread only, through the eager context's function-call options
+    (as `tensorflow.python.eager.context.function_executor_type` sets the executor).
+    """
+    from tensorflow.core.protobuf import config_pb2, rewriter_config_pb2
+    from tensorflow.python.eager import context
+
+    options = context.context().function_call_options
+    saved = copy.copy(options)
+    config = config_pb2.ConfigProto.FromString(options.config_proto_serialized)
+    config.graph_options.rewrite_options.dependency_optimization = rewriter_config_pb2.RewriterConfig.OFF
+    options.config_proto_serialized = config
+    try:
+        yield
+    finally:
+        context.context().function_call_options = saved
+
+
+_idle: OrderedDict[str, list[Trainer]] = OrderedDict()  # loop key -> trainers no run is using
+_idle_lock = threading.Lock()
+
+
+@contextmanager
+def trainer_for(
+    problem: Problem, optimizer: Optimizer, lr: float, log_every: int, stop: StopConfig, jit_compile: bool
+) -> Iterator[Trainer]:
+    """A trainer for `problem` and `optimizer`, loaded with this run's values: the process's trainer of that
+    loop structure if it has an idle one, else a new one, kept for later runs when this one ends."""
+    key = loop_key(problem, optimizer, stop, jit_compile)
+    with _idle_lock:
+        waiting = _idle.get(key)
+        trainer = waiting.pop() if waiting else None
+    if trainer is None:
+        trainer = Trainer(problem, optimizer, stop, jit_compile)
+    trainer.load(problem, optimizer, lr, log_every, stop)
+    try:
+        yield trainer
+    finally:
+        with _idle_lock:
+            _idle.setdefault(key, []).append(trainer)
+            _idle.move_to_end(key)
+            while len(_idle) > MAX_IDLE_TRAINERS:
+                _idle.popitem(last=False)

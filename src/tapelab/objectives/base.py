@@ -1,9 +1,15 @@
-"""The objective interface: a config dataclass that builds a trainable problem."""
+"""The objective interface: a config dataclass that builds a trainable problem.
+
+An objective's values (start values, constants, data) reach the loss as inputs, and its loss is built from
+the rest of its config, its *structure*. So one traced and compiled training loop serves every run whose
+objective has the same structure, whatever its values (see `tapelab.training`).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -13,24 +19,34 @@ from tapelab.errors import ConfigError
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
-LossFn = Callable[[Mapping[str, Any]], Any]
-"""Maps parameter name -> tensor (a tf.Variable while training) to a scalar loss tensor."""
+LossFn = Callable[[Mapping[str, Any], Mapping[str, Any]], Any]
+"""Maps (parameters, constants), each name -> tensor (tf.Variables while training), to the loss tensor."""
 
 
 @dataclass(frozen=True)
 class Problem:
     """What the trainer needs from an objective.
 
-    `start` holds the trainable parameters' start values (float32, scalar or 1-D), in column order.
-    `minima` holds the known global minima as flat vectors over those same parameter elements.
+    `start` holds the trainable parameters' start values (float32, scalar or 1-D), in column order;
+    `constants` the float32 values the loss reads but does not train (an objective's constants, its data).
+    `minima` holds the known global minima as flat vectors over the parameter elements. `structure` names
+    what `loss` is built from besides those values: two problems with the same structure and the same
+    shapes share one compiled loop, so different losses must never have the same structure.
     """
 
     start: dict[str, np.ndarray]
     loss: LossFn
+    structure: str
+    constants: dict[str, np.ndarray] = field(default_factory=dict)
     minima: tuple[np.ndarray, ...] = ()
-    starts: int | None = (
-        None  # a batch of this many starts: `start` values gain a leading axis, `loss` gives one per start
-    )
+    starts: int | None = None  # a batch of this many starts: `start` values gain a leading axis, one loss per start
+
+    def value(self, params: Mapping[str, Any]) -> Any:
+        """The loss at `params` (tensors), with this problem's constants in the parameters' dtype."""
+        import tensorflow as tf
+
+        dtype = tf.as_dtype(next(iter(params.values())).dtype) if params else tf.float32
+        return self.loss(params, {name: tf.constant(value, dtype) for name, value in self.constants.items()})
 
     def flat_start(self) -> np.ndarray:
         """The start values as one flat vector, in column order."""
@@ -48,17 +64,42 @@ class Problem:
 
 @dataclass
 class Objective:
-    """Base of every objective schema. Subclasses add their keys and implement `build`."""
+    """Base of every objective schema. Subclasses add their keys and implement `build` and `formula`.
+
+    `inputs` names the keys whose values reach the loss only through `Problem.start` and `Problem.constants`.
+    `formula` is called on the objective's `structure()`, where those keys are None, so it cannot bake one
+    run's value into a loop that later runs reuse.
+    """
 
     name: ClassVar[str]
+    inputs: ClassVar[tuple[str, ...]] = ()
     starts: int = 1  # more than 1: optimise that many starts drawn from `domain` (from `seed`), as one batch
-    domain: list[list[float]] | None = (
-        None  # the search box: one [low, high] pair per parameter element, or one for all
-    )
+    domain: list[list[float]] | None = None  # the search box: one [low, high] pair per parameter element, or one
 
     def build(self, seed: int) -> Problem:
-        """Return the start values and the loss; `seed` drives any randomness."""
+        """Check the values and return the start values, constants and loss; `seed` drives any randomness.
+
+        Needs no TensorFlow (except for a Python objective, whose function is called once to check it).
+        """
         raise NotImplementedError
+
+    def formula(self, params: Mapping[str, Any], constants: Mapping[str, Any]) -> Any:
+        """The loss from TensorFlow ops, given the parameters and constants as name -> tensor."""
+        raise NotImplementedError
+
+    def structure(self) -> Objective:
+        """This config with every input key (and the search box) set to None: what the loss is built from."""
+        return dataclasses.replace(self, **{key: None for key in ("domain", *self.inputs)})
+
+    def problem(
+        self,
+        start: dict[str, np.ndarray],
+        constants: dict[str, np.ndarray] | None = None,
+        minima: tuple[np.ndarray, ...] = (),
+    ) -> Problem:
+        """The `Problem` of these values, with the loss of this objective's structure."""
+        structure = self.structure()
+        return Problem(start, structure.formula, repr(structure), constants or {}, minima)
 
     def box(self) -> np.ndarray | None:
         """`domain` checked, as rows of [low, high] (one row stands for every element); None if unset."""

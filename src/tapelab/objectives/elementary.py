@@ -17,23 +17,24 @@ from tapelab.objectives.base import FLOAT32_MAX, Objective, Problem, finite_scal
 class Quadratic(Objective):
     """f(x) = a·x² + b·x + c, written as the seeds write it."""
 
+    inputs = ("a", "b", "c", "init")
     a: float = MISSING
     b: float = MISSING
     c: float = MISSING
     init: float = MISSING
 
     def build(self, seed: int) -> Problem:
-        a, b, c = (finite_scalar(f"objective.{key}", getattr(self, key)) for key in "abc")
-
-        def loss(params):
-            import tensorflow as tf
-
-            x = params["x"]
-            return a * tf.pow(x, 2) + b * x + c
-
-        vertex = -float(b) / (2 * float(a)) if a > 0 else math.inf  # a ≤ 0: no minimum
+        constants = {key: finite_scalar(f"objective.{key}", getattr(self, key)) for key in "abc"}
+        a, b = float(constants["a"]), float(constants["b"])
+        vertex = -b / (2 * a) if a > 0 else math.inf  # a ≤ 0: no minimum
         minima = (np.array([vertex], np.float32),) if abs(vertex) <= FLOAT32_MAX else ()
-        return Problem({"x": finite_scalar("objective.init", self.init)}, loss, minima)
+        return self.problem({"x": finite_scalar("objective.init", self.init)}, constants, minima)
+
+    def formula(self, params, constants):
+        import tensorflow as tf
+
+        x = params["x"]
+        return constants["a"] * tf.pow(x, 2) + constants["b"] * x + constants["c"]
 
 
 @register_objective("polynomial")
@@ -41,18 +42,19 @@ class Quadratic(Objective):
 class Polynomial(Objective):
     """f(x) = Σᵢ coeffs[i]·xⁱ, lowest power first (so 4w + w³ is [0, 4, 0, 1])."""
 
+    inputs = ("coeffs", "init")
     coeffs: list[float] = MISSING
     init: float = MISSING
 
     def build(self, seed: int) -> Problem:
-        highest_first = finite_vector("objective.coeffs", self.coeffs)[::-1]
+        highest_first = finite_vector("objective.coeffs", self.coeffs)[::-1].copy()
+        return self.problem({"x": finite_scalar("objective.init", self.init)}, {"coeffs": highest_first})
 
-        def loss(params):
-            import tensorflow as tf
+    def formula(self, params, constants):
+        import tensorflow as tf
 
-            return tf.math.polyval([tf.constant(c) for c in highest_first], params["x"])
-
-        return Problem({"x": finite_scalar("objective.init", self.init)}, loss)
+        coeffs = constants["coeffs"]  # highest power first, as tf.math.polyval wants them
+        return tf.math.polyval([coeffs[i] for i in range(coeffs.shape[0])], params["x"])
 
 
 @register_objective("sum_of_squares")
@@ -60,17 +62,17 @@ class Polynomial(Objective):
 class SumOfSquares(Objective):
     """f(w) = Σ wᵢ², for a vector w of any length."""
 
+    inputs = ("init",)
     init: list[float] = MISSING
 
     def build(self, seed: int) -> Problem:
         start = finite_vector("objective.init", self.init)
+        return self.problem({"w": start}, minima=(start * 0,))
 
-        def loss(params):
-            import tensorflow as tf
+    def formula(self, params, constants):
+        import tensorflow as tf
 
-            return tf.math.reduce_sum(params["w"] ** 2)
-
-        return Problem({"w": start}, loss, (start * 0,))
+        return tf.math.reduce_sum(params["w"] ** 2)
 
 
 @register_objective("neuron")
@@ -78,6 +80,7 @@ class SumOfSquares(Objective):
 class Neuron(Objective):
     """loss = (w·x − y)²: one linear neuron. Train the weight, the input, or both."""
 
+    inputs = ("w", "x", "y")
     w: float = MISSING
     x: float = MISSING
     y: float = MISSING
@@ -93,15 +96,11 @@ class Neuron(Objective):
                 f"must list distinct names from {list(allowed)}, got {list(self.trainable)}",
             )
         start = {name: values[name] for name in allowed if name in self.trainable}
-        constants = {name: value for name, value in values.items() if name not in start}
+        return self.problem(start, {name: value for name, value in values.items() if name not in start})
 
-        def loss(params):
-            import tensorflow as tf
-
-            current = {**{name: tf.constant(value) for name, value in constants.items()}, **params}
-            return (current["w"] * current["x"] - current["y"]) ** 2
-
-        return Problem(start, loss)
+    def formula(self, params, constants):
+        values = {**constants, **params}
+        return (values["w"] * values["x"] - values["y"]) ** 2
 
 
 @register_objective("tanh")
@@ -109,12 +108,13 @@ class Neuron(Objective):
 class Tanh(Objective):
     """f(w) = tanh(w): the curve of seed 003's sensitivity plot. It has no minimum (f → −1 as w → −∞)."""
 
+    inputs = ("init",)
     init: float = MISSING
 
     def build(self, seed: int) -> Problem:
-        def loss(params):
-            import tensorflow as tf
+        return self.problem({"w": finite_scalar("objective.init", self.init)})
 
-            return tf.math.tanh(params["w"])
+    def formula(self, params, constants):
+        import tensorflow as tf
 
-        return Problem({"w": finite_scalar("objective.init", self.init)}, loss)
+        return tf.math.tanh(params["w"])

@@ -278,6 +278,7 @@ def check_expression(expr: str) -> Checked:
 class Expression(Objective):
     """A loss written as a formula of named scalars, e.g. 4*w + w**3 (seed 003)."""
 
+    inputs = ("init",)
     expr: str = MISSING
     # A start value for every name, constants included. Typed Any so that objective.init={x: 3} on the
     # command line replaces the default {w: 1.0} (a typed dict would be merged into it); checked in build.
@@ -315,13 +316,10 @@ class Expression(Objective):
                 f"{' and '.join(problems)}; give one value per name, e.g. objective.init={{{example}}}",
             )
         start = {name: finite_scalar(f"objective.init.{name}", self.init[name]) for name in trainable}
-        constants = {name: finite_scalar(f"objective.init.{name}", self.init[name]) for name in self.constants}
-        evaluate = checked.evaluate
+        fixed = {name: finite_scalar(f"objective.init.{name}", self.init[name]) for name in self.constants}
+        return self.problem(start, fixed)
 
-        def loss(params):
-            import tensorflow as tf
+    def formula(self, params, constants):
+        import tensorflow as tf
 
-            values = {**{name: tf.constant(value) for name, value in constants.items()}, **params}
-            return evaluate(tf, values)
-
-        return Problem(start, loss)
+        return check_expression(self.expr).evaluate(tf, {**constants, **params})

@@ -90,6 +90,7 @@ def start_values(init: Any) -> dict[str, np.ndarray]:
 class PythonFunction(Objective):
     """Any loss written in Python: `function(params)` with params a mapping name -> tf.Variable."""
 
+    inputs = ("init",)
     function: str = MISSING
     init: Any = MISSING  # name -> float or list of floats (a union OmegaConf can't type)
 
@@ -97,7 +98,10 @@ class PythonFunction(Objective):
         start = start_values(self.init)
         function = resolve_function(self.function)
         check_returns_a_scalar(self.function, function, start)
-        return Problem(start, function)
+        return self.problem(start)
+
+    def formula(self, params, constants):
+        return resolve_function(self.function)(params)
 
 
 def check_returns_a_scalar(path: str, function: Callable[[Mapping[str, Any]], Any], start: dict[str, Any]) -> None:

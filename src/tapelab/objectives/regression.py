@@ -9,7 +9,7 @@ import numpy as np
 from omegaconf import MISSING
 
 from tapelab.errors import ConfigError
-from tapelab.objectives.base import LossFn, Objective, Problem, finite_scalar, finite_vector, register_objective
+from tapelab.objectives.base import Objective, Problem, finite_scalar, finite_vector, register_objective
 
 MAX_POINTS = 10_000_000  # the data lives in memory (and is read at every step): refuse sizes that can't fit
 
@@ -27,9 +27,11 @@ class RegressionLoss(Enum):
 class LinearRegression(Objective):
     """Fit w and b to y = true_w·x + true_b + noise·N(0, 1).
 
-    Randomness comes from `seed`, in this order: the noise, then the start values left null.
+    Randomness comes from `seed`, in this order: the noise, then the start values left null. The data are
+    constants of the loss, so only `loss` (and the number of points) shapes the compiled loop.
     """
 
+    inputs = ("x", "n_points", "x_range", "true_w", "true_b", "noise", "huber_delta", "init_w", "init_b")
     x: list[float] = MISSING
     n_points: int | None = MISSING
     x_range: list[float] = MISSING
@@ -66,24 +68,19 @@ class LinearRegression(Objective):
             for name, value in (("w", self.init_w), ("b", self.init_b))
         }
         minima = self.least_squares(x, y) if self.loss is RegressionLoss.mse else ()
-        return Problem(start, self.keras_loss(x, y), minima)
+        constants = {"x": x, "y": y, "huber_delta": finite_scalar("objective.huber_delta", self.huber_delta)}
+        return self.problem(start, constants, minima)
 
-    def keras_loss(self, x: np.ndarray, y: np.ndarray) -> LossFn:
-        """The loss over the data, which lives in non-trainable variables so the graph stays small."""
+    def formula(self, params, constants):
+        """The Keras loss (a mean over the points) of ŷ = w·x + b against y."""
         import keras
-        import tensorflow as tf
 
-        inputs, targets = tf.Variable(x, trainable=False, name="x"), tf.Variable(y, trainable=False, name="y")
-        reduce = {
-            RegressionLoss.mse: keras.losses.mean_squared_error,
-            RegressionLoss.mae: keras.losses.mean_absolute_error,
-            RegressionLoss.huber: lambda true, pred: keras.losses.huber(true, pred, delta=self.huber_delta),
-        }[self.loss]
-
-        def loss(params):
-            return reduce(targets, params["w"] * inputs + params["b"])
-
-        return loss
+        targets, predictions = constants["y"], params["w"] * constants["x"] + params["b"]
+        if self.loss is RegressionLoss.huber:
+            return keras.losses.huber(targets, predictions, delta=constants["huber_delta"])
+        if self.loss is RegressionLoss.mae:
+            return keras.losses.mean_absolute_error(targets, predictions)
+        return keras.losses.mean_squared_error(targets, predictions)
 
     @staticmethod
     def least_squares(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...]:

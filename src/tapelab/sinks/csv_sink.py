@@ -11,6 +11,8 @@ class CsvSink:
     """Appends history rows to `metrics.csv`. A new run's first write refuses to replace an existing file;
     with `append` (a resumed run) the rows go after the existing ones."""
 
+    kind = "csv"
+
     def __init__(self, path: Path, append: bool = False) -> None:
         self.path = path
         self._started = append
@@ -21,3 +23,6 @@ class CsvSink:
             return
         history.to_csv(self.path, mode="a" if self._started else "x", header=not self._started, index=False)
         self._started = True
+
+    def close(self) -> None:
+        """Nothing to do: every write closes the file."""

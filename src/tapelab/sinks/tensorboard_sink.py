@@ -1,19 +1,27 @@
-"""TensorBoard event files: scalars, histograms, the loop's graph and the run's hparams.
+"""TensorBoard event files: scalars, histograms, the loop's graph, the pictures and the run's hparams.
 
-History rows are written by a compiled loop under a reset (v1) name scope, so tags carry no
-`while/` prefix. Tags: `loss`, `grad_norm`, `lr`, `params/<column>`, `grads/<column>`,
-histograms `params/<name>` for vector parameters, and `final_loss`, `best_loss` at the end. The
-loop's graph is the run graph of the Graphs tab.
+The events are TensorBoard's own protocol buffers (its summary metadata and hparams helpers), appended to
+the file with TensorFlow's record writer: nothing is traced, so a sweep's jobs pay no tracing for their
+TensorBoard output. Tags: `loss`, `grad_norm`, `lr`, `params/<column>`, `grads/<column>`, histograms
+`params/<name>` for vector parameters, `final_loss`, `best_loss`, `steps` at the end, `plots/<picture>`.
+The loop's graph is the run graph of the Graphs tab.
 """
 
 from __future__ import annotations
 
+import itertools
+import os
+import socket
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+HISTOGRAM_BUCKETS = 30  # TensorBoard's default bucket count
+_file_numbers = itertools.count()
 
 
 def scalar_tag(column: str, param_columns: list[str]) -> str:
@@ -25,8 +33,61 @@ def scalar_tag(column: str, param_columns: list[str]) -> str:
     return column
 
 
+def histogram_buckets(rows: np.ndarray, bucket_count: int = HISTOGRAM_BUCKETS) -> np.ndarray:
+    """One histogram per row of `rows`, as `[rows, buckets, 3]` (left edge, right edge, count), float64.
+
+    The rule of TensorBoard's `histogram_pb` (equal-width buckets from the row's minimum to its maximum;
+    a row of one value has all edges there and its count in the last bucket), for many rows at once.
+    """
+    data = np.asarray(rows, np.float64)
+    low, high = data.min(axis=1), data.max(axis=1)
+    span = high - low
+    single = span == 0
+    width = np.where(single, 1.0, span) / bucket_count
+    indices = np.minimum(np.floor((data - low[:, None]) / width[:, None]).astype(np.int64), bucket_count - 1)
+    counts = np.zeros((len(data), bucket_count))
+    np.add.at(counts, (np.arange(len(data))[:, None], indices), 1)
+    edges = np.linspace(low, high, bucket_count + 1, axis=1)
+    buckets = np.stack([edges[:, :-1], edges[:, 1:], counts], axis=2)
+    buckets[single, :, :2] = low[single, None, None]
+    buckets[single, :, 2] = 0
+    buckets[single, -1, 2] = data.shape[1]
+    return buckets
+
+
+class EventWriter:
+    """One event file in `log_dir`: `Event` protocol buffers, appended with TensorFlow's record writer."""
+
+    def __init__(self, log_dir: Path, suffix: str = "") -> None:
+        import tensorflow as tf
+        from tensorboard.compat.proto import event_pb2
+
+        self._event = event_pb2.Event
+        name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}."
+        self.path = log_dir / f"{name}{next(_file_numbers)}{suffix}"
+        self._records = tf.io.TFRecordWriter(str(self.path))
+        self._records.write(self._event(wall_time=time.time(), file_version="brain.Event:2").SerializeToString())
+
+    def summary(self, summary: Any, step: int, wall_time: float | None = None) -> None:
+        """Append a `Summary` at `step`."""
+        event = self._event(wall_time=time.time() if wall_time is None else wall_time, step=step, summary=summary)
+        self._records.write(event.SerializeToString())
+
+    def graph(self, graph_def: bytes) -> None:
+        """Append a serialized `GraphDef`: the run graph of the Graphs tab."""
+        self._records.write(self._event(wall_time=time.time(), graph_def=graph_def).SerializeToString())
+
+    def flush(self) -> None:
+        self._records.flush()
+
+    def close(self) -> None:
+        self._records.close()
+
+
 class TensorBoardSink:
-    """Writes one run's event files into `log_dir`."""
+    """Writes one run's event file into `log_dir`."""
+
+    kind = "tensorboard"
 
     def __init__(
         self,
@@ -35,9 +96,16 @@ class TensorBoardSink:
         param_columns: list[str],
         vector_params: Mapping[str, slice],
     ) -> None:
-        import tensorflow as tf
+        from tensorboard.compat.proto import summary_pb2, types_pb2
+        from tensorboard.plugins.histogram import metadata as histogram_metadata
+        from tensorboard.plugins.scalar import metadata as scalar_metadata
 
-        self._writer = tf.summary.create_file_writer(str(log_dir))
+        self._summary = summary_pb2.Summary
+        self._float, self._double = types_pb2.DT_FLOAT, types_pb2.DT_DOUBLE
+        self._scalar_metadata = scalar_metadata.create_summary_metadata(display_name=None, description=None)
+        self._histogram_metadata = histogram_metadata.create_summary_metadata(display_name=None, description=None)
+        self._described: set[str] = set()  # tags whose metadata is written (once per file, as TensorFlow does)
+        self._events = EventWriter(log_dir)
         self._value_columns = [column for column in columns if column != "step"]
         self._tags = [scalar_tag(column, param_columns) for column in self._value_columns]
         first_param = self._value_columns.index(param_columns[0]) if param_columns else 0
@@ -45,64 +113,75 @@ class TensorBoardSink:
             f"params/{name}": slice(first_param + part.start, first_param + part.stop)
             for name, part in vector_params.items()
         }
-        self._write_rows = tf.function(
-            self._write_rows_in_graph,
-            input_signature=[
-                tf.TensorSpec([None], tf.int64),
-                tf.TensorSpec([None, len(self._value_columns)], tf.float32),
-            ],
-        )
 
-    def _write_rows_in_graph(self, steps, rows):
-        import tensorflow as tf
+    def _metadata_once(self, value: Any, tag: str, metadata: Any) -> None:
+        if tag not in self._described:
+            value.metadata.CopyFrom(metadata)
+            self._described.add(tag)
 
-        with self._writer.as_default():
-            for i in tf.range(tf.shape(steps)[0]):
-                with tf.compat.v1.name_scope(None):
-                    for j, tag in enumerate(self._tags):
-                        tf.summary.scalar(tag, rows[i, j], step=steps[i])
-                    for tag, part in self._histograms.items():
-                        tf.summary.histogram(tag, rows[i, part], step=steps[i])
-        return tf.constant(True)
+    def _scalars(self, summary: Any, tags: list[str], values: list[float]) -> None:
+        for tag, number in zip(tags, values, strict=True):
+            value = summary.value.add(tag=tag)
+            value.tensor.dtype = self._float
+            value.tensor.tensor_shape.SetInParent()  # a scalar
+            value.tensor.float_val.append(number)
+            self._metadata_once(value, tag, self._scalar_metadata)
+
+    def write(self, history: pd.DataFrame) -> None:
+        """Write the rows of `history` (columns as in metrics.csv), one event per step."""
+        if history.empty:
+            return
+        rows = history[self._value_columns].to_numpy(np.float32)
+        histograms = {tag: histogram_buckets(rows[:, part]) for tag, part in self._histograms.items()}
+        now = time.time()
+        for i, (step, row) in enumerate(zip(history["step"].tolist(), rows.tolist(), strict=True)):
+            summary = self._summary()
+            self._scalars(summary, self._tags, row)
+            for tag, buckets in histograms.items():
+                value = summary.value.add(tag=tag)
+                value.tensor.dtype = self._double
+                value.tensor.tensor_shape.dim.add(size=buckets.shape[1])
+                value.tensor.tensor_shape.dim.add(size=3)
+                value.tensor.tensor_content = buckets[i].tobytes()
+                self._metadata_once(value, tag, self._histogram_metadata)
+            self._events.summary(summary, step, now)
+        self._events.flush()  # on disk before the chunk's checkpoint, so a resume never writes a step twice
 
     def write_hparams(self, hparams: Mapping[str, Any], trial_id: str) -> None:
         """Record the run's hyperparameters for the HParams tab."""
         from tensorboard.plugins.hparams import api as hp
 
-        with self._writer.as_default():
-            hp.hparams(dict(hparams), trial_id=trial_id)
+        self._events.summary(hp.hparams_pb(dict(hparams), trial_id=trial_id), step=0)
 
-    def write_graph(self, graph: Any) -> None:
-        """The training loop's graph (a tf.Graph), for the Graphs tab."""
-        import tensorflow as tf
-
-        with self._writer.as_default():
-            tf.summary.graph(graph)
-
-    def write(self, history: pd.DataFrame) -> None:
-        """Write the rows of `history` (columns as in metrics.csv)."""
-        if history.empty:
-            return
-        self._write_rows(history["step"].to_numpy(np.int64), history[self._value_columns].to_numpy(np.float32))
-        self._writer.flush()  # on disk before the chunk's checkpoint, so a resume never writes a step twice
+    def write_graph(self, graph_def: bytes) -> None:
+        """The training loop's graph (a serialized GraphDef), for the Graphs tab."""
+        self._events.graph(graph_def)
 
     def write_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         """Scalars that summarise the run (the HParams tab's metric columns)."""
-        import tensorflow as tf
-
-        with self._writer.as_default():
-            for tag, value in metrics.items():
-                tf.summary.scalar(tag, value, step=step)
+        summary = self._summary()
+        self._scalars(summary, list(metrics), [float(value) for value in metrics.values()])
+        self._events.summary(summary, step)
 
     def write_images(self, pictures: list[Path], step: int) -> None:
         """PNG files as image summaries, tagged `plots/<file name without .png>`."""
-        import tensorflow as tf
+        from PIL import Image
+        from tensorboard.compat.proto import types_pb2
+        from tensorboard.plugins.image import metadata as image_metadata
 
-        with self._writer.as_default():
-            for picture in pictures:
-                image = tf.io.decode_png(tf.io.read_file(str(picture)), channels=4)
-                tf.summary.image(f"plots/{picture.stem}", image[None], step=step)
+        summary = self._summary()
+        for picture in pictures:
+            encoded = picture.read_bytes()
+            with Image.open(picture) as image:
+                width, height = image.size
+            value = summary.value.add(tag=f"plots/{picture.stem}")
+            value.metadata.CopyFrom(image_metadata.create_summary_metadata(display_name=None, description=None))
+            value.tensor.dtype = types_pb2.DT_STRING
+            value.tensor.tensor_shape.dim.add(size=3)
+            value.tensor.string_val.extend([str(width).encode(), str(height).encode(), encoded])
+        if pictures:
+            self._events.summary(summary, step)
 
     def close(self) -> None:
         """Flush and close the event file."""
-        self._writer.close()
+        self._events.close()
