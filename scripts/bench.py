@@ -1,4 +1,5 @@
-"""Time tapelab's training loop against the seeds' eager loop and bare TensorFlow loops.
+"""Time tapelab's training loop and set-up against the seeds' eager loop, bare TensorFlow loops and the
+TensorFlow import.
 
     python scripts/bench.py [--quick] [--repeats N] [--problems quadratic rosenbrock regression]
 
@@ -7,20 +8,31 @@ Each problem is timed per update step in five ways:
 1. eager: the seeds' Python for-loop with a `tf.GradientTape` and the optimizer's update, run eagerly;
 2. tf.function step: the same Python loop, calling one compiled step;
 3. runner: `python run.py` at its default settings;
-4. runner XLA sparse: `python run.py` with XLA and sparse logging (RUNNER_XLA_SPARSE);
+4. runner sparse: `python run.py` at its defaults with sparse logging (`log.every=1000000`, so that
+   jit_compile=auto compiles the long runs with XLA);
 5. bare XLA: one `tf.function(jit_compile=True)` whose `tf.range` loop does the steps and nothing else.
 
 Variants 1, 2 and 5 build the loss and the update from tapelab's own config, as `run.py` does, so the maths
 is the same. A runner's cost per step is (wall time of N steps − wall time of 1 step) / (N − 1), both run as
 subprocesses, which cancels the start-up. Extra rows compare the runner's full logging with a bare graph loop
-that trains and writes the same TensorBoard scalars, `run.py epochs=1` with `import tensorflow`, and a grid
-of 1000-step jobs with a 1-job sweep. Repeats are interleaved (every repeat times every variant once), so
-noise on the machine falls on all variants alike.
+that trains and writes the same TensorBoard scalars.
+
+Set-up, in seconds:
+- `run.py epochs=1` against `python -c "import tensorflow"`;
+- a 24-job Rosenbrock grid (4 optimizers × 6 learning rates, 1000 steps, pictures and TensorBoard on, the
+  basic launcher) against a 1-job sweep: the cost of each job beyond the first, and where it goes (the
+  phases every job's summary.json records, averaged over the jobs beyond the first);
+- jit_compile=auto at 1000 and at 10⁶ steps against XLA and the plain graph forced, by the runner's own time
+  (summary.json's wall_time_s, which leaves out Python's and TensorFlow's start).
+
+Repeats are interleaved (every repeat times every variant once), so noise on the machine falls on all
+variants alike. The table gives median, min and max; the checks use the medians.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import statistics
@@ -29,7 +41,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -42,13 +54,13 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 # The runner variants' overrides, on top of the problem's.
 RUNNER_DEFAULT: list[str] = []
-RUNNER_XLA_SPARSE = ["jit_compile=true", "log.every=1000000"]
+RUNNER_SPARSE = ["log.every=1000000"]
 RUNNER_FULL_LOGGING = ["log.every=1", "log.max_rows=null", "log.plots=false"]
 
 EAGER = "eager"
 STEP = "tf.function step"
 RUNNER = "runner"
-RUNNER_XLA = "runner XLA sparse"
+RUNNER_SPARSE_LOGGING = "runner sparse"
 BARE_XLA = "bare XLA"
 FULL_LOGGING = "runner full logging"
 SUMMARY_LOOP = "bare summary loop"
@@ -57,16 +69,22 @@ IMPORT = "import tensorflow"
 STARTUP = "run.py epochs=1"
 ONE_JOB = "1-job sweep"
 
-# Sweeps of 1000-step jobs: the grid's first two overrides are swept, and its jobs are their product.
-GRID = ["lr=0.001,0.003,0.01,0.03,0.1,0.3", "optimizer=sgd,adam,rmsprop,adagrad", "epochs=1000"]
-QUICK_GRID = ["lr=0.01,0.1", "optimizer=sgd,adam,rmsprop,adagrad", "epochs=1000"]
-ONE_JOB_SWEEP = ["epochs=1000"]
+# The grid: its jobs are the product of the two swept lists; the 1-job sweep is its first job.
+GRID_JOB = ["objective=rosenbrock", "epochs=1000"]
+GRID = [*GRID_JOB, "optimizer=sgd,adam,rmsprop,adagrad", "lr=0.001,0.003,0.01,0.03,0.1,0.3"]
+QUICK_GRID = [*GRID_JOB, "optimizer=sgd,adam,rmsprop,adagrad", "lr=0.01,0.1"]
+PHASES = ["trace", "compile", "steps", "pictures", "tensorboard", "csv", "summary", "checkpoint"]
+
+# jit_compile=auto against its two choices, by the runner's own time, at both ends of the run lengths.
+AUTO_PROBLEM = ["objective=rosenbrock", "optimizer=adam", "lr=0.001", "log.plots=false"]
+AUTO_EPOCHS = {"short": (1000, 1000), "long": (1_000_000, 100_000)}  # (full, --quick)
+JIT = {"auto": [], "XLA": ["jit_compile=true"], "plain graph": ["jit_compile=false"]}
 
 # Per problem: numerator, denominator, target, whether the ratio must be at least (else at most) it, and
 # the problems the target is set for (the compute targets are for Rosenbrock/Adam; elsewhere: for information).
 RATIOS = [
-    (EAGER, RUNNER_XLA, 500, True, {"rosenbrock"}),
-    (RUNNER_XLA, BARE_XLA, 2, False, {"rosenbrock"}),
+    (EAGER, RUNNER_SPARSE_LOGGING, 500, True, {"rosenbrock"}),
+    (RUNNER_SPARSE_LOGGING, BARE_XLA, 2, False, {"rosenbrock"}),
     (FULL_LOGGING, SUMMARY_LOOP, 2, False, {"quadratic", "rosenbrock", "regression"}),
 ]
 
@@ -88,7 +106,7 @@ CASES = [
             EAGER: (300, 10),
             STEP: (3000, 100),
             RUNNER: (50_000, 2000),
-            RUNNER_XLA: (200_000_000, 20_000),
+            RUNNER_SPARSE_LOGGING: (200_000_000, 20_000),
             BARE_XLA: (200_000_000, 100_000),
             FULL_LOGGING: (50_000, 2000),
             SUMMARY_LOOP: (50_000, 2000),
@@ -101,7 +119,7 @@ CASES = [
             EAGER: (200, 10),
             STEP: (3000, 100),
             RUNNER: (20_000, 2000),
-            RUNNER_XLA: (200_000_000, 20_000),
+            RUNNER_SPARSE_LOGGING: (200_000_000, 20_000),
             BARE_XLA: (30_000_000, 100_000),
             FULL_LOGGING: (20_000, 2000),
             SUMMARY_LOOP: (10_000, 2000),
@@ -114,7 +132,7 @@ CASES = [
             EAGER: (200, 10),
             STEP: (2000, 100),
             RUNNER: (20_000, 300),
-            RUNNER_XLA: (20_000, 300),
+            RUNNER_SPARSE_LOGGING: (20_000, 300),
             BARE_XLA: (3000, 300),
             FULL_LOGGING: (20_000, 300),
             SUMMARY_LOOP: (2000, 300),
@@ -140,14 +158,21 @@ def python(args: Sequence[str]) -> float:
     return elapsed
 
 
-def fresh_dir(workdir: Path) -> str:
+def fresh_dir(workdir: Path) -> Path:
     """A path under `workdir` that does not exist yet, for one run or sweep."""
-    return str(Path(tempfile.mkdtemp(dir=workdir)) / "out")
+    return Path(tempfile.mkdtemp(dir=workdir)) / "out"
 
 
 def run_py(overrides: Sequence[str], workdir: Path) -> float:
     """Wall time of one `python run.py OVERRIDES` into a fresh run directory."""
     return python(["run.py", *overrides, f"hydra.run.dir={fresh_dir(workdir)}"])
+
+
+def runner_seconds(overrides: Sequence[str], workdir: Path) -> float:
+    """The runner's own time for `python run.py OVERRIDES`: summary.json's wall_time_s."""
+    run_dir = fresh_dir(workdir)
+    python(["run.py", *overrides, f"hydra.run.dir={run_dir}"])
+    return json.loads((run_dir / "summary.json").read_text())["wall_time_s"]
 
 
 def runner_per_step(extra: list[str], overrides: list[str], steps: int, workdir: Path) -> float:
@@ -170,13 +195,14 @@ class Training:
         with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
             experiment = to_experiment(compose(config_name="config", overrides=overrides))
         self.problem = experiment.objective.build(experiment.seed)
-        self.update = experiment.optimizer.build(experiment.lr)
         self.variables = [tf.Variable(value, name=name) for name, value in self.problem.start.items()]
+        self.update = experiment.optimizer.build()
         self.update.prepare(self.variables, self.loss)
+        self.update.load(experiment.lr, experiment.optimizer.hyperparameters())
 
     def loss(self) -> Any:
         """The loss at the current variables."""
-        return self.problem.loss(dict(zip(self.problem.start, self.variables, strict=True)))
+        return self.problem.value(dict(zip(self.problem.start, self.variables, strict=True)))
 
     def gradients(self) -> tuple[Any, list[Any]]:
         """The loss and its gradients, by a tape."""
@@ -259,7 +285,7 @@ def summary_loop_per_step(overrides: list[str], steps: int, workdir: Path) -> fl
 
     training = Training(overrides)
     tags = element_tags(training)
-    writer = tf.summary.create_file_writer(fresh_dir(workdir))
+    writer = tf.summary.create_file_writer(str(fresh_dir(workdir)))
 
     def flat(tensors: list[Any]) -> Any:
         return tf.concat([tf.reshape(tensor, [-1]) for tensor in tensors], axis=0)
@@ -289,7 +315,7 @@ VARIANTS: dict[str, Callable[[list[str], int, Path], float]] = {
     EAGER: eager_per_step,
     STEP: step_function_per_step,
     RUNNER: partial(runner_per_step, RUNNER_DEFAULT),
-    RUNNER_XLA: partial(runner_per_step, RUNNER_XLA_SPARSE),
+    RUNNER_SPARSE_LOGGING: partial(runner_per_step, RUNNER_SPARSE),
     BARE_XLA: bare_xla_per_step,
     FULL_LOGGING: partial(runner_per_step, RUNNER_FULL_LOGGING),
     SUMMARY_LOOP: summary_loop_per_step,
@@ -300,7 +326,7 @@ VARIANTS: dict[str, Callable[[list[str], int, Path], float]] = {
 class Task:
     """One measurement, repeated: a row of the table."""
 
-    group: str  # a problem, "start-up" or "grid"
+    group: str  # a problem, "start-up", "grid" or "jit"
     label: str
     unit: str  # "µs/step" or "s"
     count: int | None  # steps, or a sweep's jobs
@@ -317,21 +343,40 @@ def problem_tasks(case: Case, quick: bool, workdir: Path) -> list[Task]:
     return tasks
 
 
-def sweep(overrides: Sequence[str], workdir: Path) -> float:
-    """Wall time of one `python run.py -m OVERRIDES` into a fresh sweep directory."""
-    return python(["run.py", "-m", *overrides, f"hydra.sweep.dir={fresh_dir(workdir)}"])
+@dataclass
+class Grid:
+    """Sweeps into fresh directories; keeps, per sweep, the phases its jobs beyond the first recorded."""
+
+    workdir: Path
+    phases: list[dict[str, float]] = field(default_factory=list)
+
+    def sweep(self, overrides: Sequence[str]) -> float:
+        """Wall time of one `python run.py -m OVERRIDES`."""
+        sweep_dir = fresh_dir(self.workdir)
+        elapsed = python(["run.py", "-m", *overrides, f"hydra.sweep.dir={sweep_dir}"])
+        jobs = sorted(sweep_dir.glob("*/summary.json"), key=lambda path: int(path.parent.name.rsplit("_", 1)[1]))
+        if len(jobs) > 1:
+            later = [json.loads(path.read_text()).get("timings_s", {}) for path in jobs[1:]]
+            self.phases.append({phase: statistics.mean(job.get(phase, 0.0) for job in later) for phase in PHASES})
+        return elapsed
 
 
-def extra_tasks(quick: bool, workdir: Path) -> list[Task]:
-    """Start-up against importing TensorFlow, and a grid sweep against a 1-job sweep, in seconds."""
-    grid = QUICK_GRID if quick else GRID
-    jobs = len(grid[0].split(",")) * len(grid[1].split(","))
-    return [
+def extra_tasks(quick: bool, workdir: Path, grid: Grid) -> list[Task]:
+    """Start-up against importing TensorFlow, a grid against a 1-job sweep, and jit_compile=auto."""
+    swept = QUICK_GRID if quick else GRID
+    jobs = len(swept[-2].split(",")) * len(swept[-1].split(","))
+    tasks = [
         Task("start-up", IMPORT, "s", None, lambda: python(["-c", "import tensorflow"])),
         Task("start-up", STARTUP, "s", None, lambda: run_py(["epochs=1"], workdir)),
-        Task("grid", ONE_JOB, "s", 1, lambda: sweep(ONE_JOB_SWEEP, workdir)),
-        Task("grid", f"{jobs}-job sweep", "s", jobs, lambda: sweep(grid, workdir)),
+        Task("grid", ONE_JOB, "s", 1, lambda: grid.sweep(GRID_JOB)),
+        Task("grid", f"{jobs}-job sweep", "s", jobs, lambda: grid.sweep(swept)),
     ]
+    for length, steps in AUTO_EPOCHS.items():
+        epochs = steps[1 if quick else 0]
+        for choice, overrides in JIT.items():
+            command = [*AUTO_PROBLEM, f"epochs={epochs}", *overrides]
+            tasks.append(Task(f"jit {length}", choice, "s", epochs, partial(runner_seconds, command, workdir)))
+    return tasks
 
 
 def measure_all(tasks: list[Task], repeats: int) -> dict[Task, list[float]]:
@@ -354,6 +399,17 @@ def print_table(results: dict[Task, list[float]]) -> None:
         print(f"{task.group:<11} {task.label:<20} {count:>11} {task.unit:>8} {spread}")
 
 
+def print_phases(grid: Grid, extra_job: float) -> None:
+    """Where a job of the grid beyond the first spends its time: the medians over the sweeps."""
+    print("Each job of the grid beyond the first, by phase (summary.json's timings_s, median over the repeats):")
+    measured = 0.0
+    for phase in PHASES:
+        value = statistics.median(phases[phase] for phases in grid.phases)
+        measured += value
+        print(f"  {phase:<12} {value:8.3f} s")
+    print(f"  {'the rest':<12} {extra_job - measured:8.3f} s  (Hydra's composition and job set-up, the sweep report)")
+
+
 @dataclass(frozen=True)
 class Check:
     """A derived number and its target (at least or at most `target`), or no target."""
@@ -373,6 +429,12 @@ class Check:
         return f"{'≥' if self.at_least else '≤'} {self.target:g}  {'PASS' if met else 'FAIL'}"
 
 
+def extra_job_seconds(median: dict[tuple[str, str], float], results: dict[Task, list[float]]) -> float:
+    """(grid − 1-job sweep) / (jobs − 1), from the medians."""
+    grid = next(task for task in results if task.group == "grid" and task.label != ONE_JOB)
+    return (median["grid", grid.label] - median["grid", ONE_JOB]) / (grid.count - 1)
+
+
 def checks(results: dict[Task, list[float]]) -> list[Check]:
     """The issue's ratios and targets, from the medians."""
     median = {(task.group, task.label): statistics.median(values) for task, values in results.items()}
@@ -381,16 +443,15 @@ def checks(results: dict[Task, list[float]]) -> list[Check]:
         for top, bottom, target, at_least, groups in RATIOS:
             value = median[group, top] / median[group, bottom]
             found.append(Check(f"{group}: {top} / {bottom}", value, target if group in groups else None, at_least))
-    startup = median["start-up", STARTUP] / median["start-up", IMPORT]
-    grid = next(task for task in results if task.group == "grid" and task.label != ONE_JOB)
-    one_job = median["grid", ONE_JOB]
-    extra_job = (median["grid", grid.label] - one_job) / (grid.count - 1)
-    return [
-        *found,
-        Check(f"start-up: {STARTUP} / {IMPORT}", startup, 1.3),
-        Check(f"grid: seconds per extra job ({grid.label})", extra_job, 0.5),
-        Check(f"grid: extra job / {ONE_JOB}", extra_job / one_job),
+    found += [
+        Check(f"start-up: {STARTUP} / {IMPORT}", median["start-up", STARTUP] / median["start-up", IMPORT], 1.3),
+        Check("grid: seconds per job beyond the first", extra_job_seconds(median, results), 0.3),
     ]
+    for length in AUTO_EPOCHS:
+        group = f"jit {length}"
+        fastest = min(median[group, "XLA"], median[group, "plain graph"])
+        found.append(Check(f"{group}: auto / the faster of XLA and plain", median[group, "auto"] / fastest, 1.15))
+    return found
 
 
 def print_checks(found: list[Check]) -> None:
@@ -404,7 +465,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few steps and a small grid: a smoke run")
     parser.add_argument("--repeats", type=int, default=3, help="times each variant is timed (default 3)")
-    parser.add_argument("--problems", nargs="+", choices=names, default=names, metavar="NAME", help=" ".join(names))
+    parser.add_argument("--problems", nargs="*", choices=names, default=names, metavar="NAME", help=" ".join(names))
     return parser.parse_args(argv)
 
 
@@ -412,11 +473,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="tapelab-bench-") as tmp:
         workdir = Path(tmp)
+        grid = Grid(workdir)
         tasks = [
             task for case in CASES if case.name in args.problems for task in problem_tasks(case, args.quick, workdir)
         ]
-        results = measure_all(tasks + extra_tasks(args.quick, workdir), args.repeats)
+        results = measure_all(tasks + extra_tasks(args.quick, workdir, grid), args.repeats)
     print_table(results)
+    print()
+    median = {(task.group, task.label): statistics.median(values) for task, values in results.items()}
+    print_phases(grid, extra_job_seconds(median, results))
     print()
     print_checks(checks(results))
 

@@ -10,11 +10,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before anything imports TensorFlow
 
 from tapelab.config import register_configs  # noqa: E402
+from tapelab.resume import resumed_config  # noqa: E402
 from tapelab.runner import run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,6 +28,21 @@ def compose_config(*overrides: str) -> DictConfig:
     """The config `python run.py <overrides>` would run, composed in-process."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name="config", overrides=list(overrides))
+
+
+def run_in(run_dir: Path, *overrides: str) -> dict:
+    """A new run into `run_dir`, with its overrides saved as Hydra saves them; returns its summary."""
+    (run_dir / ".hydra").mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create(list(overrides)), run_dir / ".hydra" / "overrides.yaml")
+    run(compose_config(*overrides), run_dir)
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def resume_in(run_dir: Path, *overrides: str) -> dict:
+    """`python run.py resume=true hydra.run.dir=<run_dir> <overrides>`, in-process; returns the summary."""
+    cfg = resumed_config(run_dir, ["resume=true", *overrides], lambda keys: compose_config(*keys))
+    run(cfg, run_dir, resume=True)
+    return json.loads((run_dir / "summary.json").read_text())
 
 
 class Run:
@@ -50,10 +66,6 @@ def train(tmp_path: Path) -> Callable[..., Run]:
         run_dir = tmp_path / f"run{count}"
         if not any(override.startswith("log.plots=") for override in overrides):
             overrides = ("log.plots=false", *overrides)  # pictures cost ~0.5 s a run; test_pictures.py asks for them
-        if not any(override.startswith("jit_compile=") for override in overrides):
-            # XLA's compile costs ~0.5 s a run; the seeds, resume, multi-start and XLA tests (and every
-            # subprocess test) run with it, and the XLA tests compare the two.
-            overrides = ("jit_compile=false", *overrides)
         return Run(run_dir, run(compose_config(*overrides), run_dir))
 
     return _train

@@ -97,8 +97,35 @@ def test_help_lists_every_objective_optimizer_and_key_without_importing_tensorfl
     assert groups["optimizer"].split(", ") == OPTIMIZERS
     for key in ("lr", "epochs", "seed", "log.every"):
         assert key in finished.stdout
-    imported = {line.split("|")[-1].strip() for line in finished.stderr.splitlines() if "|" in line}
-    assert "tensorflow" not in imported and "keras" not in imported
+    assert not {"tensorflow", "keras"} & imported_modules(finished.stderr)
+
+
+def imported_modules(stderr: str) -> set[str]:
+    """The modules `python -X importtime` reports as imported."""
+    return {line.split("|")[-1].strip() for line in stderr.splitlines() if "|" in line}
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["optimizer.momentum=2"], "optimizer.momentum: must be a float between 0 and 1, got 2.0"),  # Keras's range
+        (["optimizer=lion", "optimizer.beta_1=0"], "optimizer.beta_1: must be in (0, 1]"),
+        (["objective=himmelblau", "objective.starts=3", "optimizer=lamb"], "objective.starts: needs an elementwise"),
+        (["objective=quadratic", "objective.starts=3"], "objective.domain: objective.starts > 1 needs a search box"),
+        (
+            ["objective=sum_of_squares", "objective.init=[" + ",".join(["1.0"] * 101) + "]", "optimizer=newton"],
+            "optimizer.max_params: the objective has 101 trainable elements",
+        ),  # fmt: skip
+        (["jit_compile=maybe"], "jit_compile: must be auto, true or false, got 'maybe'"),
+    ],
+)
+def test_config_mistakes_are_refused_before_tensorflow_is_imported(tmp_path, args, expected):
+    command = [sys.executable, "-X", "importtime", str(ROOT / "run.py")]
+    finished = run_cli(*args, f"hydra.run.dir={tmp_path / 'run'}", command=command)
+    assert finished.returncode == 2, finished.stderr[-2000:]
+    assert f"Error in config: {expected}" in finished.stderr
+    assert not {"tensorflow", "keras"} & imported_modules(finished.stderr)
+    assert not list(tmp_path.rglob("metrics.csv")) and not list(tmp_path.rglob("summary.json"))
 
 
 @pytest.mark.parametrize(

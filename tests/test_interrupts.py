@@ -104,3 +104,15 @@ def test_a_relaunched_sweep_skips_finished_jobs_and_continues_the_interrupted_on
     table = pd.read_csv(tmp_path / "sweep.csv")
     assert table["status"].tolist() == ["diverged", "completed", "completed"]
     assert pd.read_csv(interrupted / "metrics.csv")["step"].tolist() == list(range(0, 8001, 100))
+
+    # Each job equals the same job alone in a fresh process, although in the sweep's processes it reused the
+    # loop of a diverged job (the first launch) or of an interrupted and resumed one (the re-launch).
+    for job_dir, lr in ((diverged, "10"), (interrupted, "0.05"), (next(tmp_path.glob("*lr=0.02*_2")), "0.02")):
+        alone = tmp_path.parent / f"alone_{lr}"
+        single = [override for override in sweep[1:] if not override.startswith(("lr=", "hydra.sweep.dir="))]
+        subprocess.run([sys.executable, str(ROOT / "run.py"), *single, f"lr={lr}", f"hydra.run.dir={alone}"],
+                       check=True, capture_output=True, timeout=300)  # fmt: skip
+        pd.testing.assert_frame_equal(
+            pd.read_csv(job_dir / "metrics.csv"), pd.read_csv(alone / "metrics.csv"), check_exact=True
+        )
+        assert summary_of(job_dir)["final_loss"] == summary_of(alone)["final_loss"]

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tapelab.plots import loss_figure, trajectory_figure
+from tapelab.plots import ContourPicture, loss_figure
 
 
 def image_summaries(run_dir) -> dict[str, np.ndarray]:
@@ -33,17 +33,32 @@ def test_loss_axis_is_logarithmic_only_while_the_loss_stays_positive(losses, sca
     assert figure.axes[0].get_yscale() == scale
 
 
-def test_trajectory_figure_draws_path_start_end_and_every_minimum():
+def test_trajectory_picture_draws_path_start_end_and_every_minimum(tmp_path):
     grid_x, grid_y = np.meshgrid(np.linspace(-1, 2, 5), np.linspace(-1, 4, 5))
     path = np.array([[0.0, 0.0], [0.5, 1.5], [1.0, 3.0]])
     minima = [np.array([1.0, 3.0]), np.array([-0.5, 2.0])]
-    figure = trajectory_figure(grid_x, grid_y, grid_x**2 + grid_y**2 + 1, path, minima, ("x[0]", "x[1]"))
-    lines = {line.get_label(): line.get_xydata() for line in figure.axes[0].get_lines()}
+    picture = ContourPicture(grid_x, grid_y, grid_x**2 + grid_y**2 + 1, minima, ("x[0]", "x[1]"))
+    drawn = picture.save_path(path, tmp_path / "trajectory.png")
+    lines = {line.get_label(): line.get_xydata() for line in [*drawn, *picture.minima]}
     np.testing.assert_array_equal(lines["path"], path)
     np.testing.assert_array_equal(lines["start"], [[0.0, 0.0]])
     np.testing.assert_array_equal(lines["end"], [[1.0, 3.0]])
     np.testing.assert_array_equal(lines["global minima"], np.array(minima))
-    assert figure.axes[0].get_xlabel() == "x[0]"
+    assert picture.axis.get_xlabel() == "x[0]"
+    assert matplotlib.image.imread(tmp_path / "trajectory.png").shape[:2] == (round(5.4 * 110), round(6.4 * 110))
+
+
+def test_a_reused_contour_draws_each_path_on_the_bare_contour(tmp_path):
+    # The second picture over the same contour must not show the first one's path.
+    grid_x, grid_y = np.meshgrid(np.linspace(-1, 1, 5), np.linspace(-1, 1, 5))
+    picture = ContourPicture(grid_x, grid_y, grid_x**2 + grid_y**2 + 1, [], ("x", "y"))
+    here, there = np.array([[-0.8, -0.8], [-0.7, -0.7]]), np.array([[0.6, 0.6], [0.7, 0.7]])
+    picture.save_path(here, tmp_path / "first.png")
+    picture.save_path(there, tmp_path / "second.png")
+    fresh = ContourPicture(grid_x, grid_y, grid_x**2 + grid_y**2 + 1, [], ("x", "y"))
+    fresh.save_path(there, tmp_path / "alone.png")
+    second, alone = (matplotlib.image.imread(tmp_path / name) for name in ("second.png", "alone.png"))
+    np.testing.assert_array_equal(second, alone)
 
 
 def test_two_parameter_run_writes_both_pictures_and_the_same_images_to_tensorboard(train):

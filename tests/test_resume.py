@@ -8,31 +8,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import compose_config
+from conftest import resume_in, run_in
 from tapelab.errors import ConfigError
-from tapelab.resume import resumed_config
-from tapelab.runner import run
 
 # Adam carries state (moments and the step count): a resume that lost it would change the trajectory.
 ADAM_ON_ROSENBROCK = ["objective=rosenbrock", "optimizer=adam", "lr=0.01", "log.plots=false"]
-
-
-def run_in(run_dir: Path, *overrides: str) -> dict:
-    """A new run into `run_dir`, with its overrides saved as Hydra saves them; returns its summary."""
-    (run_dir / ".hydra").mkdir(parents=True)
-    OmegaConf.save(OmegaConf.create(list(overrides)), run_dir / ".hydra" / "overrides.yaml")
-    run(compose_config(*overrides), run_dir)
-    return json.loads((run_dir / "summary.json").read_text())
-
-
-def resume_in(run_dir: Path, *overrides: str) -> dict:
-    """`python run.py resume=true hydra.run.dir=<run_dir> <overrides>`, in-process; returns the summary."""
-    cfg = resumed_config(run_dir, ["resume=true", *overrides], lambda keys: compose_config(*keys))
-    run(cfg, run_dir, resume=True)
-    return json.loads((run_dir / "summary.json").read_text())
 
 
 def loss_steps(run_dir: Path) -> list[int]:

@@ -103,10 +103,11 @@ SEED_004_X = [
 ]
 
 
-@pytest.fixture
-def train(train):
-    """The seeds' numbers come from the default settings, so XLA compiles the loop here."""
-    return lambda *overrides: train("jit_compile=true", *overrides)
+@pytest.fixture(params=["auto", "true", "false"])
+def train(train, request):
+    """Every seed number, exactly, with the default (auto: these short runs take the plain graph), with XLA and
+    with the plain graph forced."""
+    return lambda *overrides: train(f"jit_compile={request.param}", *overrides)
 
 
 def float32_equal(actual, expected) -> bool:

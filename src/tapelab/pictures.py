@@ -11,7 +11,7 @@ import pandas as pd
 
 from tapelab.landscape import loss_at
 from tapelab.objectives import Problem
-from tapelab.plots import contour_box, loss_figure, save, starts_figure, trajectory_figure
+from tapelab.plots import ContourPicture, contour_box, loss_figure, save
 from tapelab.rundir import METRICS
 from tapelab.training import element_columns
 
@@ -20,29 +20,30 @@ TRAJECTORY_PNG = "trajectory.png"
 STARTS_PNG = "starts.png"
 GRID_POINTS = 160  # per axis of the contour
 MAX_PATH_POINTS = 5000
-MAX_CACHED_GRIDS = 8
-_grids: OrderedDict[str, tuple[np.ndarray, ...]] = OrderedDict()  # the contours a process drew last
+MAX_CACHED_CONTOURS = 8
+_contours: OrderedDict[str, ContourPicture] = OrderedDict()  # the contours a process drew last
 
 
-def contour_grid(problem: Problem, points: np.ndarray, domain: np.ndarray | None) -> tuple[np.ndarray, ...]:
-    """The mesh and the objective's values over a region that holds `points`, the minima and the domain.
+def contour_picture(problem: Problem, points: np.ndarray, domain: np.ndarray | None) -> ContourPicture:
+    """The contour of the objective over a region that holds `points`, the minima and the domain.
 
-    The jobs of a sweep mostly draw the same objective over the same region: the values are computed once
-    per loss, constants and region in a process.
+    The jobs of a sweep mostly draw the same objective over the same region: its values are computed, and
+    the contour rendered, once per loss, constants and region in a process.
     """
     box = contour_box(points, list(problem.minima), domain)
-    digest = hashlib.sha256(problem.structure.encode() + box.tobytes())
+    labels = tuple(element_columns(problem.start))
+    digest = hashlib.sha256(repr((problem.structure, labels)).encode() + box.tobytes())
     for name, value in problem.constants.items():
         digest.update(name.encode() + np.ascontiguousarray(value).tobytes())
     key = digest.hexdigest()
-    if key not in _grids:
+    if key not in _contours:
         grid_x, grid_y = np.meshgrid(np.linspace(*box[0], GRID_POINTS), np.linspace(*box[1], GRID_POINTS))
         values = loss_at(problem, np.stack([grid_x.ravel(), grid_y.ravel()], axis=1)).reshape(grid_x.shape)
-        _grids[key] = (grid_x, grid_y, values)
-        while len(_grids) > MAX_CACHED_GRIDS:
-            _grids.popitem(last=False)
-    _grids.move_to_end(key)
-    return _grids[key]
+        _contours[key] = ContourPicture(grid_x, grid_y, values, list(problem.minima), labels)
+        while len(_contours) > MAX_CACHED_CONTOURS:
+            _contours.popitem(last=False)
+    _contours.move_to_end(key)
+    return _contours[key]
 
 
 def draw_run(run_dir: Path, problem: Problem, param_columns: list[str], domain: np.ndarray | None) -> list[Path]:
@@ -53,18 +54,13 @@ def draw_run(run_dir: Path, problem: Problem, param_columns: list[str], domain: 
     written = [run_dir / LOSS_PNG]
     if len(param_columns) == 2:
         path = history[param_columns].to_numpy(np.float64)
-        figure = trajectory_figure(
-            *contour_grid(problem, path, domain), path, list(problem.minima), tuple(param_columns)
-        )
-        save(figure, run_dir / TRAJECTORY_PNG)
+        contour_picture(problem, path, domain).save_path(path, run_dir / TRAJECTORY_PNG)
         written.append(run_dir / TRAJECTORY_PNG)
     return written
 
 
 def draw_starts(run_dir: Path, problem: Problem, starts: np.ndarray, ends: np.ndarray, domain: np.ndarray) -> Path:
     """starts.png: every start joined to its end over the contour of a two-parameter objective."""
-    labels = tuple(element_columns(problem.start))
     finite_ends = ends[np.all(np.isfinite(ends), axis=1)]
-    grid = contour_grid(problem, np.vstack([starts, finite_ends]), domain)
-    save(starts_figure(*grid, starts, ends, list(problem.minima), labels), run_dir / STARTS_PNG)
+    contour_picture(problem, np.vstack([starts, finite_ends]), domain).save_starts(starts, ends, run_dir / STARTS_PNG)
     return run_dir / STARTS_PNG

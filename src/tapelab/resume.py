@@ -93,8 +93,8 @@ def resumed_config(run_dir: Path, overrides: Sequence[str], compose: Callable[[l
     new_epochs = [override for override in overrides if override_key(override) == "epochs"]
     kept = [override for override in saved if override_key(override) not in CHANGEABLE or not new_epochs]
     cfg = compose([*kept, *new_epochs, "resume=true"])
-    # An interrupted run may have done all its updates and lack only its final row.
-    if cfg.epochs < steps or (cfg.epochs == steps and status != "interrupted"):
+    # An interrupted or killed run may have done all its updates and lack only its final row.
+    if cfg.epochs < steps or (cfg.epochs == steps and status not in ("interrupted", "running")):
         raise ConfigError(
             "epochs", f"must be more than the {steps} steps the run in {run_dir} has done, got {cfg.epochs}"
         )

@@ -89,12 +89,12 @@ def train(experiment: Experiment, run_dir: Path, resume: bool = False, progress:
                     if not history.empty:
                         last_logged = int(history["step"].iat[-1])
                     if chunk.updates:  # the state moved: save it, and mark a run a SIGKILL would leave resumable
-                        with timings.measure("checkpoint"):
-                            checkpoints.save(checkpoint_number=trainer.step)
                         running = {"status": "running", "steps": trainer.step, "log_every": log_every,
                                    "xla": trainer.jit_compile, "wall_time_s": elapsed()}  # fmt: skip
-                        with timings.measure("summary"):
+                        with timings.measure("summary"):  # first: a checkpoint is never without its summary
                             write_json_atomically(run_dir / SUMMARY, {**running, **experiment.describe()})
+                        with timings.measure("checkpoint"):
+                            checkpoints.save(checkpoint_number=trainer.step)
                     bar.update(chunk.updates)
                     if chunk.status is not None:
                         status = chunk.status

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import yaml
 from omegaconf import OmegaConf
 
 from tapelab.atomic import replacing
@@ -26,6 +27,7 @@ SWEEP_PNG = "sweep.png"
 HPARAMS_SUFFIX = ".sweep-hparams"  # the event file that holds the sweep's HParams experiment
 RESULT_COLUMNS = ["status", "final_loss", "best_loss", "steps", "wall_time_s", "distance_to_min"]
 METRICS_OF_RUNS = ["final_loss", "best_loss", "steps"]
+YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass(frozen=True)
@@ -54,12 +56,13 @@ def find_jobs(sweep_dir: Path) -> list[Job]:
     jobs = []
     for overrides_file in sweep_dir.rglob(".hydra/overrides.yaml"):
         job_dir = overrides_file.parent.parent
-        hydra_config = OmegaConf.load(job_dir / ".hydra" / "hydra.yaml")
+        # libyaml's loader where PyYAML has it: hydra.yaml is long, and OmegaConf's loader takes ~20 ms a job.
+        hydra_config = yaml.load((job_dir / ".hydra" / "hydra.yaml").read_text(), Loader=YAML_LOADER)
         summary_file = job_dir / SUMMARY
         jobs.append(
             Job(
                 dir=job_dir,
-                num=int(hydra_config.hydra.job.num),
+                num=int(hydra_config["hydra"]["job"]["num"]),
                 overrides={
                     override.key_or_group: override.value()
                     for override in parse_overrides(list(OmegaConf.load(overrides_file)))
