@@ -23,7 +23,8 @@ Set-up, in seconds:
   basic launcher) against a 1-job sweep: the cost of each job beyond the first, and where it goes (the
   phases every job's summary.json records, averaged over the jobs beyond the first);
 - jit_compile=auto at 1000 and at 10⁶ steps against XLA and the plain graph forced, by the runner's own time
-  (summary.json's wall_time_s, which leaves out Python's and TensorFlow's start).
+  (summary.json's wall_time_s, which leaves out Python's and TensorFlow's start): auto passes when it chose
+  the faster of the two, or when they are within 15% of each other.
 
 Repeats are interleaved (every repeat times every variant once), so noise on the machine falls on all
 variants alike. The table gives median, min and max; the checks use the medians.
@@ -79,6 +80,7 @@ PHASES = ["trace", "compile", "steps", "pictures", "tensorboard", "csv", "summar
 AUTO_PROBLEM = ["objective=rosenbrock", "optimizer=adam", "lr=0.001", "log.plots=false"]
 AUTO_EPOCHS = {"short": (1000, 1000), "long": (1_000_000, 100_000)}  # (full, --quick)
 JIT = {"auto": [], "XLA": ["jit_compile=true"], "plain graph": ["jit_compile=false"]}
+AUTO_TIE = 1.15  # within this factor of each other the two choices are a tie, and auto passes either way
 
 # Per problem: numerator, denominator, target, whether the ratio must be at least (else at most) it, and
 # the problems the target is set for (the compute targets are for Rosenbrock/Adam; elsewhere: for information).
@@ -168,11 +170,15 @@ def run_py(overrides: Sequence[str], workdir: Path) -> float:
     return python(["run.py", *overrides, f"hydra.run.dir={fresh_dir(workdir)}"])
 
 
-def runner_seconds(overrides: Sequence[str], workdir: Path) -> float:
-    """The runner's own time for `python run.py OVERRIDES`: summary.json's wall_time_s."""
+def runner_seconds(overrides: Sequence[str], workdir: Path, chose_xla: list[bool] | None = None) -> float:
+    """The runner's own time for `python run.py OVERRIDES`: summary.json's wall_time_s (appending its `xla`
+    to `chose_xla`)."""
     run_dir = fresh_dir(workdir)
     python(["run.py", *overrides, f"hydra.run.dir={run_dir}"])
-    return json.loads((run_dir / "summary.json").read_text())["wall_time_s"]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    if chose_xla is not None:
+        chose_xla.append(summary["xla"])
+    return summary["wall_time_s"]
 
 
 def runner_per_step(extra: list[str], overrides: list[str], steps: int, workdir: Path) -> float:
@@ -361,6 +367,9 @@ class Grid:
         return elapsed
 
 
+AUTO_CHOICES: dict[str, list[bool]] = {length: [] for length in AUTO_EPOCHS}  # what auto chose, per repeat
+
+
 def extra_tasks(quick: bool, workdir: Path, grid: Grid) -> list[Task]:
     """Start-up against importing TensorFlow, a grid against a 1-job sweep, and jit_compile=auto."""
     swept = QUICK_GRID if quick else GRID
@@ -375,7 +384,8 @@ def extra_tasks(quick: bool, workdir: Path, grid: Grid) -> list[Task]:
         epochs = steps[1 if quick else 0]
         for choice, overrides in JIT.items():
             command = [*AUTO_PROBLEM, f"epochs={epochs}", *overrides]
-            tasks.append(Task(f"jit {length}", choice, "s", epochs, partial(runner_seconds, command, workdir)))
+            record = AUTO_CHOICES[length] if choice == "auto" else None
+            tasks.append(Task(f"jit {length}", choice, "s", epochs, partial(runner_seconds, command, workdir, record)))
     return tasks
 
 
@@ -418,9 +428,12 @@ class Check:
     value: float
     target: float | None = None
     at_least: bool = False
+    chose_faster: bool | None = None  # for jit_compile=auto: whether it picked the faster of its two choices
 
     def verdict(self) -> str:
         """`≥ 500  PASS`, `≤ 2  FAIL`, NOISE for a value <= 0, or nothing without a target."""
+        if self.chose_faster is not None:
+            return "×  PASS" if self.chose_faster else "×  FAIL"
         if self.target is None:
             return ""
         if self.value <= 0:
@@ -449,8 +462,11 @@ def checks(results: dict[Task, list[float]]) -> list[Check]:
     ]
     for length in AUTO_EPOCHS:
         group = f"jit {length}"
-        fastest = min(median[group, "XLA"], median[group, "plain graph"])
-        found.append(Check(f"{group}: auto / the faster of XLA and plain", median[group, "auto"] / fastest, 1.15))
+        faster = "XLA" if median[group, "XLA"] < median[group, "plain graph"] else "plain graph"
+        chose = {"XLA" if xla else "plain graph" for xla in AUTO_CHOICES[length]}
+        label = f"{group}: auto chose {' and '.join(sorted(chose))}; {faster} was faster, by"
+        slower = max(median[group, "XLA"], median[group, "plain graph"]) / median[group, faster]
+        found.append(Check(label, slower, None, chose_faster=chose == {faster} or slower <= AUTO_TIE))
     return found
 
 

@@ -9,7 +9,13 @@ import numpy as np
 from tapelab.objectives import Problem
 
 EAGER_POINTS = 16
+MAX_BATCH_FLOATS = 2**24  # points × the loss's elements per call: pfor holds every point's intermediates at once
 _grid_functions: dict[str, Any] = {}  # one traced batch evaluation per loss structure and process
+
+
+def loss_elements(problem: Problem) -> int:
+    """How many numbers one evaluation of the loss reads: the parameters' elements and the constants' (data)."""
+    return int(sum(np.size(value) for value in (*problem.start.values(), *problem.constants.values())))
 
 
 def loss_at(problem: Problem, points: np.ndarray) -> np.ndarray:
@@ -21,7 +27,10 @@ def loss_at(problem: Problem, points: np.ndarray) -> np.ndarray:
     if len(points) <= EAGER_POINTS:  # a few points (the minima): cheaper than tracing a graph
         return np.array([problem.value(problem.split(point, tf.reshape)).numpy() for point in flat_points], np.float32)
     constants = {name: tf.constant(value) for name, value in problem.constants.items()}
-    return batch_function(problem)(flat_points, constants).numpy()
+    evaluate, batch = batch_function(problem), max(1, MAX_BATCH_FLOATS // loss_elements(problem))
+    return np.concatenate(
+        [evaluate(flat_points[i : i + batch], constants).numpy() for i in range(0, len(points), batch)]
+    )
 
 
 def batch_function(problem: Problem) -> Any:

@@ -127,7 +127,8 @@ class Optimizer:
     def structure(self) -> str:
         """What the update rule is built from: the keys that are not inputs, and which inputs are set."""
         keys = self.hyperparameters()
-        return f"{self.name}{ {key: keys[key] is not None if key in self.inputs else keys[key] for key in keys} }"
+        built_from = {key: keys[key] is not None if key in self.inputs else keys[key] for key in keys}
+        return f"{self.name} {built_from}"
 
     def coupling(self) -> str | None:
         """What makes one element's step depend on other elements, or None for an elementwise rule."""

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tapelab.landscape import loss_at
+from tapelab.landscape import loss_at, loss_elements
 from tapelab.objectives import Problem
 from tapelab.plots import ContourPicture, contour_box, loss_figure, save
 from tapelab.rundir import METRICS
@@ -18,7 +18,9 @@ from tapelab.training import element_columns
 LOSS_PNG = "loss.png"
 TRAJECTORY_PNG = "trajectory.png"
 STARTS_PNG = "starts.png"
-GRID_POINTS = 160  # per axis of the contour
+GRID_POINTS = 160  # per axis of the contour, for objectives that read few numbers
+MIN_GRID_POINTS = 24
+MAX_CONTOUR_FLOATS = 2**28  # grid points × the loss's elements: a regression on 10⁵ points gets a 36×36 grid
 MAX_PATH_POINTS = 5000
 MAX_CACHED_CONTOURS = 8
 _contours: OrderedDict[str, ContourPicture] = OrderedDict()  # the contours a process drew last
@@ -37,7 +39,10 @@ def contour_picture(problem: Problem, points: np.ndarray, domain: np.ndarray | N
         digest.update(name.encode() + np.ascontiguousarray(value).tobytes())
     key = digest.hexdigest()
     if key not in _contours:
-        grid_x, grid_y = np.meshgrid(np.linspace(*box[0], GRID_POINTS), np.linspace(*box[1], GRID_POINTS))
+        points_per_axis = int(
+            np.clip(np.sqrt(MAX_CONTOUR_FLOATS / loss_elements(problem)), MIN_GRID_POINTS, GRID_POINTS)
+        )
+        grid_x, grid_y = np.meshgrid(np.linspace(*box[0], points_per_axis), np.linspace(*box[1], points_per_axis))
         values = loss_at(problem, np.stack([grid_x.ravel(), grid_y.ravel()], axis=1)).reshape(grid_x.shape)
         _contours[key] = ContourPicture(grid_x, grid_y, values, list(problem.minima), labels)
         while len(_contours) > MAX_CACHED_CONTOURS:

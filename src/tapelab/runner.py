@@ -154,9 +154,11 @@ def checked_problem(experiment: Experiment) -> tuple[Problem, np.ndarray | None]
 
 def restore(checkpoints: Any, run_dir: Path) -> None:
     """Load the latest checkpoint in `run_dir` into the trainer, or raise ConfigError if it doesn't fit."""
+    status = checkpoints.checkpoint.restore(checkpoints.latest_checkpoint)
     try:
-        checkpoints.checkpoint.restore(checkpoints.latest_checkpoint).assert_consumed()
+        status.assert_consumed()
     except (AssertionError, ValueError) as error:  # another structure, or an older tapelab's layout
+        status.expect_partial()  # TensorFlow would log each unmatched value again; the error names them
         problem = " ".join(str(error).split())[:200]
         raise ConfigError("resume", f"the checkpoint in {run_dir} does not fit this run's loop: {problem}") from None
 

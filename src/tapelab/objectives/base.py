@@ -67,7 +67,7 @@ class Objective:
     """Base of every objective schema. Subclasses add their keys and implement `build` and `formula`.
 
     `inputs` names the keys whose values reach the loss only through `Problem.start` and `Problem.constants`.
-    `formula` is called on the objective's `structure()`, where those keys are None, so it cannot bake one
+    `formula` is called on the objective `without_inputs()`, where those keys are None, so it cannot bake one
     run's value into a loop that later runs reuse.
     """
 
@@ -87,7 +87,7 @@ class Objective:
         """The loss from TensorFlow ops, given the parameters and constants as name -> tensor."""
         raise NotImplementedError
 
-    def structure(self) -> Objective:
+    def without_inputs(self) -> Objective:
         """This config with every input key (and the search box) set to None: what the loss is built from."""
         return dataclasses.replace(self, **{key: None for key in ("domain", *self.inputs)})
 
@@ -98,7 +98,7 @@ class Objective:
         minima: tuple[np.ndarray, ...] = (),
     ) -> Problem:
         """The `Problem` of these values, with the loss of this objective's structure."""
-        structure = self.structure()
+        structure = self.without_inputs()
         return Problem(start, structure.formula, repr(structure), constants or {}, minima)
 
     def box(self) -> np.ndarray | None:
