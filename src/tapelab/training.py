@@ -47,9 +47,9 @@ ROW_BUFFER_FLOATS = 2**22  # 16 MB of float32 rows per chunk at most, for object
 MAX_IDLE_TRAINERS = 16  # loop structures a process keeps for later runs
 
 # jit_compile=auto: XLA once a run's estimated work, epochs × (1 + elements / XLA_ELEMENTS_PER_STEP), reaches
-# XLA_MIN_WORK. Measured by scripts/bench.py: the plain graph costs ~25-35 µs a step on small problems plus
-# ~9 ns per element of parameters and data, XLA ~0.04 µs plus ~0.7 ns, and XLA's compile costs ~0.1 s more
-# than the plain graph's first call.
+# XLA_MIN_WORK. Measured by scripts/bench.py: the plain graph costs ~50 µs a step on a small problem (a row
+# written every step) plus ~9 ns per element of parameters and data, XLA ~0.04 µs plus ~0.7 ns, and XLA's
+# compile ~0.15 s more than the plain graph's first call: they break even near 3000 steps.
 XLA_MIN_WORK = 3000
 XLA_ELEMENTS_PER_STEP = 5000
 
