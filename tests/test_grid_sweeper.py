@@ -9,10 +9,10 @@ from hydra._internal.utils import create_config_search_path
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import ConfigCompositionException
 from hydra.types import RunMode
-from hydra_plugins.tapelab_sweeper.grid_sweeper import ComposedOnce
 from omegaconf import OmegaConf
 
 from conftest import CONF_DIR
+from hydra_plugins.tapelab_sweeper.grid_sweeper import ComposedOnce
 
 
 class CountingLoader(ConfigLoaderImpl):
