@@ -123,7 +123,7 @@ CASES = [
             RUNNER: (20_000, 2000),
             RUNNER_SPARSE_LOGGING: (200_000_000, 20_000),
             BARE_XLA: (30_000_000, 100_000),
-            FULL_LOGGING: (20_000, 2000),
+            FULL_LOGGING: (60_000, 2000),
             SUMMARY_LOOP: (10_000, 2000),
         },
     ),

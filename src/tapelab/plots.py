@@ -17,7 +17,7 @@ MAX_DECADES_WITH_MINOR_TICKS = 2  # a log axis over more decades reads well from
 SUPERSCRIPTS = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 # A run's pictures are drawn for every job of a sweep, so they skip what costs most and shows least: the
 # layout and the titles' height are fixed rather than computed from every label's extent, log axes are
-# labelled 10⁻³ in plain text rather than with mathtext, and get minor ticks only over a few decades.
+# labelled 10⁻³ in plain text rather than with mathtext, and get few minor ticks (each label is drawn text).
 RUN_MARGINS = {"left": 0.12, "right": 0.96, "bottom": 0.11, "top": 0.93}
 
 
@@ -49,13 +49,23 @@ def decade_label(value: float, position: int | None = None) -> str:
 
 
 def log_ticks(axis: Any, low: float, high: float) -> None:
-    """Label a logarithmic `axis` (a matplotlib Axis) spanning about [`low`, `high`] without mathtext."""
+    """Label a logarithmic `axis` (a matplotlib Axis) spanning about [`low`, `high`] without mathtext.
+
+    Over more than a few decades only the decades are marked; over one to a few, 2 and 5 of each decade as
+    well (1-2-5); within a decade, the minor ticks matplotlib chooses.
+    """
     from matplotlib import ticker
 
-    axis.set_major_formatter(ticker.FuncFormatter(decade_label))
-    axis.set_minor_formatter(ticker.LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.4)))
-    if low > 0 and np.log10(high / low) > MAX_DECADES_WITH_MINOR_TICKS:
+    decade_labels = ticker.FuncFormatter(decade_label)
+    axis.set_major_formatter(decade_labels)
+    decades = np.log10(high / low) if low > 0 else None
+    if decades is not None and decades > MAX_DECADES_WITH_MINOR_TICKS:
         axis.set_minor_locator(ticker.NullLocator())
+    elif decades is not None and decades >= 1:
+        axis.set_minor_locator(ticker.LogLocator(subs=(2.0, 5.0)))
+        axis.set_minor_formatter(decade_labels)
+    else:
+        axis.set_minor_formatter(ticker.LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.4)))
 
 
 def loss_figure(history: pd.DataFrame) -> Any:
