@@ -33,6 +33,25 @@ def test_loss_axis_is_logarithmic_only_while_the_loss_stays_positive(losses, sca
     assert figure.axes[0].get_yscale() == scale
 
 
+@pytest.mark.parametrize(
+    ("losses", "minor_labels"),
+    [
+        ([25.0, 1.1], {"2", "5", "20"}),  # 1.4 decades: 1-2-5
+        ([900.0, 0.01], set()),  # 5 decades: the decades alone
+        ([4.0, 1.5], {"2", "3", "4"}),  # within a decade: matplotlib's own minor labels
+    ],
+)
+def test_log_loss_axis_labels_minor_ticks_by_the_decades_it_spans(losses, minor_labels):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    figure = loss_figure(pd.DataFrame({"step": [0, 1], "loss": losses}))
+    FigureCanvasAgg(figure).draw()
+    axis = figure.axes[0].yaxis
+    low, high = axis.get_view_interval()
+    visible = {tick.label1.get_text() for tick in axis.get_minor_ticks() if low <= tick.get_loc() <= high}
+    assert visible - {""} == minor_labels
+
+
 def test_trajectory_picture_draws_path_start_end_and_every_minimum(tmp_path):
     grid_x, grid_y = np.meshgrid(np.linspace(-1, 2, 5), np.linspace(-1, 4, 5))
     path = np.array([[0.0, 0.0], [0.5, 1.5], [1.0, 3.0]])

@@ -51,21 +51,21 @@ def decade_label(value: float, position: int | None = None) -> str:
 def log_ticks(axis: Any, low: float, high: float) -> None:
     """Label a logarithmic `axis` (a matplotlib Axis) spanning about [`low`, `high`] without mathtext.
 
-    Over more than a few decades only the decades are marked; over one to a few, 2 and 5 of each decade as
-    well (1-2-5); within a decade, the minor ticks matplotlib chooses.
+    Within a decade (or an unknown span) the minor ticks are those matplotlib chooses; over one to
+    MAX_DECADES_WITH_MINOR_TICKS decades, 2 and 5 of each decade (1-2-5); over more, only the decades.
     """
     from matplotlib import ticker
 
     decade_labels = ticker.FuncFormatter(decade_label)
     axis.set_major_formatter(decade_labels)
-    decades = np.log10(high / low) if low > 0 else None
-    if decades is not None and decades > MAX_DECADES_WITH_MINOR_TICKS:
-        axis.set_minor_locator(ticker.NullLocator())
-    elif decades is not None and decades >= 1:
+    decades = np.log10(high / low) if low > 0 else 0.0
+    if decades < 1:
+        axis.set_minor_formatter(ticker.LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.4)))
+    elif decades <= MAX_DECADES_WITH_MINOR_TICKS:
         axis.set_minor_locator(ticker.LogLocator(subs=(2.0, 5.0)))
         axis.set_minor_formatter(decade_labels)
     else:
-        axis.set_minor_formatter(ticker.LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.4)))
+        axis.set_minor_locator(ticker.NullLocator())
 
 
 def loss_figure(history: pd.DataFrame) -> Any:
