@@ -149,8 +149,8 @@ def test_the_column_of_a_refused_construct_points_at_it(tmp_path):
 @pytest.mark.parametrize(
     ("overrides", "key", "problem"),
     [
-        (["objective.expr=x**2"], "objective.init", "needs a start value for x and has w, which the expression"),
-        (["objective.expr=w + z"], "objective.init", "needs a start value for z; give one value per name"),
+        (["objective.expr=x**2", "objective.init={w: 1}"], "objective.init", "needs a start value for x and has w"),
+        (["objective.expr=w + z", "objective.init={w: 1}"], "objective.init", "needs a start value for z; give one"),
         (["objective.init={w: 1, z: 2}"], "objective.init", "has z, which the expression does not use"),
         (["objective.init={w: [1, 2]}"], "objective.init", "must map each name to a number"),
         (["objective.constants=[w]"], "objective.constants", "nothing to train"),

@@ -6,6 +6,19 @@ import numpy as np
 import pytest
 
 
+@pytest.fixture(params=["true", "false"], ids=["xla", "graph"])
+def train_xla_or_graph(train, request):
+    """`train` with XLA (the default path of long runs) or the plain graph forced, and checked to have run there:
+    each behaviour below holds on both, with the same expected numbers."""
+
+    def _train(*overrides):
+        result = train(f"jit_compile={request.param}", *overrides)
+        assert result.summary["xla"] is (request.param == "true")
+        return result
+
+    return _train
+
+
 def test_columns_are_step_loss_grad_norm_lr_then_parameters_then_gradients(train):
     result = train("objective=linear_regression", "epochs=1")
     assert list(result.metrics.columns) == ["step", "loss", "grad_norm", "lr", "w", "b", "grad_w", "grad_b"]
@@ -14,43 +27,43 @@ def test_columns_are_step_loss_grad_norm_lr_then_parameters_then_gradients(train
 @pytest.mark.parametrize(
     ("epochs", "every", "steps"), [(10, 3, [0, 3, 6, 9, 10]), (9, 3, [0, 3, 6, 9]), (5, 100, [0, 5]), (1, 1, [0, 1])]
 )
-def test_log_every_keeps_multiples_and_the_final_step(train, epochs, every, steps):
-    result = train(f"epochs={epochs}", f"log.every={every}")
+def test_log_every_keeps_multiples_and_the_final_step(train_xla_or_graph, epochs, every, steps):
+    result = train_xla_or_graph(f"epochs={epochs}", f"log.every={every}")
     assert result.metrics["step"].tolist() == steps
     assert result.summary["steps"] == epochs
 
 
-def test_log_max_rows_raises_every_and_keeps_the_final_step(train):
+def test_log_max_rows_raises_every_and_keeps_the_final_step(train_xla_or_graph):
     # 2500 steps at most 100 rows: every 25th step (ceil(2500 / 100)), and 2500 itself.
-    result = train("optimizer=gd", "epochs=2500", "log.max_rows=100")
+    result = train_xla_or_graph("optimizer=gd", "epochs=2500", "log.max_rows=100")
     assert result.metrics["step"].tolist() == list(range(0, 2501, 25))
     assert result.summary["log_every"] == 25
 
 
-def test_logged_rows_stay_on_the_grid_when_chunks_end_between_grid_points(train):
+def test_logged_rows_stay_on_the_grid_when_chunks_end_between_grid_points(train_xla_or_graph):
     # The first chunk has 1000 steps, which 7 doesn't divide; later chunks are sized by time.
-    result = train("optimizer=gd", "lr=0.001", "epochs=5000", "log.every=7")
+    result = train_xla_or_graph("optimizer=gd", "lr=0.001", "epochs=5000", "log.every=7")
     assert result.metrics["step"].tolist() == [*range(0, 5000, 7), 5000]
 
 
-def test_history_is_seamless_across_chunks(train):
+def test_history_is_seamless_across_chunks(train_xla_or_graph):
     # Gradient descent on (x − 1)² from 0: x_t = 1 − (1 − 2·lr)^t. 2500 steps span several chunks.
-    result = train("optimizer=gd", "lr=0.001", "epochs=2500")
+    result = train_xla_or_graph("optimizer=gd", "lr=0.001", "epochs=2500")
     steps = result.metrics["step"].to_numpy()
     np.testing.assert_array_equal(steps, np.arange(2501))
     np.testing.assert_allclose(result.metrics["x"], 1 - 0.998**steps, rtol=1e-4, atol=1e-6)
 
 
-def test_best_loss_counts_unlogged_steps(train):
+def test_best_loss_counts_unlogged_steps(train_xla_or_graph):
     # lr 0.9 overshoots: x_t − 1 = (−0.8)^t, so the loss shrinks at every step, logged or not.
-    result = train("optimizer=gd", "lr=0.9", "epochs=7", "log.every=5")
+    result = train_xla_or_graph("optimizer=gd", "lr=0.9", "epochs=7", "log.every=5")
     assert result.summary["best_loss"] == pytest.approx(0.64**7, rel=1e-4)
     assert result.summary["final_loss"] == pytest.approx(0.64**7, rel=1e-4)
 
 
-def test_diverging_run_stops_and_keeps_every_finite_row(train):
+def test_diverging_run_stops_and_keeps_every_finite_row(train_xla_or_graph):
     # lr 10: x_t − 1 = (−19)^t, so the loss 361^t overflows float32 at t = 16.
-    result = train("lr=10", "epochs=100")
+    result = train_xla_or_graph("lr=10", "epochs=100")
     assert result.summary["status"] == "diverged"
     assert result.summary["steps"] == 15
     assert result.returned == float("inf")
@@ -61,8 +74,8 @@ def test_diverging_run_stops_and_keeps_every_finite_row(train):
     assert result.summary["final_loss"] == pytest.approx(361.0**15, rel=1e-4)
 
 
-def test_diverging_run_logs_its_last_finite_step_even_between_log_points(train):
-    result = train("lr=10", "epochs=100", "log.every=4")
+def test_diverging_run_logs_its_last_finite_step_even_between_log_points(train_xla_or_graph):
+    result = train_xla_or_graph("lr=10", "epochs=100", "log.every=4")
     assert result.metrics["step"].tolist() == [0, 4, 8, 12, 15]
     assert result.summary["steps"] == 15
 
@@ -122,16 +135,16 @@ def test_benchmark_functions_are_zero_at_their_published_minimum(train, objectiv
     assert result.summary["distance_to_min"] == pytest.approx(0.0, abs=1e-6)
 
 
-def test_divergence_found_at_the_final_row_keeps_the_rows_before_it(train):
+def test_divergence_found_at_the_final_row_keeps_the_rows_before_it(train_xla_or_graph):
     # With lr 10 the loss overflows at t = 16: here that is the final state, after the last update.
-    result = train("lr=10", "epochs=16")
+    result = train_xla_or_graph("lr=10", "epochs=16")
     assert (result.summary["status"], result.summary["steps"]) == ("diverged", 15)
     assert result.metrics["step"].tolist() == list(range(16))
 
 
-def test_slow_divergence_across_chunks_keeps_a_seamless_history(train):
+def test_slow_divergence_across_chunks_keeps_a_seamless_history(train_xla_or_graph):
     # lr 1.02: x_t − 1 = −(−1.04)^t, so x² overflows float32 (x ≈ 1.8e19) near t = 1131, in the second chunk.
-    result = train("optimizer=gd", "lr=1.02", "epochs=5000", "log.every=1")
+    result = train_xla_or_graph("optimizer=gd", "lr=1.02", "epochs=5000", "log.every=1")
     steps = result.summary["steps"]
     assert result.summary["status"] == "diverged" and 1125 <= steps <= 1135
     np.testing.assert_array_equal(result.metrics["step"], np.arange(steps + 1))

@@ -80,7 +80,9 @@ def test_resume_continues_a_killed_run_to_the_history_of_an_uninterrupted_one(tm
     subprocess.run([sys.executable, str(ROOT / "run.py"), *SLOW_RUN, *ADAM, "epochs=8000", "log.every=10",
                     f"hydra.run.dir={whole}"], check=True, capture_output=True, timeout=300)  # fmt: skip
 
-    pd.testing.assert_frame_equal(pd.read_csv(killed / "metrics.csv"), pd.read_csv(whole / "metrics.csv"))
+    pd.testing.assert_frame_equal(
+        pd.read_csv(killed / "metrics.csv"), pd.read_csv(whole / "metrics.csv"), check_exact=True
+    )  # to the bit
     assert summary_of(killed)["status"] == "completed" and summary_of(killed)["steps"] == 8000
     assert (killed / ".hydra" / "config.yaml").read_bytes() == saved_config  # the original stays
     assert list((killed / ".hydra").glob("resumed_at_*/overrides.yaml"))

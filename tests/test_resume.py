@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -31,7 +30,7 @@ def test_a_resumed_run_has_the_history_of_an_uninterrupted_one(tmp_path, every):
     summary = resume_in(split, "epochs=1500")
 
     expected = pd.read_csv(whole / "metrics.csv")
-    pd.testing.assert_frame_equal(pd.read_csv(split / "metrics.csv"), expected)  # exact: same float32 steps
+    pd.testing.assert_frame_equal(pd.read_csv(split / "metrics.csv"), expected, check_exact=True)  # to the bit
     assert summary["status"] == "completed" and summary["steps"] == 1500
     assert summary["final_loss"] == json.loads((whole / "summary.json").read_text())["final_loss"]
     assert loss_steps(split) == expected["step"].tolist()  # TensorBoard: no step twice, none missing
@@ -71,8 +70,22 @@ def test_resume_refuses_a_directory_without_a_checkpoint(tmp_path):
         resume_in(tmp_path, "epochs=200")
 
 
-def test_xla_and_the_plain_graph_give_the_same_history(train):
-    xla = train(*ADAM_ON_ROSENBROCK, "epochs=300", "jit_compile=true")
-    graph = train(*ADAM_ON_ROSENBROCK, "epochs=300", "jit_compile=false")
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        pytest.param([*ADAM_ON_ROSENBROCK, "epochs=300"], id="adam-rosenbrock"),
+        pytest.param(["optimizer=gd", "lr=0.01", "epochs=2000", "log.plots=false"], id="gd-quadratic"),
+        # Not everywhere: XLA has its own pow and may evaluate an expression in another order. Nadam's trajectory
+        # on Rosenbrock parts from step 20 (parameters up to 16 ulps apart at 1000 steps, gradients 802).
+        pytest.param(
+            ["objective=rosenbrock", "optimizer=nadam", "lr=0.01", "epochs=1000", "log.plots=false"],
+            id="nadam-rosenbrock",
+            marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason="XLA's float32 rounding differs"),
+        ),
+    ],
+)
+def test_xla_and_the_plain_graph_give_the_same_history(train, overrides):
+    xla = train(*overrides, "jit_compile=true")
+    graph = train(*overrides, "jit_compile=false")
     assert xla.summary["xla"] is True and graph.summary["xla"] is False
-    np.testing.assert_allclose(xla.metrics.to_numpy(), graph.metrics.to_numpy(), rtol=1e-5, atol=1e-6)
+    pd.testing.assert_frame_equal(xla.metrics, graph.metrics, check_exact=True)

@@ -6,6 +6,10 @@ import math
 
 import numpy as np
 
+import test_history
+
+train_xla_or_graph = test_history.train_xla_or_graph  # the fixture: each stop rule with XLA and the plain graph
+
 # Gradient descent on (x − 1)² from x = 0 at lr 0.1: x_t − 1 = −0.8^t, so |f′(x_t)| = 2·0.8^t.
 GD_ON_SQUARE = ("optimizer=gd", "lr=0.1", "epochs=1000")
 
@@ -23,8 +27,8 @@ def first_step_without_progress(losses: np.ndarray, loss_tol: float, patience: i
     raise AssertionError("the reference never stops")
 
 
-def test_grad_tol_stops_at_the_first_small_gradient(train):
-    result = train(*GD_ON_SQUARE, "stop.grad_tol=0.01", "jit_compile=true")
+def test_grad_tol_stops_at_the_first_small_gradient(train_xla_or_graph):
+    result = train_xla_or_graph(*GD_ON_SQUARE, "stop.grad_tol=0.01")
     expected = math.ceil(math.log(0.01 / 2) / math.log(0.8))  # the first t with 2·0.8^t <= 0.01: 24
     assert result.summary["status"] == "converged"
     assert result.summary["steps"] == expected
@@ -32,15 +36,17 @@ def test_grad_tol_stops_at_the_first_small_gradient(train):
     assert result.metrics["grad_norm"].iat[-1] <= 0.01 < result.metrics["grad_norm"].iat[-2]
 
 
-def test_loss_tol_alone_stops_at_the_first_step_with_too_little_progress(train):
-    result = train(*GD_ON_SQUARE, "stop.loss_tol=1e-3", "log.tensorboard=false")
+def test_loss_tol_alone_stops_at_the_first_step_with_too_little_progress(train_xla_or_graph):
+    result = train_xla_or_graph(*GD_ON_SQUARE, "stop.loss_tol=1e-3", "log.tensorboard=false")
     losses = (0.8 ** np.arange(100)) ** 2  # closed form of f(x_t)
     assert result.summary["status"] == "converged"
     assert result.summary["steps"] == first_step_without_progress(losses, 1e-3, patience=1)
 
 
-def test_patience_counts_steps_without_progress_like_keras_early_stopping(train):
-    result = train("objective=rosenbrock", "optimizer=adam", "lr=0.01", "stop.loss_tol=1e-4", "stop.patience=20")
+def test_patience_counts_steps_without_progress_like_keras_early_stopping(train_xla_or_graph):
+    result = train_xla_or_graph(
+        "objective=rosenbrock", "optimizer=adam", "lr=0.01", "stop.loss_tol=1e-4", "stop.patience=20"
+    )
     steps = result.summary["steps"]
     losses = result.metrics["loss"].to_numpy(np.float32)
     assert result.summary["status"] == "converged" and 20 <= steps < 1000

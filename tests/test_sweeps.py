@@ -93,6 +93,21 @@ def test_sweep_csv_has_a_row_per_job_that_matches_its_summary(grid):
         assert f"lr={row.lr:g}" in overrides and f"optimizer={row.optimizer}" in overrides
 
 
+def test_load_sweep_reads_the_table_with_each_jobs_run(grid, tmp_path):
+    import tapelab
+
+    table = tapelab.load_sweep(grid)
+    pd.testing.assert_frame_equal(table.drop(columns="run"), pd.read_csv(grid / "sweep.csv"), check_exact=True)
+    sgd = table.set_index(["optimizer", "lr"]).loc[("sgd", 0.1), "run"]
+    assert sgd.summary["final_loss"] == sgd_final_loss(0.1, 30)
+    assert sgd.history["step"].tolist() == list(range(31))
+    unreported = tmp_path / "unreported"  # a sweep stopped before its report: read from its job directories
+    shutil.copytree(grid, unreported, ignore=shutil.ignore_patterns("sweep.csv"))
+    pd.testing.assert_frame_equal(
+        tapelab.load_sweep(unreported).drop(columns="run"), table.drop(columns="run"), check_exact=True
+    )
+
+
 def test_sweep_csv_keeps_the_diverged_job_and_matches_the_closed_form(grid):
     table = pd.read_csv(grid / "sweep.csv").set_index(["optimizer", "lr"])
     for lr in (0.001, 0.1):
@@ -140,7 +155,7 @@ def test_report_script_rebuilds_the_same_table_for_an_existing_sweep(grid, tmp_p
         timeout=300,
     )
     rebuilt, original = pd.read_csv(copy / "sweep.csv"), pd.read_csv(grid / "sweep.csv")
-    pd.testing.assert_frame_equal(rebuilt, original)
+    pd.testing.assert_frame_equal(rebuilt, original, check_exact=True)  # read back from the same summaries
     assert matplotlib.image.imread(copy / "sweep.png").shape == matplotlib.image.imread(grid / "sweep.png").shape
     assert len(list(copy.glob("events.out.tfevents.*.sweep-hparams"))) == 1
 
@@ -162,7 +177,7 @@ def test_relaunching_a_finished_sweep_skips_every_job_and_changes_no_job_file(gr
     after = [path for job in job_dirs(grid) for path in job.rglob("*") if path.is_file()]
     assert sorted(after) == sorted(job_files)
     assert {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in after} == before
-    pd.testing.assert_frame_equal(pd.read_csv(grid / "sweep.csv"), table_before)
+    pd.testing.assert_frame_equal(pd.read_csv(grid / "sweep.csv"), table_before, check_exact=True)
 
 
 def test_a_different_sweep_into_a_used_directory_reports_the_clash_and_keeps_the_old_job(tmp_path):
@@ -220,9 +235,21 @@ def test_parallel_launchers_run_the_grid(tmp_path, launcher):
 
 
 def test_optuna_search_minimises_the_final_loss(tmp_path):
-    run_tapelab("hparams_search=optuna", "hydra.sweeper.n_trials=4", "epochs=20", f"hydra.sweep.dir={tmp_path}")
+    # 3 random startup trials, then 5 that TPE proposes (with its default 8 startup trials, it would propose none).
+    # The sampler is seeded (seed=0): the same trials every time.
+    run_tapelab(
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=8",
+        "hydra.sweeper.sampler.n_startup_trials=3",
+        "epochs=20",
+        "log.plots=false",
+        "log.tensorboard=false",
+        f"hydra.sweep.dir={tmp_path}",
+    )
     table = pd.read_csv(tmp_path / "sweep.csv")
-    assert len(table) == 4 and len(job_dirs(tmp_path)) == 4
+    assert table["job"].tolist() == list(range(8)) and len(job_dirs(tmp_path)) == 8  # job i is trial i
+    startup, proposed = table["final_loss"].iloc[:3], table["final_loss"].iloc[3:]
+    assert proposed.min() <= startup.min()  # TPE's best is no worse than the random start's
     assert table["lr"].between(1e-4, 1.0).all()
     assert set(table["optimizer"]) <= {"sgd", "adam", "rmsprop", "adagrad", "nadam"}
     assert_table_matches_summaries(tmp_path, table)

@@ -1,11 +1,31 @@
-"""tapelab: optimisation experiments with tf.GradientTape, configured by Hydra."""
+"""tapelab: optimisation experiments with tf.GradientTape, configured by Hydra.
 
-import os
+From Python (see `tapelab.api`): `tapelab.run(*overrides)` trains a run in-process, `tapelab.load(dir)` and
+`tapelab.load_sweep(dir)` read runs and sweeps back, and `tapelab.ConfigError` is a config mistake.
+Importing tapelab changes nothing in the process: no environment variable, logging filter or matplotlib
+backend, and TensorFlow is imported only when a run trains.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tapelab.api import Run, load, load_sweep, run
+    from tapelab.errors import ConfigError
 
 __version__ = "0.1.0"
+__all__ = ["ConfigError", "Run", "load", "load_sweep", "run"]
 
-# XLA on x86 CPUs would fuse a*b + c into one FMA instruction, which rounds once instead of twice, so an
-# XLA-compiled run would drift from the plain graph (and from the seeds' printed numbers) by an ulp now and
-# then. Capping XLA's instruction set at AVX leaves FMA out; it must be set before TensorFlow starts XLA.
-if "xla_cpu_max_isa" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_max_isa=AVX").strip()
+
+def __getattr__(name: str) -> Any:
+    """The API on first use, so that `import tapelab` (and the command line's start) stays light."""
+    if name == "ConfigError":
+        from tapelab.errors import ConfigError
+
+        return ConfigError
+    if name in __all__:
+        from tapelab import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'tapelab' has no attribute {name!r}")

@@ -9,7 +9,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from tapelab.errors import ConfigError, exit_on_user_error
+from tapelab.errors import ConfigError, Refused
 from tapelab.rundir import SUMMARY, check_unused, check_writable, claim_new_dir
 
 log = logging.getLogger(__name__)
@@ -45,8 +45,10 @@ class RunDirectories(Callback):
             check_writable(Path(run.dir), "hydra.run.dir")
             if not config.resume:
                 check_unused(Path(run.dir))
+            else:  # refuse a resume before Hydra saves its config into the run's .hydra/
+                check_resumable(Path(run.dir), list(config.hydra.overrides.task))
         except ConfigError as error:
-            exit_on_user_error(error)
+            raise Refused(error) from None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep = config.hydra.sweep
@@ -59,12 +61,21 @@ class RunDirectories(Callback):
                 check_writable(Path(sweep.dir), "hydra.sweep.dir")
                 log_earlier_launch(Path(sweep.dir))
         except ConfigError as error:
-            exit_on_user_error(error)
+            raise Refused(error) from None
         # The basic sweeper saves multirun.yaml (the sweep's config) itself; others, like Optuna's, don't.
         multirun_file = Path(sweep.dir) / "multirun.yaml"
         if not multirun_file.exists():
             multirun_file.parent.mkdir(parents=True, exist_ok=True)
             OmegaConf.save(config, multirun_file)
+
+
+def check_resumable(run_dir: Path, overrides: list[str]) -> None:
+    """Raise `ConfigError` unless the run in `run_dir` can continue with `overrides` (see `resumed_config`)."""
+    from hydra import compose
+
+    from tapelab.resume import resumed_config
+
+    resumed_config(run_dir, overrides, lambda keys: compose(config_name="config", overrides=keys))
 
 
 def log_earlier_launch(sweep_dir: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
 from dataclasses import dataclass, field
 from enum import Enum
@@ -107,9 +108,31 @@ def plain_values(schema: Any) -> dict[str, Any]:
     return {key: value.value if isinstance(value, Enum) else value for key, value in dataclasses.asdict(schema).items()}
 
 
+# tapelab's own Hydra plugins (src/hydra_plugins), by module and class.
+PLUGINS = {
+    "hydra_plugins.tapelab_sweeper.grid_sweeper": "GridSweeper",
+    "hydra_plugins.tapelab_ray_launcher.ray_launcher": "PrivateClusterRayLauncher",
+}
+
+
 def register_configs() -> None:
-    """Store the primary schema; importing the objectives and optimizers stores theirs."""
+    """What Hydra needs before it composes tapelab's config: the primary schema (importing the objectives and
+    optimizers stores theirs), the resolver of `hydra.output_subdir` (conf/config.yaml) and tapelab's plugins.
+
+    Hydra's plugin scan finds the plugins of an installed tapelab, but it can't see into an editable install,
+    whose packages setuptools serves through an import hook: those are registered here.
+    """
+    from hydra.core.plugins import Plugins
+
+    from tapelab.resume import saved_config_subdir
+
     ConfigStore.instance().store(name="schema_config", node=Config)
+    plugins = Plugins.instance()  # the scan
+    for module, name in PLUGINS.items():
+        if f"{module}.{name}" not in plugins.class_name_to_class:
+            plugins.register(getattr(importlib.import_module(module), name))
+    # Keep a run's saved config when it continues, and a skipped job's files.
+    OmegaConf.register_new_resolver("tapelab_saved_config_dir", saved_config_subdir, replace=True)
 
 
 MAX_STEPS = 2**62  # step numbers are int64 inside the graph

@@ -23,9 +23,32 @@ class ConfigError(ValueError):
     """
 
     def __init__(self, key: str, problem: str) -> None:
-        super().__init__(f"{key}: {problem}")
+        super().__init__(f"{key}: {problem}" if key else problem)
         self.key = key
         self.problem = problem
+
+    @classmethod
+    def of(cls, error: Exception) -> ConfigError:
+        """`error` (tapelab's, Hydra's or OmegaConf's) as a ConfigError with the CLI's one-line message."""
+        if isinstance(error, ConfigError):
+            return error
+        text = one_line(error)
+        key, separator, problem = text.partition(": ")
+        if not separator or " " in key:  # a message that names no key
+            key, problem = "", text
+        return cls(key, problem)
+
+
+class Refused(BaseException):
+    """A ConfigError carried past Hydra, which turns a callback's exceptions into warnings and goes on, and
+    prints a failed job's error before raising it. This is not an `Exception`, so it passes both.
+
+    The command line reports `error` as one line with exit 2; `tapelab.run` raises it.
+    """
+
+    def __init__(self, error: ConfigError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def exit_on_user_error(error: Exception) -> NoReturn:
@@ -51,6 +74,8 @@ def config_errors_exit_with_usage_error() -> Iterator[None]:
         yield
     except (ConfigError, CompactHydraException, OmegaConfBaseException) as error:
         exit_on_user_error(error)
+    except Refused as refused:
+        exit_on_user_error(refused.error)
     finally:
         if previous is None:
             os.environ.pop(FULL_ERROR, None)

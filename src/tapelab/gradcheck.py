@@ -160,11 +160,11 @@ def check_config(cfg: DictConfig, rtol: float = RTOL, atol: float = ATOL) -> tup
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python scripts/gradcheck.py [--rtol R] [--atol A] [KEY=VALUE ...]`; returns the exit status."""
-    from hydra import compose, initialize_config_dir
+    from hydra import compose, initialize_config_module
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from tapelab.cli import CONFIG_DIR
+    from tapelab.config import register_configs
 
     parser = argparse.ArgumentParser(
         prog="gradcheck.py",
@@ -178,8 +178,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in ("rtol", "atol"):
         if not 0 <= getattr(args, name) < math.inf:
             parser.error(f"--{name} must be a finite number >= 0, got {getattr(args, name)}")
+    register_configs()
     try:
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3", job_name="gradcheck"):
+        with initialize_config_module("tapelab.conf", version_base="1.3", job_name="gradcheck"):
             cfg = compose(config_name="config", overrides=list(args.overrides))
         name, result = check_config(cfg, args.rtol, args.atol)
     except (ConfigError, HydraException, OmegaConfBaseException) as error:

@@ -71,7 +71,7 @@ def override_key(override: str) -> str:
 
 
 def resumed_config(run_dir: Path, overrides: Sequence[str], compose: Callable[[list[str]], DictConfig]) -> DictConfig:
-    """The config of the run in `run_dir`, with a new `epochs` if `overrides` sets one.
+    """The config of the run in `run_dir`, with a new `epochs` if `overrides` sets one, else its last launch's.
 
     Raises `ConfigError` if the run can't continue, or if `overrides` changes anything but epochs.
     """
@@ -91,6 +91,8 @@ def resumed_config(run_dir: Path, overrides: Sequence[str], compose: Callable[[l
             f"continues {run_dir} with its own config, where only epochs can change; remove {', '.join(changed)}",
         )
     new_epochs = [override for override in overrides if override_key(override) == "epochs"]
+    if not new_epochs and "epochs" in summary:  # its last launch's epochs, which may have extended the first
+        new_epochs = [f"epochs={summary['epochs']}"]
     kept = [override for override in saved if override_key(override) not in CHANGEABLE or not new_epochs]
     cfg = compose([*kept, *new_epochs, "resume=true"])
     # An interrupted or killed run may have done all its updates and lack only its final row.

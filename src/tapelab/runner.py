@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from tapelab.training import Trainer
 
 log = logging.getLogger(__name__)
-logging.getLogger("absl").setLevel(logging.WARNING)  # TensorFlow's checkpoint writer reports timings at INFO
 
 
 def run(cfg: DictConfig, run_dir: Path, resume: bool = False, progress: bool = False) -> float:
@@ -54,12 +53,12 @@ def train(experiment: Experiment, run_dir: Path, resume: bool = False, progress:
     if log_every != experiment.log.every and previous is None:
         log.info("log.every raised to %d so that at most log.max_rows=%d rows are written", log_every,
                  experiment.log.max_rows)  # fmt: skip
-    from tapelab.training import trainer_for, wants_xla
+    from tapelab.training import quiet_tensorflow_logs, trainer_for, wants_xla
 
     xla = (previous or {}).get("xla", wants_xla(experiment.jit_compile, experiment.epochs, trained))  # kept, too
     timings = Stopwatch((previous or {}).get("timings_s"))
 
-    with StopRequests() as stop_requests:
+    with StopRequests() as stop_requests, quiet_tensorflow_logs():
         import tensorflow as tf
 
         started = time.perf_counter()

@@ -25,9 +25,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from tapelab.cli import CONFIG_DIR
-from tapelab.config import check_finite_numbers, plain_values
-from tapelab.errors import ConfigError, exit_on_user_error
+from tapelab.cli import CONFIG_PATH
+from tapelab.config import check_finite_numbers, plain_values, register_configs
+from tapelab.errors import ConfigError, config_errors_exit_with_usage_error, exit_on_user_error
 from tapelab.objectives import Objective, Problem
 from tapelab.objectives.base import finite_vector
 
@@ -181,9 +181,16 @@ def sensitivity(cfg: DictConfig, out_dir: Path) -> Path:
     return out_dir / CSV
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="sensitivity")
-def main(cfg: DictConfig) -> None:
-    """`python scripts/sensitivity.py`: a user mistake ends with one line on stderr and exit 2."""
+def main() -> None:
+    """`python scripts/sensitivity.py`: a mistake, tapelab's or Hydra's, ends with one line on stderr and exit 2."""
+    register_configs()
+    with config_errors_exit_with_usage_error():
+        sensitivity_job()
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="sensitivity")
+def sensitivity_job(cfg: DictConfig) -> None:
+    """Hydra's task: `sensitivity` in the run directory."""
     try:
         sensitivity(cfg, Path(HydraConfig.get().runtime.output_dir))
     except (ConfigError, OmegaConfBaseException) as error:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -56,6 +57,9 @@ XLA_ELEMENTS_PER_STEP = 5000
 RUNNING, DIVERGED, CONVERGED = 0, 1, 2
 
 
+XLA_ISA_CAP = "--xla_cpu_max_isa=AVX"
+
+
 class _OneTracePerStructure(logging.Filter):
     """Each loop structure is traced once per process, so a sweep over several optimizers or objectives traces a
     few loops of the same code, and TensorFlow warns about "retracing". That warning is about this design,
@@ -65,7 +69,42 @@ class _OneTracePerStructure(logging.Filter):
         return "triggered tf.function retracing" not in record.getMessage()
 
 
-logging.getLogger("tensorflow").addFilter(_OneTracePerStructure())
+@contextmanager
+def quiet_tensorflow_logs() -> Iterator[None]:
+    """For one run: no retracing warnings, and no INFO lines from absl (the checkpoint writer's timings)."""
+    tensorflow_log, absl_log = logging.getLogger("tensorflow"), logging.getLogger("absl")
+    retracing, absl_level = _OneTracePerStructure(), absl_log.level
+    tensorflow_log.addFilter(retracing)
+    absl_log.setLevel(max(absl_level, logging.WARNING))
+    try:
+        yield
+    finally:
+        tensorflow_log.removeFilter(retracing)
+        absl_log.setLevel(absl_level)
+
+
+@contextmanager
+def xla_without_fma() -> Iterator[None]:
+    """XLA_FLAGS with XLA's CPU instruction set capped at AVX, for the length of this block.
+
+    On AVX2 CPUs XLA fuses a*b + c into one FMA instruction, which rounds once instead of twice, so its
+    history would drift from the plain graph's and the seeds' by an ulp now and then. XLA reads XLA_FLAGS
+    once, at the first XLA compile in the process: if that is this block's, the cap then holds for every
+    later XLA computation of the process; if XLA started earlier, the cap comes too late (the README says
+    more). A user's own `xla_cpu_max_isa` is left as it is.
+    """
+    flags = os.environ.get("XLA_FLAGS")
+    if flags is not None and "xla_cpu_max_isa" in flags:
+        yield
+        return
+    os.environ["XLA_FLAGS"] = f"{flags} {XLA_ISA_CAP}" if flags else XLA_ISA_CAP
+    try:
+        yield
+    finally:
+        if flags is None:
+            os.environ.pop("XLA_FLAGS", None)
+        else:
+            os.environ["XLA_FLAGS"] = flags
 
 
 def wants_xla(setting: bool | None, epochs: int, problem: Problem) -> bool:
@@ -201,13 +240,17 @@ class Trainer:
         optimizer = self._update.state()
         return tf.train.Checkpoint(**state, **({"optimizer": optimizer} if optimizer else {}))
 
-    def _evaluate(self):
-        """The row at the current state (without `step`), the gradients, and the loss (one per start)."""
+    def _evaluate(self, values=None):
+        """The row at the current state (without `step`), the gradients, and the loss (one per start); or at
+        `values`, the parameters' values in the variables' order."""
         import tensorflow as tf
 
-        variables = list(self.variables.values())
+        params = self.variables if values is None else dict(zip(self.variables, values, strict=True))
+        variables = list(params.values())
         with tf.GradientTape() as tape:
-            loss = tf.cast(self._loss(self.variables, self.constants), tf.float32)
+            if values is not None:
+                tape.watch(variables)
+            loss = tf.cast(self._loss(params, self.constants), tf.float32)
             total = loss if self.starts is None else tf.reduce_sum(loss)  # a start's gradient is its own
         gradients = tape.gradient(total, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
         flat = lambda tensors: [tf.reshape(t, [-1]) for t in tensors]  # noqa: E731
@@ -249,7 +292,11 @@ class Trainer:
         first_step = self._step.read_value()
         log_every = self._log_every.read_value()
 
-        def take_step(done, status, n_rows, last_row, steps, rows, best, plateau_best, plateau_steps):
+        # XLA (TensorFlow 2.21) reads a batch's variables after this loop as they were before it (a
+        # tf.vectorized_map under a tape in the loop's body): for a batch, the loop carries their values out.
+        carried = self.starts is not None
+
+        def take_step(done, status, n_rows, last_row, steps, rows, best, plateau_best, plateau_steps, values):
             row, gradients, _ = self._evaluate()
             finite = tf.reduce_all(tf.math.is_finite(row))
             status = tf.where(finite, status, DIVERGED)
@@ -273,10 +320,11 @@ class Trainer:
                 # state it leaves is never reported: the run ends, and its last row is the one before.
                 self._apply(gradients)
             done += tf.cast(moving, tf.int64)
-            return done, status, n_rows, last_row, steps, rows, best, plateau_best, plateau_steps
+            values = tuple(variable.read_value() for variable in self.variables.values()) if carried else ()
+            return done, status, n_rows, last_row, steps, rows, best, plateau_best, plateau_steps, values
 
         # No `break`: stopping is in the loop's condition (a conditional in the body makes XLA ~10x slower).
-        done, status, n_rows, last_row, steps, rows, best, plateau_best, plateau_steps = tf.while_loop(
+        done, status, n_rows, last_row, steps, rows, best, plateau_best, plateau_steps, values = tf.while_loop(
             lambda done, status, *_: tf.logical_and(done < n_steps, tf.equal(status, RUNNING)),
             take_step,
             (
@@ -289,13 +337,15 @@ class Trainer:
                 self._best.read_value(),
                 self._plateau_best.read_value(),
                 self._plateau_steps.read_value(),
+                tuple(variable.read_value() for variable in self.variables.values()) if carried else (),
             ),
         )
         self._step.assign_add(done)
         self._best.assign(best)
         self._plateau_best.assign(plateau_best)
         self._plateau_steps.assign(plateau_steps)
-        end_row, _, end_loss = self._evaluate()  # where the next chunk starts: the final row, if this is the last
+        # Where the next chunk starts: the final row, if this is the last.
+        end_row, _, end_loss = self._evaluate(values if carried else None)
         return steps.stack(), rows.stack(), n_rows, done, status, last_row, end_row, end_loss
 
     def trace(self) -> float:
@@ -322,7 +372,7 @@ class Trainer:
         import tensorflow as tf
 
         try:
-            with as_traced():
+            with as_traced(), xla_without_fma():
                 outputs = self._chunk(tf.constant(n_steps, tf.int64))
         except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as error:
             if self._compiled or not self.jit_compile:

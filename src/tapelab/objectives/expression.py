@@ -38,6 +38,7 @@ MAX_DEPTH = 100
 TOO_DEEP = f"is nested too deeply: at most {MAX_DEPTH} levels of operators and calls"
 # Metric columns a trainable parameter must not shadow (its gradient column is `grad_<name>`).
 RESERVED_COLUMNS = ("step", "loss", "grad_norm", "lr")
+DEFAULT_START = 1.0  # of every name, while objective.init is null
 
 Compiled = Callable[[Any, Mapping[str, Any]], Any]
 """Evaluates a checked expression: (the tensorflow module, name -> tensor) -> tensor."""
@@ -280,9 +281,10 @@ class Expression(Objective):
 
     inputs = ("init",)
     expr: str = MISSING
-    # A start value for every name, constants included. Typed Any so that objective.init={x: 3} on the
-    # command line replaces the default {w: 1.0} (a typed dict would be merged into it); checked in build.
-    init: Any = MISSING
+    # A start value for every name, constants included; null starts every name at 1.0. Typed Any and null by
+    # default, so that an init given on the command line or in a config replaces it: a default dict would be
+    # merged with it. Checked in build.
+    init: Any = None
     constants: list[str] = MISSING  # names that stay fixed at their init value
 
     def build(self, seed: int) -> Problem:
@@ -300,12 +302,13 @@ class Expression(Objective):
         if not trainable:
             raise ConfigError("objective.constants", f"leaves nothing to train: every name ({', '.join(names)})")
         check_column_names("objective.expr", trainable)
-        if not isinstance(self.init, Mapping) or not all(
-            isinstance(value, (int, float)) and not isinstance(value, bool) for value in self.init.values()
+        init = dict.fromkeys(names, DEFAULT_START) if self.init is None else self.init
+        if not isinstance(init, Mapping) or not all(
+            isinstance(value, (int, float)) and not isinstance(value, bool) for value in init.values()
         ):
-            raise ConfigError("objective.init", f"must map each name to a number, e.g. {{w: 1.0}}, got {self.init}")
-        unstarted = [name for name in names if name not in self.init]
-        unknown = [str(name) for name in self.init if name not in names]
+            raise ConfigError("objective.init", f"must map each name to a number, e.g. {{w: 1.0}}, got {init}")
+        unstarted = [name for name in names if name not in init]
+        unknown = [str(name) for name in init if name not in names]
         if unstarted or unknown:
             problems = [f"needs a start value for {', '.join(unstarted)}"] if unstarted else []
             if unknown:
@@ -315,8 +318,8 @@ class Expression(Objective):
                 "objective.init",
                 f"{' and '.join(problems)}; give one value per name, e.g. objective.init={{{example}}}",
             )
-        start = {name: finite_scalar(f"objective.init.{name}", self.init[name]) for name in trainable}
-        fixed = {name: finite_scalar(f"objective.init.{name}", self.init[name]) for name in self.constants}
+        start = {name: finite_scalar(f"objective.init.{name}", init[name]) for name in trainable}
+        fixed = {name: finite_scalar(f"objective.init.{name}", init[name]) for name in self.constants}
         return self.problem(start, fixed)
 
     def formula(self, params, constants):

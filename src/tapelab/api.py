@@ -1,0 +1,162 @@
+"""tapelab from Python: train in-process as the command line does, and read runs and sweeps back.
+
+import tapelab
+run = tapelab.run("objective=rosenbrock", "optimizer=adam", "lr=0.01", "epochs=2000")
+run.summary["final_loss"], run.history.tail(), run.plot()
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import CompactHydraException
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
+
+from tapelab.callbacks import quoted
+from tapelab.cli import CONFIG_PATH
+from tapelab.config import register_configs
+from tapelab.errors import ConfigError, Refused
+from tapelab.resume import read_summary
+from tapelab.rundir import METRICS, SUMMARY
+from tapelab.sweep import SWEEP_CSV, find_jobs, sweep_table, swept_keys
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's format for a job's log file
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run directory, read on demand: its history (metrics.csv), its summary.json and its loss picture."""
+
+    dir: Path
+
+    @property
+    def history(self) -> pd.DataFrame:
+        """metrics.csv: one row per logged step."""
+        return pd.read_csv(self.dir / METRICS)
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """summary.json: status, steps, final and best loss, parameters, hyperparameters, timings."""
+        return read_summary(self.dir) or {}
+
+    def plot(self) -> Figure:
+        """The loss against the step, as loss.png draws it (a matplotlib Figure, which a notebook shows inline)."""
+        from tapelab.plots import loss_figure
+
+        return loss_figure(self.history[["step", "loss"]])
+
+
+def run(*overrides: str, run_dir: str | os.PathLike[str] | None = None) -> Run:
+    """Train one run in this process, as `python run.py <overrides>` would, and return it.
+
+    The run goes to `run_dir`, or to outputs/<date>/<time>/ under the working directory, with the same files
+    and checks as on the command line (`resume=true` with `run_dir` continues a run). A config mistake raises
+    `ConfigError` with the command line's message; a Ctrl-C ends the run after saving it and raises
+    `tapelab.interrupts.Interrupted`. For the run's length, tapelab's log lines (INFO and up) also go to the
+    run's tapelab.log, and XLA_FLAGS caps XLA's instruction set (see README, Speed).
+    """
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_automatic_config_search_path
+
+    register_configs()
+    arguments = list(overrides)
+    if run_dir is not None:
+        arguments.append(f"hydra.run.dir={quoted(Path(run_dir))}")
+    search_path = create_automatic_config_search_path(None, None, CONFIG_PATH)
+    with own_global_hydra():
+        try:
+            app = Hydra.create_main_hydra2(task_name="tapelab", config_search_path=search_path)
+            job = app.run("config", _task, arguments, with_log_configuration=False)
+        except Refused as refused:
+            raise refused.error from None
+        except (CompactHydraException, OmegaConfBaseException) as mistake:
+            raise ConfigError.of(mistake) from None
+    return Run(Path(job.hydra_cfg.hydra.runtime.output_dir))
+
+
+def load(run_dir: str | os.PathLike[str]) -> Run:
+    """The run in `run_dir`; FileNotFoundError if it holds none."""
+    path = Path(run_dir)
+    if not (path / SUMMARY).exists():
+        raise FileNotFoundError(f"{path} holds no run ({SUMMARY} is missing)")
+    return Run(path)
+
+
+def load_sweep(sweep_dir: str | os.PathLike[str]) -> pd.DataFrame:
+    """sweep.csv as a DataFrame, one row per job, with each job's `Run` in the column `run`.
+
+    A sweep still running, or stopped before its report, is read from its job directories as sweep.csv
+    would be written.
+    """
+    path = Path(sweep_dir)
+    if (path / SWEEP_CSV).exists():
+        table = pd.read_csv(path / SWEEP_CSV)
+    else:
+        jobs = find_jobs(path)
+        if not jobs:
+            raise FileNotFoundError(f"{path} holds no sweep ({SWEEP_CSV} and job directories are missing)")
+        text = sweep_table(path, jobs, swept_keys(path, jobs)).to_csv(index=False)
+        table = pd.read_csv(io.StringIO(text))  # the columns' types as sweep.csv's would be read
+    table["run"] = [Run(path / job_dir) for job_dir in table["dir"]]
+    return table
+
+
+def _task(cfg: DictConfig) -> float:
+    """Hydra's task for `run`: the command line's job, with tapelab's log lines in the run's log file.
+
+    A config mistake leaves as `Refused`, past Hydra's report of a failed job (which would print it twice).
+    """
+    from tapelab.job import run_job
+
+    hydra_config = HydraConfig.get()
+    with log_file(Path(hydra_config.runtime.output_dir) / f"{hydra_config.job.name}.log"):
+        try:
+            return run_job(cfg)
+        except (ConfigError, OmegaConfBaseException) as mistake:
+            raise Refused(ConfigError.of(mistake)) from None
+
+
+@contextmanager
+def own_global_hydra() -> Iterator[None]:
+    """Hydra's global state for one `run`; a Hydra the caller initialized (`hydra.initialize`) comes back after."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    global_hydra = GlobalHydra.instance()
+    callers = global_hydra.hydra if global_hydra.is_initialized() else None
+    global_hydra.clear()
+    try:
+        yield
+    finally:
+        global_hydra.clear()
+        if callers is not None:
+            global_hydra.initialize(callers)
+
+
+@contextmanager
+def log_file(path: Path) -> Iterator[None]:
+    """tapelab's log records of INFO and up also go to `path` while this block runs."""
+    logger = logging.getLogger("tapelab")
+    handler, level = logging.FileHandler(path), logger.level
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    logger.addHandler(handler)
+    if not logger.isEnabledFor(logging.INFO):
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        handler.close()

@@ -1,0 +1,59 @@
+"""The task of one Hydra job, shared by the command line and `tapelab.run`."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+from hydra import compose
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from tapelab.errors import ConfigError, one_line
+
+log = logging.getLogger("tapelab")
+
+
+def run_job(cfg: DictConfig) -> float:
+    """Run one experiment in Hydra's output directory and return its final loss (inf if it diverged).
+
+    In a sweep, a job that fails is recorded as failed (loss inf) so that the other jobs still run; a job
+    that finished in an earlier launch into the same sweep directory is skipped, an interrupted one continues.
+    A single run's config mistake raises `ConfigError` (or OmegaConf's error); a run stopped by SIGINT or
+    SIGTERM raises `Interrupted`, in a sweep too, after saving everything.
+    """
+    from tapelab.interrupts import Interrupted
+    from tapelab.resume import CHECKPOINTS, check_same_job, forget_failure, is_finished, resumed_config
+    from tapelab.runner import record_failure, run, stored_result
+
+    hydra_config = HydraConfig.get()
+    run_dir = Path(hydra_config.runtime.output_dir)
+    multirun = hydra_config.mode == RunMode.MULTIRUN
+    overrides = list(OmegaConf.to_container(hydra_config.overrides.task, resolve=False))  # as typed
+    try:
+        if multirun:
+            try:
+                check_same_job(run_dir, overrides)
+            except ConfigError as clash:  # another job's directory: write nothing into it
+                log.error("Error in config: %s", one_line(clash))
+                return math.inf
+            if is_finished(run_dir):
+                return stored_result(run_dir)  # done in an earlier launch: its files stay as they are
+            forget_failure(run_dir)  # an earlier launch's failure before any checkpoint: run it again
+        resume = cfg.resume or (multirun and (run_dir / CHECKPOINTS).is_dir())
+        if resume:
+            cfg = resumed_config(run_dir, overrides, lambda keys: compose(config_name="config", overrides=keys))
+        return run(cfg, run_dir, resume=resume, progress=not multirun)
+    except Interrupted:
+        raise
+    except Exception as error:
+        if not multirun:
+            raise
+        if isinstance(error, (ConfigError, OmegaConfBaseException)):
+            log.error("Error in config: %s", one_line(error))
+        else:
+            log.exception("the job failed")
+        return record_failure(run_dir, error)

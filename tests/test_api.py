@@ -1,0 +1,198 @@
+"""The Python API: `tapelab.run` trains in-process as the command line does; `load` reads a run back."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hydra import initialize_config_dir
+
+import tapelab
+from conftest import CONF_DIR, ROOT
+from tapelab.interrupts import Interrupted
+
+SEED_000 = ["objective.a=1", "objective.b=1", "objective.c=-1", "objective.init=3", "optimizer=gd", "lr=0.1"]
+
+
+def test_two_runs_in_one_process_write_what_the_command_line_writes(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    default = tapelab.run()  # seed 002: SGD on x² − 2x + 1 from 0
+    descent = tapelab.run(*SEED_000, "epochs=29", run_dir=tmp_path / "seed000")
+
+    assert default.dir.parent.parent == tmp_path / "outputs"  # outputs/<date>/<time>/, as `python run.py`
+    assert default.summary["params"] == {"x": 0.99999857}
+    assert "x=0.99999857" in (default.dir / "tapelab.log").read_text()
+    assert sorted(path.name for path in (default.dir / ".hydra").iterdir()) == [
+        "config.yaml",
+        "hydra.yaml",
+        "overrides.yaml",
+    ]
+    # Gradient descent on x² + x − 1 at lr 0.1: x_t = −0.5 + 3.5·0.8^t.
+    assert descent.dir == tmp_path / "seed000"
+    np.testing.assert_allclose(descent.history["x"], -0.5 + 3.5 * 0.8 ** np.arange(30), rtol=1e-6)
+    assert descent.summary["status"] == "completed" and descent.summary["steps"] == 29
+
+
+def test_load_reads_a_finished_run_and_plot_draws_its_loss(tmp_path):
+    made = tapelab.run("epochs=50", "log.plots=false", run_dir=tmp_path / "run")
+    loaded = tapelab.load(tmp_path / "run")
+    assert loaded == made
+    assert loaded.summary == json.loads((tmp_path / "run" / "summary.json").read_text())
+    pd.testing.assert_frame_equal(loaded.history, pd.read_csv(tmp_path / "run" / "metrics.csv"), check_exact=True)
+    (line,) = loaded.plot().axes[0].get_lines()
+    assert np.array_equal(line.get_ydata(), loaded.history["loss"])
+    with pytest.raises(FileNotFoundError, match="holds no run"):
+        tapelab.load(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["lr=-1", "objective=nope", "lr=fast", "nokey=1", "optimizer.momentum=2"],
+)
+def test_a_config_mistake_raises_config_error_with_the_command_lines_line(tmp_path, override):
+    with pytest.raises(tapelab.ConfigError) as raised:
+        tapelab.run(override, run_dir=tmp_path / "run")
+    command_line = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), override, f"hydra.run.dir={tmp_path / 'cli'}"],
+        capture_output=True,
+        text=True,
+    )
+    assert command_line.returncode == 2
+    assert command_line.stderr.strip() == f"Error in config: {raised.value}"
+    assert not (tmp_path / "run" / "summary.json").exists()
+
+
+def test_a_directory_that_holds_a_run_is_refused_and_left_as_it_was(tmp_path):
+    tapelab.run("epochs=5", "log.plots=false", run_dir=tmp_path)
+    before = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+    with pytest.raises(tapelab.ConfigError, match="hydra.run.dir: .* already holds a run"):
+        tapelab.run("epochs=5", run_dir=tmp_path)
+    assert {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()} == before
+
+
+def test_a_refused_resume_writes_nothing_into_the_run(tmp_path):
+    tapelab.run("epochs=20", "log.plots=false", run_dir=tmp_path)
+    before = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+    for refused in (["lr=0.5"], ["epochs=10"]):  # a changed key; fewer epochs than done
+        with pytest.raises(tapelab.ConfigError):
+            tapelab.run("resume=true", *refused, run_dir=tmp_path)
+    assert {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()} == before
+    assert sorted(path.name for path in (tmp_path / ".hydra").iterdir()) == [
+        "config.yaml",
+        "hydra.yaml",
+        "overrides.yaml",
+    ]
+
+
+def test_a_callers_hydra_stays_initialized_and_user_configs_come_from_the_search_path(tmp_path):
+    user_dir = tmp_path / "configs"
+    shutil.copytree(ROOT / "tests" / "user_configs", user_dir)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        run = tapelab.run(f"hydra.searchpath=[file://{user_dir}]", "objective=my_quad", "epochs=10",
+                          run_dir=tmp_path / "run")  # fmt: skip
+        from hydra.core.global_hydra import GlobalHydra
+
+        assert GlobalHydra.instance().is_initialized()
+    # SGD at lr 0.01 on (x − 3)² from 0: x_t = 3·(1 − 0.98^t).
+    np.testing.assert_allclose(run.history["x"], 3 * (1 - 0.98 ** np.arange(11)), rtol=1e-6)
+
+
+SIDE_EFFECTS = """
+import logging, os, sys, warnings
+import matplotlib
+
+def snapshot():
+    loggers = [logging.getLogger(), *(logger for logger in logging.Logger.manager.loggerDict.values()
+                                      if isinstance(logger, logging.Logger))]
+    return {
+        "environ": dict(os.environ),
+        "loggers": {logger.name: (logger.level, list(logger.filters), list(logger.handlers)) for logger in loggers},
+        "warnings": list(warnings.filters),
+        "backend": dict.__getitem__(matplotlib.rcParams, "backend"),
+    }
+
+before = snapshot()
+import tapelab, tapelab.api, tapelab.cli
+after = snapshot()
+assert after["environ"] == before["environ"], set(after["environ"].items()) ^ set(before["environ"].items())
+for name, state in before["loggers"].items():
+    assert after["loggers"][name] == state, name
+assert not any(filters for _, filters, _ in after["loggers"].values()), after["loggers"]
+assert after["warnings"] == before["warnings"]
+assert after["backend"] == before["backend"]
+assert "tensorflow" not in sys.modules
+
+tapelab.run("epochs=3", "jit_compile=true", run_dir=sys.argv[1])  # XLA and pictures too
+assert "tensorflow" in sys.modules
+assert os.environ.get("XLA_FLAGS") == before["environ"].get("XLA_FLAGS")
+tapelab_filters = [type(f).__module__ for logger in logging.Logger.manager.loggerDict.values()
+                   if isinstance(logger, logging.Logger) for f in logger.filters if "tapelab" in type(f).__module__]
+assert not tapelab_filters, tapelab_filters
+assert logging.getLogger("tapelab").level == logging.NOTSET
+assert dict.__getitem__(matplotlib.rcParams, "backend") == before["backend"]
+print("unchanged")
+"""
+
+
+def test_import_changes_nothing_in_the_process_and_a_run_restores_what_it_set(tmp_path):
+    env = {key: value for key, value in os.environ.items() if key not in ("XLA_FLAGS", "TF_CPP_MIN_LOG_LEVEL")}
+    finished = subprocess.run(
+        [sys.executable, "-c", SIDE_EFFECTS, str(tmp_path / "run")], capture_output=True, text=True, env=env
+    )
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert finished.stdout.strip() == "unchanged"
+    assert (tmp_path / "run" / "loss.png").exists() and json.loads((tmp_path / "run" / "summary.json").read_text())[
+        "xla"
+    ]
+
+
+def test_resume_through_the_api_continues_a_run_to_the_bit(tmp_path):
+    tapelab.run("epochs=20", "log.plots=false", run_dir=tmp_path / "split")
+    split = tapelab.run("resume=true", "epochs=40", run_dir=tmp_path / "split")
+    whole = tapelab.run("epochs=40", "log.plots=false", run_dir=tmp_path / "whole")
+    pd.testing.assert_frame_equal(split.history, whole.history, check_exact=True)
+    assert (tmp_path / "split" / ".hydra" / "resumed_at_20" / "overrides.yaml").exists()
+
+
+# Plain graph, every row kept: about 0.1 ms a step, so 20,000 steps leave time to interrupt.
+SLOW = ["objective=linear_regression", "objective.n_points=2000", "log.plots=false", "log.max_rows=null",
+        "jit_compile=false"]  # fmt: skip
+
+
+def interrupt_once_past(run_dir: Path, step: int) -> None:
+    """Send this process SIGINT once the run in `run_dir` has saved a checkpoint beyond `step`."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        checkpoints = [int(path.stem.split("-")[1]) for path in (run_dir / "checkpoint").glob("ckpt-*.index")]
+        summary = run_dir / "summary.json"
+        if checkpoints and max(checkpoints) > step and json.loads(summary.read_text())["status"] == "running":
+            os.kill(os.getpid(), signal.SIGINT)
+            return
+        time.sleep(0.005)
+
+
+def test_a_run_extended_and_interrupted_again_continues_to_its_extended_epochs(tmp_path):
+    run_dir = tmp_path / "run"
+    tapelab.run(*SLOW, "epochs=100", run_dir=run_dir)
+    interrupter = threading.Thread(target=interrupt_once_past, args=(run_dir, 100))
+    interrupter.start()
+    with pytest.raises(Interrupted, match="interrupted by SIGINT"):
+        tapelab.run("resume=true", "epochs=20000", run_dir=run_dir)
+    interrupter.join()
+    interrupted = tapelab.load(run_dir).summary
+    assert interrupted["status"] == "interrupted" and 100 < interrupted["steps"] < 20000
+
+    resumed = tapelab.run("resume=true", run_dir=run_dir)  # no epochs: those of its last launch
+    assert (resumed.summary["status"], resumed.summary["steps"]) == ("completed", 20000)
+    straight = tapelab.run(*SLOW, "epochs=20000", run_dir=tmp_path / "straight")
+    pd.testing.assert_frame_equal(resumed.history, straight.history, check_exact=True)
