@@ -80,18 +80,76 @@ def test_a_directory_that_holds_a_run_is_refused_and_left_as_it_was(tmp_path):
     assert {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()} == before
 
 
-def test_a_refused_resume_writes_nothing_into_the_run(tmp_path):
-    tapelab.run("epochs=20", "log.plots=false", run_dir=tmp_path)
+@pytest.mark.parametrize(
+    ("first", "again", "message"),
+    [
+        (["epochs=20"], ["lr=0.5"], "resume: continues .* only epochs can change; remove lr=0.5"),
+        (["epochs=20"], ["epochs=10"], "epochs: must be more than the 20 steps"),
+        (["epochs=100", "lr=10"], ["epochs=200"], "resume: the run in .* diverged at step 15"),
+    ],
+    ids=["changed-key", "fewer-epochs", "diverged"],
+)
+def test_a_refused_resume_writes_nothing_into_the_run(tmp_path, first, again, message):
+    tapelab.run(*first, "log.plots=false", run_dir=tmp_path)
     before = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
-    for refused in (["lr=0.5"], ["epochs=10"]):  # a changed key; fewer epochs than done
-        with pytest.raises(tapelab.ConfigError):
-            tapelab.run("resume=true", *refused, run_dir=tmp_path)
+    with pytest.raises(tapelab.ConfigError, match=message):
+        tapelab.run("resume=true", *again, run_dir=tmp_path)
     assert {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()} == before
     assert sorted(path.name for path in (tmp_path / ".hydra").iterdir()) == [
         "config.yaml",
         "hydra.yaml",
         "overrides.yaml",
     ]
+
+
+def test_a_resume_whose_config_does_not_compose_is_refused_and_writes_nothing(tmp_path):
+    user_dir = tmp_path / "configs"
+    shutil.copytree(ROOT / "tests" / "user_configs", user_dir)
+    run_dir = tmp_path / "run"
+    tapelab.run(f"hydra.searchpath=[file://{user_dir}]", "objective=my_quad", "epochs=5", run_dir=run_dir)
+    before = {path: path.read_bytes() for path in run_dir.rglob("*") if path.is_file()}
+    with pytest.raises(tapelab.ConfigError, match=r"resume: the saved config of .* does not compose: objective: no "
+                       r"option 'my_quad'.*give the same --config-dir"):  # fmt: skip
+        tapelab.run("resume=true", "epochs=10", run_dir=run_dir)
+    assert {path: path.read_bytes() for path in run_dir.rglob("*") if path.is_file()} == before
+    resumed = tapelab.run(f"hydra.searchpath=[file://{user_dir}]", "resume=true", "epochs=10", run_dir=run_dir)
+    np.testing.assert_allclose(resumed.history["x"], 3 * (1 - 0.98 ** np.arange(11)), rtol=1e-6)
+
+
+@pytest.mark.e2e
+def test_a_refused_resume_on_the_command_line_is_one_line_and_writes_nothing(tmp_path):
+    tapelab.run("epochs=20", "log.plots=false", run_dir=tmp_path)
+    before = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+    finished = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), "resume=true", f"hydra.run.dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+    )
+    assert finished.returncode == 2
+    assert finished.stderr.strip() == (
+        f"Error in config: epochs: the run in {tmp_path} completed its 20 steps; continue it with epochs=N > 20"
+    )
+    assert {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()} == before
+
+
+def test_sweeps_are_refused_and_runs_from_two_threads_take_turns(tmp_path):
+    with pytest.raises(tapelab.ConfigError, match="hydra.mode: tapelab.run trains one run; sweeps run from"):
+        tapelab.run("hydra.mode=MULTIRUN", "lr=0.1,0.2")
+    with pytest.raises(tapelab.ConfigError, match="-m: is a command-line flag; tapelab.run takes KEY=VALUE"):
+        tapelab.run("-m", "lr=0.1,0.2")
+    runs: dict[int, tapelab.Run] = {}
+
+    def train(lr: float, number: int) -> None:
+        runs[number] = tapelab.run(f"lr={lr}", "epochs=30", "log.plots=false", run_dir=tmp_path / f"run{number}")
+
+    threads = [threading.Thread(target=train, args=(lr, number)) for number, lr in enumerate((0.1, 0.2))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for number, lr in enumerate((0.1, 0.2)):  # SGD on (x − 1)² from 0: x_t = 1 − (1 − 2·lr)^t
+        assert runs[number].dir == tmp_path / f"run{number}"
+        np.testing.assert_allclose(runs[number].history["x"], 1 - (1 - 2 * lr) ** np.arange(31), rtol=1e-5)
 
 
 def test_a_callers_hydra_stays_initialized_and_user_configs_come_from_the_search_path(tmp_path):
@@ -181,7 +239,7 @@ def interrupt_once_past(run_dir: Path, step: int) -> None:
         time.sleep(0.005)
 
 
-def test_a_run_extended_and_interrupted_again_continues_to_its_extended_epochs(tmp_path):
+def test_a_run_extended_and_interrupted_again_continues_to_its_extended_epochs(tmp_path, capfd):
     run_dir = tmp_path / "run"
     tapelab.run(*SLOW, "epochs=100", run_dir=run_dir)
     interrupter = threading.Thread(target=interrupt_once_past, args=(run_dir, 100))
@@ -189,6 +247,7 @@ def test_a_run_extended_and_interrupted_again_continues_to_its_extended_epochs(t
     with pytest.raises(Interrupted, match="interrupted by SIGINT"):
         tapelab.run("resume=true", "epochs=20000", run_dir=run_dir)
     interrupter.join()
+    assert "Error executing job" not in capfd.readouterr().err  # Hydra's report of a failed job stays out
     interrupted = tapelab.load(run_dir).summary
     assert interrupted["status"] == "interrupted" and 100 < interrupted["steps"] < 20000
 

@@ -54,6 +54,11 @@ def test_the_installed_package_holds_its_configs_and_plugins(installed):
     for module_file in where:
         assert Path(module_file).is_relative_to(installed), module_file
     assert (Path(where[0]).parent / "objective" / "rosenbrock.yaml").is_file()
+    installed_files = {
+        path.relative_to(installed).parts[-2:] for path in installed.rglob("*.py") if "tapelab" in str(path)
+    }
+    for source in (ROOT / "src").rglob("*.py"):  # every module of the checkout is in the wheel
+        assert source.relative_to(ROOT / "src").parts[-2:] in installed_files, source
 
 
 def test_tapelab_runs_from_an_empty_directory_with_a_users_config_dir(installed, tmp_path):

@@ -62,9 +62,9 @@ def float32(values) -> np.ndarray:
     return np.asarray(values, np.float64).astype(np.float32)
 
 
-def assert_batch_equals_runs_alone(starts: pd.DataFrame, alone) -> None:
+def assert_batch_equals_runs_alone(starts: pd.DataFrame, alone, end_ulps: int = 0, loss_ulps: int = 0) -> None:
     """Each start of starts.csv, run alone by `alone("objective.init=[...]")` from the same float32 point,
-    ends at the very same float32 point with the very same final loss."""
+    ends at the very same float32 point with the very same final loss, or within the ulps given."""
     for _, row in starts.iterrows():
         start = float32(row.filter(like="start_").to_numpy())
         init = "[" + ",".join(str(value) for value in start) + "]"  # each float32 in its shortest text
@@ -72,8 +72,15 @@ def assert_batch_equals_runs_alone(starts: pd.DataFrame, alone) -> None:
         columns = [name.removeprefix("start_") for name in row.filter(like="start_").index]
         np.testing.assert_array_equal(float32(run.metrics[columns].iloc[0].to_numpy()), start)  # the same start
         ends = np.concatenate([np.ravel(values) for values in run.summary["params"].values()])
-        np.testing.assert_array_equal(float32(row.filter(like="end_").to_numpy()), float32(ends))
-        np.testing.assert_array_equal(float32(row["final_loss"]), float32(run.summary["final_loss"]))
+        pairs = [
+            (float32(row.filter(like="end_").to_numpy()), float32(ends), end_ulps),
+            (float32([row["final_loss"]]), float32([run.summary["final_loss"]]), loss_ulps),
+        ]
+        for batch_values, alone_values, ulps in pairs:
+            if ulps:
+                np.testing.assert_array_max_ulp(batch_values, alone_values, maxulp=ulps)
+            else:
+                np.testing.assert_array_equal(batch_values, alone_values)
 
 
 # Every elementwise optimizer, at a learning rate that takes Rosenbrock's starts somewhere without diverging.
@@ -83,11 +90,9 @@ ELEMENTWISE_LR = {
 }  # fmt: skip
 # TensorFlow's CPU Pow kernel (the plain graph's `x**2`, and Keras Ftrl's pow(accumulator, -learning_rate_power))
 # rounds a tensor of 8 or more float32s (Eigen's vectorised path) unlike a smaller one: a start alone, or 4
-# starts of one element each, but not 8 starts, nor Ftrl's [4, 2] accumulators. Off by a few ulps after a step
-# or two (8 starts of Adam on Rosenbrock: ends up to 7 ulps apart after 300 steps; Ftrl's: 32 after 1000).
-POW_ROUNDING = pytest.mark.xfail(
-    strict=True, raises=AssertionError, reason="plain graph: tf.pow of >= 8 floats rounds unlike that of fewer"
-)
+# starts of one element each, but not 8 starts, nor Ftrl's [4, 2] accumulators. So those batches are a few ulps
+# off the runs alone; the README states these bounds (ends, final loss), measured at 300 steps.
+POW_ROUNDING_ULPS = {"ftrl": (5, 213), "adam": (7, 26)}
 
 
 def rosenbrock_from_starts(optimizer: str, jit: str) -> list[str]:
@@ -101,20 +106,19 @@ def rosenbrock_from_starts(optimizer: str, jit: str) -> list[str]:
     ids=["xla", "graph"],
 )
 @pytest.mark.parametrize("optimizer", list(ELEMENTWISE_LR))
-def test_every_elementwise_optimizer_makes_a_batch_exactly_separate_runs(train, request, optimizer, jit, starts):
-    if (optimizer, jit) == ("ftrl", "false"):
-        request.applymarker(POW_ROUNDING)
+def test_every_elementwise_optimizer_makes_a_batch_exactly_separate_runs(train, optimizer, jit, starts):
+    ulps = POW_ROUNDING_ULPS["ftrl"] if (optimizer, jit) == ("ftrl", "false") else (0, 0)
     overrides = rosenbrock_from_starts(optimizer, jit)
     batch = train(*overrides, f"objective.starts={starts}")
     assert batch.summary["status"] == "completed" and batch.summary["xla"] is (jit == "true")
-    assert_batch_equals_runs_alone(pd.read_csv(batch.dir / "starts.csv"), lambda init: train(*overrides, init))
+    assert_batch_equals_runs_alone(pd.read_csv(batch.dir / "starts.csv"), lambda init: train(*overrides, init), *ulps)
 
 
-@POW_ROUNDING
-def test_eight_starts_on_the_plain_graph_are_exactly_separate_runs(train):
+def test_eight_starts_on_the_plain_graph_are_separate_runs_within_a_few_ulps(train):
     overrides = rosenbrock_from_starts("adam", "false")
     batch = train(*overrides, "objective.starts=8")
-    assert_batch_equals_runs_alone(pd.read_csv(batch.dir / "starts.csv"), lambda init: train(*overrides, init))
+    starts = pd.read_csv(batch.dir / "starts.csv")
+    assert_batch_equals_runs_alone(starts, lambda init: train(*overrides, init), *POW_ROUNDING_ULPS["adam"])
 
 
 # Under XLA, the end of a batch whose loss sums over a vector parameter (tf.reduce_sum inside tf.vectorized_map)
@@ -128,8 +132,11 @@ def test_a_batch_over_a_summing_objective_reports_the_loss_at_its_ends(train, ji
     for _, row in starts.iterrows():
         init = "[" + ",".join(str(value) for value in float32(row.filter(like="start_").to_numpy())) + "]"
         alone = train(*overrides, f"objective.init={init}")
-        assert row["final_loss"] == pytest.approx(alone.summary["final_loss"], rel=1e-6)
-    assert batch.summary["final_loss"] == pytest.approx(starts["final_loss"].min(), rel=1e-6)
+        if jit == "true":  # exactly separate runs (the plain graph's x**4 of [4, 2] rounds otherwise, see above)
+            assert float32(row["final_loss"]) == float32(alone.summary["final_loss"])
+        else:
+            assert row["final_loss"] == pytest.approx(alone.summary["final_loss"], rel=1e-6)
+    assert batch.summary["final_loss"] == starts["final_loss"].min()
 
 
 @pytest.mark.parametrize(

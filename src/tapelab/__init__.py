@@ -1,7 +1,8 @@
 """tapelab: optimisation experiments with tf.GradientTape, configured by Hydra.
 
 From Python (see `tapelab.api`): `tapelab.run(*overrides)` trains a run in-process, `tapelab.load(dir)` and
-`tapelab.load_sweep(dir)` read runs and sweeps back, and `tapelab.ConfigError` is a config mistake.
+`tapelab.load_sweep(dir)` read runs and sweeps back; `tapelab.ConfigError` is a config mistake, and
+`tapelab.Interrupted` a run stopped by Ctrl-C or SIGTERM.
 Importing tapelab changes nothing in the process: no environment variable, logging filter or matplotlib
 backend, and TensorFlow is imported only when a run trains.
 """
@@ -13,9 +14,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from tapelab.api import Run, load, load_sweep, run
     from tapelab.errors import ConfigError
+    from tapelab.interrupts import Interrupted
 
 __version__ = "0.1.0"
-__all__ = ["ConfigError", "Run", "load", "load_sweep", "run"]
+__all__ = ["ConfigError", "Interrupted", "Run", "load", "load_sweep", "run"]
 
 
 def __getattr__(name: str) -> Any:
@@ -24,6 +26,10 @@ def __getattr__(name: str) -> Any:
         from tapelab.errors import ConfigError
 
         return ConfigError
+    if name == "Interrupted":
+        from tapelab.interrupts import Interrupted
+
+        return Interrupted
     if name in __all__:
         from tapelab import api
 

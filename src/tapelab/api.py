@@ -8,8 +8,10 @@ run.summary["final_loss"], run.history.tail(), run.plot()
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,7 +28,6 @@ from tapelab.callbacks import quoted
 from tapelab.cli import CONFIG_PATH
 from tapelab.config import register_configs
 from tapelab.errors import ConfigError, Refused
-from tapelab.resume import read_summary
 from tapelab.rundir import METRICS, SUMMARY
 from tapelab.sweep import SWEEP_CSV, find_jobs, sweep_table, swept_keys
 
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's format for a job's log file
+_one_run_at_a_time = threading.Lock()  # Hydra's state (GlobalHydra, HydraConfig) is one per process
 
 
 @dataclass(frozen=True)
@@ -50,13 +52,15 @@ class Run:
     @property
     def summary(self) -> dict[str, Any]:
         """summary.json: status, steps, final and best loss, parameters, hyperparameters, timings."""
-        return read_summary(self.dir) or {}
+        return json.loads((self.dir / SUMMARY).read_text())
 
     def plot(self) -> Figure:
         """The loss against the step, as loss.png draws it (a matplotlib Figure, which a notebook shows inline)."""
+        from tapelab.pictures import MAX_PATH_POINTS
         from tapelab.plots import loss_figure
 
-        return loss_figure(self.history[["step", "loss"]])
+        history = self.history[["step", "loss"]]
+        return loss_figure(history.iloc[:: max(1, len(history) // MAX_PATH_POINTS)])
 
 
 def run(*overrides: str, run_dir: str | os.PathLike[str] | None = None) -> Run:
@@ -65,23 +69,32 @@ def run(*overrides: str, run_dir: str | os.PathLike[str] | None = None) -> Run:
     The run goes to `run_dir`, or to outputs/<date>/<time>/ under the working directory, with the same files
     and checks as on the command line (`resume=true` with `run_dir` continues a run). A config mistake raises
     `ConfigError` with the command line's message; a Ctrl-C ends the run after saving it and raises
-    `tapelab.interrupts.Interrupted`. For the run's length, tapelab's log lines (INFO and up) also go to the
-    run's tapelab.log, and XLA_FLAGS caps XLA's instruction set (see README, Speed).
+    `Interrupted`. For the run's length, tapelab's log lines (INFO and up) also go to the run's tapelab.log,
+    and XLA_FLAGS caps XLA's instruction set (see README, Speed). Runs from several threads take turns.
     """
     from hydra._internal.hydra import Hydra
     from hydra._internal.utils import create_automatic_config_search_path
+
+    from tapelab.resume import override_key
 
     register_configs()
     arguments = list(overrides)
     if run_dir is not None:
         arguments.append(f"hydra.run.dir={quoted(Path(run_dir))}")
     search_path = create_automatic_config_search_path(None, None, CONFIG_PATH)
-    with own_global_hydra():
+    with _one_run_at_a_time, own_global_hydra():
         try:
+            for override in overrides:
+                if override.startswith("-"):
+                    raise ConfigError(override, "is a command-line flag; tapelab.run takes KEY=VALUE overrides")
+                if override_key(override) == "hydra.mode":
+                    raise ConfigError("hydra.mode", "tapelab.run trains one run; sweeps run from the command line")
             app = Hydra.create_main_hydra2(task_name="tapelab", config_search_path=search_path)
             job = app.run("config", _task, arguments, with_log_configuration=False)
         except Refused as refused:
             raise refused.error from None
+        except _Raised as raised:
+            raise raised.error from None
         except (CompactHydraException, OmegaConfBaseException) as mistake:
             raise ConfigError.of(mistake) from None
     return Run(Path(job.hydra_cfg.hydra.runtime.output_dir))
@@ -89,7 +102,7 @@ def run(*overrides: str, run_dir: str | os.PathLike[str] | None = None) -> Run:
 
 def load(run_dir: str | os.PathLike[str]) -> Run:
     """The run in `run_dir`; FileNotFoundError if it holds none."""
-    path = Path(run_dir)
+    path = Path(run_dir).resolve()
     if not (path / SUMMARY).exists():
         raise FileNotFoundError(f"{path} holds no run ({SUMMARY} is missing)")
     return Run(path)
@@ -101,7 +114,7 @@ def load_sweep(sweep_dir: str | os.PathLike[str]) -> pd.DataFrame:
     A sweep still running, or stopped before its report, is read from its job directories as sweep.csv
     would be written.
     """
-    path = Path(sweep_dir)
+    path = Path(sweep_dir).resolve()
     if (path / SWEEP_CSV).exists():
         table = pd.read_csv(path / SWEEP_CSV)
     else:
@@ -114,11 +127,16 @@ def load_sweep(sweep_dir: str | os.PathLike[str]) -> pd.DataFrame:
     return table
 
 
-def _task(cfg: DictConfig) -> float:
-    """Hydra's task for `run`: the command line's job, with tapelab's log lines in the run's log file.
+class _Raised(BaseException):
+    """An exception of the task, carried past Hydra's report of a failed job (a line on stderr) to `run`."""
 
-    A config mistake leaves as `Refused`, past Hydra's report of a failed job (which would print it twice).
-    """
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _task(cfg: DictConfig) -> float:
+    """Hydra's task for `run`: the command line's job, with tapelab's log lines in the run's log file."""
     from tapelab.job import run_job
 
     hydra_config = HydraConfig.get()
@@ -126,7 +144,9 @@ def _task(cfg: DictConfig) -> float:
         try:
             return run_job(cfg)
         except (ConfigError, OmegaConfBaseException) as mistake:
-            raise Refused(ConfigError.of(mistake)) from None
+            raise _Raised(ConfigError.of(mistake)) from None
+        except Exception as error:
+            raise _Raised(error) from error
 
 
 @contextmanager

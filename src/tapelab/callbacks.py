@@ -10,6 +10,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from tapelab.errors import ConfigError, Refused
+from tapelab.resume import composer, resumed_config
 from tapelab.rundir import SUMMARY, check_unused, check_writable, claim_new_dir
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ class RunDirectories(Callback):
             if not config.resume:
                 check_unused(Path(run.dir))
             else:  # refuse a resume before Hydra saves its config into the run's .hydra/
-                check_resumable(Path(run.dir), list(config.hydra.overrides.task))
+                resumed_config(Path(run.dir), list(config.hydra.overrides.task), composer(config.hydra.overrides.hydra))
         except ConfigError as error:
             raise Refused(error) from None
 
@@ -67,15 +68,6 @@ class RunDirectories(Callback):
         if not multirun_file.exists():
             multirun_file.parent.mkdir(parents=True, exist_ok=True)
             OmegaConf.save(config, multirun_file)
-
-
-def check_resumable(run_dir: Path, overrides: list[str]) -> None:
-    """Raise `ConfigError` unless the run in `run_dir` can continue with `overrides` (see `resumed_config`)."""
-    from hydra import compose
-
-    from tapelab.resume import resumed_config
-
-    resumed_config(run_dir, overrides, lambda keys: compose(config_name="config", overrides=keys))
 
 
 def log_earlier_launch(sweep_dir: Path) -> None:

@@ -164,6 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    from tapelab.cli import configure_process
     from tapelab.config import register_configs
 
     parser = argparse.ArgumentParser(
@@ -178,6 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in ("rtol", "atol"):
         if not 0 <= getattr(args, name) < math.inf:
             parser.error(f"--{name} must be a finite number >= 0, got {getattr(args, name)}")
+    configure_process()
     register_configs()
     try:
         with initialize_config_module("tapelab.conf", version_base="1.3", job_name="gradcheck"):

@@ -6,7 +6,6 @@ import logging
 import math
 from pathlib import Path
 
-from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
@@ -26,7 +25,7 @@ def run_job(cfg: DictConfig) -> float:
     SIGTERM raises `Interrupted`, in a sweep too, after saving everything.
     """
     from tapelab.interrupts import Interrupted
-    from tapelab.resume import CHECKPOINTS, check_same_job, forget_failure, is_finished, resumed_config
+    from tapelab.resume import CHECKPOINTS, check_same_job, composer, forget_failure, is_finished, resumed_config
     from tapelab.runner import record_failure, run, stored_result
 
     hydra_config = HydraConfig.get()
@@ -45,7 +44,7 @@ def run_job(cfg: DictConfig) -> float:
             forget_failure(run_dir)  # an earlier launch's failure before any checkpoint: run it again
         resume = cfg.resume or (multirun and (run_dir / CHECKPOINTS).is_dir())
         if resume:
-            cfg = resumed_config(run_dir, overrides, lambda keys: compose(config_name="config", overrides=keys))
+            cfg = resumed_config(run_dir, overrides, composer(list(hydra_config.overrides.hydra)))
         return run(cfg, run_dir, resume=resume, progress=not multirun)
     except Interrupted:
         raise

@@ -9,9 +9,11 @@ from typing import Any
 
 import pandas as pd
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import CompactHydraException
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from tapelab.errors import ConfigError
+from tapelab.errors import ConfigError, one_line
 from tapelab.rundir import METRICS, SUMMARY
 
 FINISHED = ("completed", "converged", "diverged")  # a sweep re-launch skips jobs that ended like this
@@ -70,6 +72,15 @@ def override_key(override: str) -> str:
     return OverridesParser.create().parse_override(override).key_or_group
 
 
+def composer(hydra_overrides: Sequence[str]) -> Callable[[list[str]], DictConfig]:
+    """Hydra's compose of tapelab's config from overrides, with this launch's `hydra.searchpath` (where a
+    user's own options may be), for `resumed_config`."""
+    from hydra import compose
+
+    search_path = [override for override in hydra_overrides if override_key(override) == "hydra.searchpath"]
+    return lambda overrides: compose(config_name="config", overrides=[*search_path, *overrides])
+
+
 def resumed_config(run_dir: Path, overrides: Sequence[str], compose: Callable[[list[str]], DictConfig]) -> DictConfig:
     """The config of the run in `run_dir`, with a new `epochs` if `overrides` sets one, else its last launch's.
 
@@ -91,10 +102,21 @@ def resumed_config(run_dir: Path, overrides: Sequence[str], compose: Callable[[l
             f"continues {run_dir} with its own config, where only epochs can change; remove {', '.join(changed)}",
         )
     new_epochs = [override for override in overrides if override_key(override) == "epochs"]
+    if not new_epochs and status == "completed":
+        raise ConfigError(
+            "epochs", f"the run in {run_dir} completed its {steps} steps; continue it with epochs=N > {steps}"
+        )
     if not new_epochs and "epochs" in summary:  # its last launch's epochs, which may have extended the first
         new_epochs = [f"epochs={summary['epochs']}"]
     kept = [override for override in saved if override_key(override) not in CHANGEABLE or not new_epochs]
-    cfg = compose([*kept, *new_epochs, "resume=true"])
+    try:
+        cfg = compose([*kept, *new_epochs, "resume=true"])
+    except (CompactHydraException, OmegaConfBaseException) as error:  # e.g. an option from a config dir not given
+        raise ConfigError(
+            "resume",
+            f"the saved config of {run_dir} does not compose: {one_line(error)}; give the same --config-dir "
+            "(or hydra.searchpath) as the run was started with",
+        ) from None
     # An interrupted or killed run may have done all its updates and lack only its final row.
     if cfg.epochs < steps or (cfg.epochs == steps and status not in ("interrupted", "running")):
         raise ConfigError(

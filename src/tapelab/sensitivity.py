@@ -25,7 +25,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from tapelab.cli import CONFIG_PATH
+from tapelab.cli import CONFIG_PATH, configure_process
 from tapelab.config import check_finite_numbers, plain_values, register_configs
 from tapelab.errors import ConfigError, config_errors_exit_with_usage_error, exit_on_user_error
 from tapelab.objectives import Objective, Problem
@@ -183,6 +183,7 @@ def sensitivity(cfg: DictConfig, out_dir: Path) -> Path:
 
 def main() -> None:
     """`python scripts/sensitivity.py`: a mistake, tapelab's or Hydra's, ends with one line on stderr and exit 2."""
+    configure_process()
     register_configs()
     with config_errors_exit_with_usage_error():
         sensitivity_job()

@@ -25,7 +25,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -294,9 +294,10 @@ class Trainer:
 
         # XLA (TensorFlow 2.21) reads a batch's variables after this loop as they were before it (a
         # tf.vectorized_map under a tape in the loop's body): for a batch, the loop carries their values out.
+        # (A user's Python loss that calls tf.vectorized_map itself is not covered.)
         carried = self.starts is not None
 
-        def take_step(done, status, n_rows, last_row, steps, rows, best, plateau_best, plateau_steps, values):
+        def take_step(done, status, n_rows, last_row, steps, rows, best, plateau_best, plateau_steps, _values):
             row, gradients, _ = self._evaluate()
             finite = tf.reduce_all(tf.math.is_finite(row))
             status = tf.where(finite, status, DIVERGED)
@@ -372,7 +373,7 @@ class Trainer:
         import tensorflow as tf
 
         try:
-            with as_traced(), xla_without_fma():
+            with as_traced(), xla_without_fma() if self.jit_compile and not self._compiled else nullcontext():
                 outputs = self._chunk(tf.constant(n_steps, tf.int64))
         except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as error:
             if self._compiled or not self.jit_compile:
