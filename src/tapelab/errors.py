@@ -43,7 +43,8 @@ class Refused(BaseException):
     """A ConfigError carried past Hydra, which turns a callback's exceptions into warnings and goes on, and
     prints a failed job's error before raising it. This is not an `Exception`, so it passes both.
 
-    The command line reports `error` as one line with exit 2; `tapelab.run` raises it.
+    The command line reports `error` as one line with exit 2; `tapelab.run` raises it. Code that drives
+    tapelab's Hydra callbacks by other ways than these two gets it as it is.
     """
 
     def __init__(self, error: ConfigError) -> None:
