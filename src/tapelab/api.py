@@ -27,7 +27,7 @@ from omegaconf.errors import OmegaConfBaseException
 from tapelab.callbacks import quoted
 from tapelab.cli import CONFIG_PATH
 from tapelab.config import register_configs
-from tapelab.errors import ConfigError, Refused
+from tapelab.errors import ConfigError, PastHydra
 from tapelab.rundir import METRICS, SUMMARY
 from tapelab.sweep import SWEEP_CSV, find_jobs, sweep_table, swept_keys
 
@@ -91,10 +91,8 @@ def run(*overrides: str, run_dir: str | os.PathLike[str] | None = None) -> Run:
                     raise ConfigError("hydra.mode", "tapelab.run trains one run; sweeps run from the command line")
             app = Hydra.create_main_hydra2(task_name="tapelab", config_search_path=search_path)
             job = app.run("config", _task, arguments, with_log_configuration=False)
-        except Refused as refused:
-            raise refused.error from None
-        except _Raised as raised:
-            raise raised.error from None
+        except PastHydra as carried:
+            raise carried.error from None
         except (CompactHydraException, OmegaConfBaseException) as mistake:
             raise ConfigError.of(mistake) from None
     return Run(Path(job.hydra_cfg.hydra.runtime.output_dir))
@@ -127,16 +125,9 @@ def load_sweep(sweep_dir: str | os.PathLike[str]) -> pd.DataFrame:
     return table
 
 
-class _Raised(BaseException):
-    """An exception of the task, carried past Hydra's report of a failed job (a line on stderr) to `run`."""
-
-    def __init__(self, error: Exception) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
 def _task(cfg: DictConfig) -> float:
-    """Hydra's task for `run`: the command line's job, with tapelab's log lines in the run's log file."""
+    """Hydra's task for `run`: the command line's job, with tapelab's log lines in the run's log file. Its
+    errors pass Hydra's report of a failed job (a line on stderr) to `run`."""
     from tapelab.job import run_job
 
     hydra_config = HydraConfig.get()
@@ -144,9 +135,9 @@ def _task(cfg: DictConfig) -> float:
         try:
             return run_job(cfg)
         except (ConfigError, OmegaConfBaseException) as mistake:
-            raise _Raised(ConfigError.of(mistake)) from None
+            raise PastHydra(ConfigError.of(mistake)) from None
         except Exception as error:
-            raise _Raised(error) from error
+            raise PastHydra(error) from None
 
 
 @contextmanager

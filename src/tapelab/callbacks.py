@@ -9,7 +9,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from tapelab.errors import ConfigError, Refused
+from tapelab.errors import ConfigError, PastHydra
 from tapelab.resume import composer, resumed_config
 from tapelab.rundir import SUMMARY, check_unused, check_writable, claim_new_dir
 
@@ -49,7 +49,7 @@ class RunDirectories(Callback):
             else:  # refuse a resume before Hydra saves its config into the run's .hydra/
                 resumed_config(Path(run.dir), list(config.hydra.overrides.task), composer(config.hydra.overrides.hydra))
         except ConfigError as error:
-            raise Refused(error) from None
+            raise PastHydra(error) from None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep = config.hydra.sweep
@@ -62,7 +62,7 @@ class RunDirectories(Callback):
                 check_writable(Path(sweep.dir), "hydra.sweep.dir")
                 log_earlier_launch(Path(sweep.dir))
         except ConfigError as error:
-            raise Refused(error) from None
+            raise PastHydra(error) from None
         # The basic sweeper saves multirun.yaml (the sweep's config) itself; others, like Optuna's, don't.
         multirun_file = Path(sweep.dir) / "multirun.yaml"
         if not multirun_file.exists():

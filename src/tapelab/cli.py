@@ -18,7 +18,8 @@ from omegaconf.errors import OmegaConfBaseException
 from tapelab.config import register_configs
 from tapelab.errors import ConfigError, config_errors_exit_with_usage_error, exit_on_user_error
 
-CONFIG_PATH = "pkg://tapelab.conf"
+CONFIG_MODULE = "tapelab.conf"  # conf/ of the checkout, shipped in the wheel
+CONFIG_PATH = f"pkg://{CONFIG_MODULE}"
 log = logging.getLogger("tapelab")
 
 

@@ -12,6 +12,8 @@ from typing import NoReturn
 from hydra.errors import CompactHydraException, MissingConfigException, OverrideParseException
 from omegaconf.errors import OmegaConfBaseException
 
+from tapelab.environ import restored_environ
+
 USAGE_ERROR = 2  # the exit code of a config value tapelab refuses
 FULL_ERROR = "HYDRA_FULL_ERROR"  # "1": Hydra re-raises instead of printing its own report and exiting 1
 
@@ -39,15 +41,16 @@ class ConfigError(ValueError):
         return cls(key, problem)
 
 
-class Refused(BaseException):
-    """A ConfigError carried past Hydra, which turns a callback's exceptions into warnings and goes on, and
+class PastHydra(BaseException):
+    """An exception carried past Hydra, which turns a callback's exceptions into warnings and goes on, and
     prints a failed job's error before raising it. This is not an `Exception`, so it passes both.
 
-    The command line reports `error` as one line with exit 2; `tapelab.run` raises it. Code that drives
-    tapelab's Hydra callbacks by other ways than these two gets it as it is.
+    tapelab's callbacks carry a ConfigError, which the command line reports as one line with exit 2;
+    `tapelab.run` raises whatever it carries. Code that drives tapelab's Hydra callbacks by other ways than
+    these two gets it as it is.
     """
 
-    def __init__(self, error: ConfigError) -> None:
+    def __init__(self, error: Exception) -> None:
         super().__init__(str(error))
         self.error = error
 
@@ -66,22 +69,17 @@ def config_errors_exit_with_usage_error() -> Iterator[None]:
     HYDRA_FULL_ERROR=1 it re-raises them instead, so that is set for the duration and they are caught here.
     Other exceptions keep their traceback. A user who set HYDRA_FULL_ERROR=1 gets Hydra's full traces.
     """
-    previous = os.environ.get(FULL_ERROR)
-    if previous == "1":
+    if os.environ.get(FULL_ERROR) == "1":
         yield
         return
-    os.environ[FULL_ERROR] = "1"
-    try:
-        yield
-    except (ConfigError, CompactHydraException, OmegaConfBaseException) as error:
-        exit_on_user_error(error)
-    except Refused as refused:
-        exit_on_user_error(refused.error)
-    finally:
-        if previous is None:
-            os.environ.pop(FULL_ERROR, None)
-        else:
-            os.environ[FULL_ERROR] = previous
+    with restored_environ(FULL_ERROR):
+        os.environ[FULL_ERROR] = "1"
+        try:
+            yield
+        except (ConfigError, CompactHydraException, OmegaConfBaseException) as error:
+            exit_on_user_error(error)
+        except PastHydra as carried:
+            exit_on_user_error(carried.error)
 
 
 def one_line(error: Exception) -> str:

@@ -164,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from tapelab.cli import configure_process
+    from tapelab.cli import CONFIG_MODULE, configure_process
     from tapelab.config import register_configs
 
     parser = argparse.ArgumentParser(
@@ -182,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_process()
     register_configs()
     try:
-        with initialize_config_module("tapelab.conf", version_base="1.3", job_name="gradcheck"):
+        with initialize_config_module(CONFIG_MODULE, version_base="1.3", job_name="gradcheck"):
             cfg = compose(config_name="config", overrides=list(args.overrides))
         name, result = check_config(cfg, args.rtol, args.atol)
     except (ConfigError, HydraException, OmegaConfBaseException) as error:

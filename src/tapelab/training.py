@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from tapelab.config import StopConfig
+from tapelab.environ import restored_environ
 from tapelab.objectives import Problem
 from tapelab.optimizers import Optimizer
 
@@ -93,18 +94,13 @@ def xla_without_fma() -> Iterator[None]:
     later XLA computation of the process; if XLA started earlier, the cap comes too late (the README says
     more). A user's own `xla_cpu_max_isa` is left as it is.
     """
-    flags = os.environ.get("XLA_FLAGS")
-    if flags is not None and "xla_cpu_max_isa" in flags:
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_cpu_max_isa" in flags:
         yield
         return
-    os.environ["XLA_FLAGS"] = f"{flags} {XLA_ISA_CAP}" if flags else XLA_ISA_CAP
-    try:
+    with restored_environ("XLA_FLAGS"):
+        os.environ["XLA_FLAGS"] = f"{flags} {XLA_ISA_CAP}".strip()
         yield
-    finally:
-        if flags is None:
-            os.environ.pop("XLA_FLAGS", None)
-        else:
-            os.environ["XLA_FLAGS"] = flags
 
 
 def wants_xla(setting: bool | None, epochs: int, problem: Problem) -> bool:

@@ -15,6 +15,8 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
+from tapelab.environ import restored_environ
+
 # A private loopback cluster needs no usage reports and no token file in ~/.ray.
 PRIVATE_CLUSTER_ENVIRONMENT = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
 
@@ -25,17 +27,10 @@ def environment_defaults(defaults: Mapping[str, str]) -> Iterator[None]:
 
     Back, not only removed: ray.init sets RAY_USAGE_STATS_ENABLED=0 itself when it starts a cluster.
     """
-    before = {name: os.environ.get(name) for name in defaults}
-    for name, value in defaults.items():
-        os.environ.setdefault(name, value)
-    try:
+    with restored_environ(*defaults):
+        for name, value in defaults.items():
+            os.environ.setdefault(name, value)
         yield
-    finally:
-        for name, value in before.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 class PrivateClusterRayLauncher(Launcher):
