@@ -79,8 +79,9 @@ class TensorBoard:
             os.kill(self.process.pid, signal.SIGKILL)
             self.process.wait()
 
-    def session_groups(self) -> dict:
-        """The HParams tab's rows: one session group per run."""
+    def session_groups(self, statuses: list[str] = ALL_STATUSES) -> dict:
+        """The HParams tab's rows, one session group per run, of the sessions whose status the tab's Status
+        filter allows."""
         return self.post(
             "/data/plugin/hparams/session_groups",
             {
@@ -88,6 +89,26 @@ class TensorBoard:
                 "startIndex": 0,
                 "sliceSize": 1000,
                 "colParams": [],
-                "allowedStatuses": ALL_STATUSES,
+                "allowedStatuses": statuses,
             },
         )
+
+
+def session_of(run_dir):
+    """The run's HParams session, read from its event files: (trial ID, hparams as Python values, end status
+    by name)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
+    from tensorboard.plugins.hparams import metadata as hparams_metadata
+
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    start_content = events.SummaryMetadata(hparams_metadata.SESSION_START_INFO_TAG).plugin_data.content
+    end_content = events.SummaryMetadata(hparams_metadata.SESSION_END_INFO_TAG).plugin_data.content
+    start = plugin_data_pb2.HParamsPluginData.FromString(start_content).session_start_info
+    end = plugin_data_pb2.HParamsPluginData.FromString(end_content).session_end_info
+    values = {
+        key: value.WhichOneof("kind") and getattr(value, value.WhichOneof("kind"))
+        for key, value in start.hparams.items()
+    }
+    return start.group_name, values, api_pb2.Status.Name(end.status)

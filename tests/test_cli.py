@@ -75,6 +75,14 @@ def test_bare_run_writes_a_dated_run_directory_that_reproduces_seed_002(tmp_path
     metrics = pd.read_csv(summary_path.parent / "metrics.csv")
     assert metrics["step"].tolist() == list(range(1001))
     assert "x=0.99999857" in (summary_path.parent / "tapelab.log").read_text()
+    # The console: no TensorFlow start-up lines, and one line when the run ends.
+    assert finished.stderr == ""
+    (line,) = finished.stdout.splitlines()
+    assert re.fullmatch(
+        r"\[[\d-]+ [\d:,]+\]\[tapelab\]\[INFO\] - completed after 1000 steps in \d+\.\d\d s: "
+        + re.escape(f"final loss {summary['final_loss']}, x=0.99999857 (outputs/{run_name})"),
+        line,
+    )
 
 
 def test_console_script_runs_the_same_experiment_as_run_py(tmp_path):

@@ -9,7 +9,21 @@ import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tapelab.plots import ContourPicture, loss_figure
+from conftest import compose_config
+from tapelab.config import to_experiment
+from tapelab.pictures import contour_picture, thinned
+from tapelab.plots import (
+    ContourPicture,
+    contour_box,
+    diverged_box,
+    exit_arrow,
+    loss_figure,
+    save,
+    sweep_figure,
+)
+
+ROSENBROCK_DOMAIN = [[-2.0, 2.0], [-1.0, 3.0]]  # conf/objective/rosenbrock.yaml
+SIX_HUMP_CAMEL_MINIMUM = -1.031628  # published f* of six_hump_camel
 
 
 def image_summaries(run_dir) -> dict[str, np.ndarray]:
@@ -25,12 +39,62 @@ def image_summaries(run_dir) -> dict[str, np.ndarray]:
     return images
 
 
-@pytest.mark.parametrize(
-    ("losses", "scale"), [([4.0, 1.0, 0.25], "log"), ([4.0, 1.0, 0.0], "linear"), ([1.0, -1.0, -1.25], "linear")]
-)
-def test_loss_axis_is_logarithmic_only_while_the_loss_stays_positive(losses, scale):
-    figure = loss_figure(pd.DataFrame({"step": [0, 1, 2], "loss": losses}))
-    assert figure.axes[0].get_yscale() == scale
+def problem_of(*overrides: str):
+    experiment = to_experiment(compose_config(*overrides))
+    return experiment.objective.build(experiment.seed)
+
+
+def pixels(path) -> np.ndarray:
+    return matplotlib.image.imread(path)
+
+
+def drawn(figure):
+    """The figure's first axis after a draw, as the PNG shows it."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(figure).draw()
+    return figure.axes[0]
+
+
+def test_a_positive_loss_is_on_a_plain_log_axis():
+    axis = drawn(loss_figure(pd.DataFrame({"step": [0, 1, 2], "loss": [4.0, 1.0, 0.25]})))
+    assert (axis.get_yscale(), axis.get_ylabel()) == ("log", "loss")
+    np.testing.assert_array_equal(axis.get_lines()[0].get_ydata(), [4.0, 1.0, 0.25])
+
+
+def test_a_loss_that_reaches_exactly_zero_stays_on_a_log_axis_with_a_linear_stretch_below_its_floor(train):
+    # Gradient descent at lr 0.5 on (x − 1)² from 0 lands on x = 1 in one step: the loss is 1, then exactly 0.
+    run = train("optimizer=gd", "lr=0.5", "epochs=20")
+    assert run.metrics["loss"].tolist() == [1.0] + [0.0] * 20
+    axis = drawn(loss_figure(run.metrics))
+    assert axis.get_yscale() == "symlog"
+    assert axis.yaxis.get_transform().linthresh == pytest.approx(0.1)  # a decade below the smallest loss, 1
+    assert axis.get_ylabel() == "loss, linear below 10⁻¹"
+    np.testing.assert_array_equal(axis.get_lines()[0].get_ydata(), run.metrics["loss"])
+    low, high = axis.get_ylim()
+    assert low < 0 < 0.1 < 1 < high
+    labels = {tick.get_text() for tick in axis.get_yticklabels() if low <= tick.get_position()[1] <= high}
+    assert labels == {"0", "10⁻¹", "10⁰"}  # the decade labels, without mathtext
+
+
+def test_a_negative_loss_is_drawn_above_its_lowest_value_on_a_log_axis(train):
+    run = train("objective=six_hump_camel", "optimizer=adam", "lr=0.05", "epochs=300")
+    lowest = run.metrics["loss"].min()
+    assert lowest == pytest.approx(SIX_HUMP_CAMEL_MINIMUM, abs=1e-6)
+    axis = drawn(loss_figure(run.metrics))
+    assert axis.get_yscale() == "symlog"
+    assert axis.get_ylabel().startswith("loss − lowest (−1.03163), linear below 10⁻")
+    line = axis.get_lines()[0].get_ydata()
+    np.testing.assert_allclose(line, run.metrics["loss"] - lowest)
+    assert line.min() == 0 and line[0] == pytest.approx(1.2333 - SIX_HUMP_CAMEL_MINIMUM, abs=1e-3)  # f(1, −1)
+    assert axis.get_ylim()[0] < 0 < line.max() < axis.get_ylim()[1]
+
+
+def test_a_short_run_has_a_tick_on_whole_steps_only():
+    axis = drawn(loss_figure(pd.DataFrame({"step": [0, 1, 2, 3, 4], "loss": [5.0, 4.0, 3.0, 2.0, 1.0]})))
+    low, high = axis.get_xlim()
+    ticks = [tick for tick in axis.get_xticks() if low <= tick <= high]
+    assert ticks == [0, 1, 2, 3, 4]
 
 
 @pytest.mark.parametrize(
@@ -108,3 +172,156 @@ def test_gap_to_min_is_the_final_loss_above_the_minimum_value(train):
     x = result.summary["params"]["x"]
     assert result.summary["gap_to_min"] == pytest.approx((x - 1) ** 2, abs=1e-6)
     assert result.summary["gap_to_min"] == pytest.approx(result.summary["final_loss"] - 4.0, abs=1e-6)
+
+
+def test_a_diverged_run_is_framed_on_the_domain_and_leaves_it_with_an_arrow(train, tmp_path):
+    result = train("objective=rosenbrock", "optimizer=sgd", "lr=0.01", "epochs=200", "log.plots=true")
+    assert (result.summary["status"], result.summary["steps"]) == ("diverged", 4)
+    history = thinned(result.metrics)
+    path = history[["x[0]", "x[1]"]].to_numpy(np.float64)
+    np.testing.assert_allclose(path[-1], [2.5374406e8, 318132.06], rtol=1e-6)  # the seed's blow-up
+    problem = problem_of("objective=rosenbrock")
+    assert contour_box(path, list(problem.minima), np.array(ROSENBROCK_DOMAIN))[0, 1] > 1e8  # yesterday's frame
+    np.testing.assert_array_equal(diverged_box(path, list(problem.minima), np.array(ROSENBROCK_DOMAIN)),
+                                  ROSENBROCK_DOMAIN)  # fmt: skip
+
+    picture = contour_picture(problem, np.array(ROSENBROCK_DOMAIN))
+    artists = picture.save_path(path, tmp_path / "trajectory.png", diverged=True)
+    np.testing.assert_array_equal(pixels(tmp_path / "trajectory.png"), pixels(result.dir / "trajectory.png"))
+    assert (picture.axis.get_xscale(), picture.axis.get_yscale()) == ("linear", "linear")
+    assert [list(picture.axis.get_xlim()), list(picture.axis.get_ylim())] == ROSENBROCK_DOMAIN
+    labels = {artist.get_label() for artist in artists}
+    assert labels == {"path", "start", ""} and "end" not in labels
+    (arrow,) = [artist for artist in artists if artist.get_label() == ""]
+    assert arrow.get_text() == "diverged"
+    np.testing.assert_allclose(arrow.xyann, path[1])  # x = (0.956, 1.88) after one step, the last inside
+    heading = (path[2] - path[1]) / np.linalg.norm(path[2] - path[1])
+    tip = np.array(arrow.xy)
+    assert tip[0] == pytest.approx(2.0)  # on the right edge, where the path heads for (4.65, −0.05)
+    np.testing.assert_allclose((tip - path[1]) / np.linalg.norm(tip - path[1]), heading)
+    (line,) = [artist for artist in artists if artist.get_label() == "path"]
+    np.testing.assert_array_equal(line.get_xydata(), path[:2])  # not the jumps outside the frame
+
+    loss = loss_figure(history, diverged=True)
+    assert loss.axes[0].get_title() == "loss, diverged at step 4"
+    save(loss, tmp_path / "loss.png")
+    np.testing.assert_array_equal(pixels(tmp_path / "loss.png"), pixels(result.dir / "loss.png"))
+
+
+def test_a_run_that_did_not_diverge_keeps_the_frame_around_its_path_and_the_domain(train, tmp_path):
+    result = train("objective=himmelblau", "optimizer=adam", "lr=0.05", "epochs=40", "log.plots=true")
+    assert result.summary["status"] == "completed"
+    path = thinned(result.metrics)[["x[0]", "x[1]"]].to_numpy(np.float64)
+    problem = problem_of("objective=himmelblau")
+    box = contour_box(path, list(problem.minima), np.array([[-5.0, 5.0], [-5.0, 5.0]]))  # its domain holds the path
+    lines = contour_picture(problem, box).save_path(path, tmp_path / "trajectory.png")
+    np.testing.assert_array_equal(pixels(tmp_path / "trajectory.png"), pixels(result.dir / "trajectory.png"))
+    assert [line.get_label() for line in lines] == ["path", "start", "end"]
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ([[0.2, 0.5], [0.5, 0.5], [3.0, 0.5]], (1, [0.5, 0.5], [1.0, 0.5])),  # out through the right edge
+        ([[0.5, 0.5], [0.5, 0.25], [0.5, -9.0], [0.5, 0.5], [0.5, -2.0]], (3, [0.5, 0.5], [0.5, 0.0])),  # for good
+        ([[0.5, 0.5], [np.inf, 0.5]], (0, [0.5, 0.5], [1.0, 0.5])),  # to infinity: straight that way
+        ([[0.5, 0.5], [0.95, 0.5], [2.0, 0.5]], (1, [0.88, 0.5], [1.0, 0.5])),  # too short: moved back
+        ([[0.5, 0.5], [0.9, 0.9]], None),  # ends inside
+    ],
+)
+def test_exit_arrow_runs_from_the_last_point_inside_to_the_edge_toward_the_next(path, expected):
+    leaving = exit_arrow(np.array(path), np.array([[0.0, 1.0], [0.0, 1.0]]))
+    if expected is None:
+        assert leaving is None
+    else:
+        index, tail, tip = leaving
+        assert index == expected[0]
+        np.testing.assert_allclose(tail, expected[1])
+        np.testing.assert_allclose(tip, expected[2])
+
+
+def test_a_diverged_path_that_blew_up_nearby_is_framed_on_its_finite_part():
+    path = np.array([[0.0, 0.0], [0.5, 1.0], [np.inf, 3.0]])
+    box = diverged_box(path, [np.array([0.0, 0.0])], np.array([[-10.0, 10.0], [-10.0, 10.0]]))
+    np.testing.assert_allclose(box, [[-0.5, 1.0], [-0.5, 1.5]])  # the finite points with a margin of 0.5
+
+
+def sweep_of(optimizers: list[str], lrs: list[float], diverged: set = frozenset(), steps: int = 30) -> tuple:
+    """A sweep table and its (step, loss) curves: the loss falls as lr^(step/steps); a diverged job's explodes."""
+    rows, curves = [], {}
+    for job, (optimizer, lr) in enumerate((optimizer, lr) for optimizer in optimizers for lr in lrs):
+        blown = (optimizer, lr) in diverged
+        length = 4 if blown else steps
+        loss = 10.0 ** (np.arange(length + 1) * 8.0) if blown else lr ** (np.arange(steps + 1) / steps)
+        curves[job] = pd.DataFrame({"step": np.arange(length + 1), "loss": loss})
+        rows.append({"job": job, "optimizer": optimizer, "lr": lr, "status": "diverged" if blown else "completed",
+                     "final_loss": loss[-1], "steps": length})  # fmt: skip
+    table = pd.DataFrame(rows)
+    table["steps"] = table["steps"].astype("Int64")
+    return table, curves, ["optimizer", "lr"] if len(optimizers) > 1 else ["lr"]
+
+
+@pytest.mark.parametrize(
+    ("lrs", "diverged", "scale"),
+    [
+        ([1e-4, 1e-3, 1e-2], set(), "log"),
+        ([1e-4, 1e-3, 1e-2], {("sgd", 1e-2)}, "log"),  # a diverged job's lr counts too
+        ([0.001, 0.003, 0.03], set(), "log"),  # 1.5 decades
+        ([0.002, 0.005, 0.01], set(), "linear"),  # less than a decade
+    ],
+)
+def test_final_loss_axis_is_logarithmic_when_the_swept_key_spans_more_than_a_decade(lrs, diverged, scale):
+    figure = sweep_figure(*sweep_of(["sgd"], lrs, diverged))
+    assert figure.axes[1].get_xscale() == scale
+
+
+def test_sweep_legend_shows_each_curve_in_its_own_colour():
+    from matplotlib.colors import to_rgba
+    from matplotlib.lines import Line2D
+
+    table, curves, keys = sweep_of(["sgd", "adam", "rmsprop"], [1e-4, 1e-3, 1e-2], {("sgd", 1e-2)})
+    figure = sweep_figure(table, curves, keys)
+    axis = figure.axes[0]
+    curve_colours = {int(line.get_gid().split()[1]): to_rgba(line.get_color()) for line in axis.get_lines()
+                     if line.get_gid()}  # fmt: skip
+    legend = axis.get_legend()
+    swatches = [to_rgba(line.get_color()) for line in legend.findobj(Line2D) if line.get_color() != "none"]
+    job = {(row.optimizer, row.lr): row.job for row in table.itertuples()}
+    in_legend_order = [job[optimizer, lr] for optimizer in ("adam", "rmsprop", "sgd") for lr in (1e-4, 1e-3, 1e-2)]
+    assert swatches == [curve_colours[number] for number in in_legend_order]
+    assert len(set(swatches)) == 9
+    assert [text.get_text() for text in legend.get_texts()] == [
+        "optimizer=adam",
+        "optimizer=rmsprop",
+        "optimizer=sgd (✖ diverged: lr=0.01)",
+        "light → dark: lr 0.0001 → 0.01",
+    ]
+
+
+def test_sweep_legend_of_one_swept_key_has_a_job_per_entry_in_its_curve_colour():
+    from matplotlib.colors import to_rgba
+
+    table, curves, keys = sweep_of(["sgd"], [1e-4, 1e-3, 1e-2], {("sgd", 1e-2)})
+    axis = sweep_figure(table, curves, keys).axes[0]
+    legend = axis.get_legend()
+    curve_colours = [to_rgba(line.get_color()) for line in axis.get_lines() if line.get_gid()]
+    assert [to_rgba(handle.get_color()) for handle in legend.legend_handles] == curve_colours
+    assert [text.get_text() for text in legend.get_texts()] == ["lr=0.0001", "lr=0.001",
+                                                                "lr=0.01, diverged at step 4"]  # fmt: skip
+
+
+def test_a_diverged_job_is_marked_on_the_top_edge_of_both_panels():
+    table, curves, keys = sweep_of(["sgd", "adam"], [1e-4, 1e-3, 1e-2], {("sgd", 1e-2)}, steps=4)
+    curves_axis, final_axis = drawn(sweep_figure(table, curves, keys)).figure.axes
+    (blown,) = table.loc[table["status"] == "diverged", "job"]
+    (curve,) = [line for line in curves_axis.get_lines() if line.get_gid() == f"job {blown}"]
+    assert curve.get_linestyle() == "-"
+    for axis, x in ((curves_axis, 4), (final_axis, 1e-2)):
+        (mark,) = [line for line in axis.get_lines() if line.get_marker() == "X"]
+        np.testing.assert_array_equal(mark.get_xydata(), [[x, 1.0]])  # y in axes units: the top edge
+        assert mark.get_transform() == axis.get_xaxis_transform() and not mark.get_clip_on()
+        assert mark.get_color() == curve.get_color()
+    assert curves_axis.get_title() == "loss of 6 runs, 1 diverged (✖ on the top edge)"
+    assert curves_axis.get_ylim()[1] < 2  # the limits follow the jobs that did not diverge: losses up to 1
+    low, high = curves_axis.get_xlim()
+    assert all(tick == int(tick) for tick in curves_axis.get_xticks() if low <= tick <= high)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from conftest import CONF_DIR, ROOT
-from tensorboard_client import TensorBoard
+from tensorboard_client import TensorBoard, session_of
 
 pytestmark = pytest.mark.e2e
 RAY_PYTHON = os.environ.get("TAPELAB_RAY_PYTHON")  # a Python with the `ray` extra (.ci/run makes one)
@@ -39,6 +40,11 @@ def sgd_final_loss(lr: float, epochs: int):
     return pytest.approx((1 - 2 * lr) ** (2 * epochs), rel=1e-4, abs=1e-7)
 
 
+def without_log_prefix(line: str) -> str:
+    """A console line without its logging prefix: `[time][HYDRA] ` or `[time][logger][LEVEL] - `."""
+    return re.sub(r"^\[[^]]*\](\[HYDRA\] |\[[^]]*\]\[[A-Z]+\] - )", "", line)
+
+
 def job_dirs(sweep_dir: Path) -> list[Path]:
     return sorted(path.parent.parent for path in sweep_dir.glob("*/.hydra/overrides.yaml"))
 
@@ -54,22 +60,42 @@ def assert_table_matches_summaries(sweep_dir: Path, table: pd.DataFrame) -> None
         )
 
 
+GRID_LINES = "grid_console.txt"  # beside the grid's sweep directory: what the sweep printed
+
+
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory) -> Path:
     sweep_dir = tmp_path_factory.mktemp("sweeps") / "grid"
-    run_tapelab("-m", "lr=0.001,0.1,10", "optimizer=sgd,adam", "epochs=30", f"hydra.sweep.dir={sweep_dir}")
+    finished = run_tapelab("-m", "lr=0.001,0.1,10", "optimizer=sgd,adam", "epochs=30", f"hydra.sweep.dir={sweep_dir}")
+    (sweep_dir.parent / GRID_LINES).write_text(finished.stderr + finished.stdout)
     return sweep_dir
 
 
-def test_grid_runs_every_combination_in_directories_named_after_its_overrides(grid):
+def grid_jobs() -> list[tuple[int, str, str]]:
+    """The grid's jobs in launch order: (number, lr, optimizer)."""
+    pairs = [(lr, optimizer) for lr in ("0.001", "0.1", "10") for optimizer in ("sgd", "adam")]
+    return [(num, lr, optimizer) for num, (lr, optimizer) in enumerate(pairs)]
+
+
+def test_grid_runs_every_combination_in_directories_named_after_the_swept_keys(grid):
     names = [path.name for path in job_dirs(grid)]
-    expected = [
-        f"epochs=30,lr={lr},optimizer={optimizer}_{num}"
-        for num, (lr, optimizer) in enumerate(
-            (lr, optimizer) for lr in ("0.001", "0.1", "10") for optimizer in ("sgd", "adam")
-        )
-    ]
-    assert sorted(names) == sorted(expected)
+    assert sorted(names) == sorted(f"lr={lr},optimizer={optimizer}_{num}" for num, lr, optimizer in grid_jobs())
+    for job_dir in job_dirs(grid):  # the constant override stays in the job's own record
+        assert "epochs=30" in yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text())
+
+
+def test_sweep_prints_a_line_per_job_as_it_ends_and_no_tensorflow_start_up_lines(grid):
+    lines = (grid.parent / GRID_LINES).read_text().splitlines()
+    messages = [without_log_prefix(line) for line in lines]
+    assert messages[0] == f"sweep of 6 jobs into {grid}"
+    job_lines = messages[1:7]
+    for line, (num, lr, optimizer) in zip(job_lines, grid_jobs(), strict=True):
+        summary = json.loads((grid / f"lr={lr},optimizer={optimizer}_{num}" / "summary.json").read_text())
+        expected = f"job {num + 1}/6 lr={lr},optimizer={optimizer}_{num}: {summary['status']} after "
+        assert line.startswith(expected) and line.endswith(f"final loss {summary['final_loss']}")
+    assert job_lines[4].startswith("job 5/6 lr=10,optimizer=sgd_4: diverged after 15 steps in ")
+    assert messages[7] == f"sweep of 6 jobs ({{'completed': 5, 'diverged': 1}}): {grid / 'sweep.csv'}"
+    assert len(lines) == 8  # nothing else: no Hydra line per job, no TensorFlow start-up lines
 
 
 def test_sweep_csv_has_a_row_per_job_that_matches_its_summary(grid):
@@ -128,25 +154,36 @@ def test_hparams_tab_shows_every_job_of_the_sweep(grid):
     server = TensorBoard(grid)
     try:
         server.wait_for_run(table["dir"].iloc[-1])
+        runs = server.get("/data/runs")
         experiment = server.post("/data/plugin/hparams/experiment", {"experimentName": ""})
-        domains = {info["name"]: info["domainDiscrete"] for info in experiment["hparamInfos"]}
-        assert domains == {"lr": [0.001, 0.1, 10.0], "optimizer": ["adam", "sgd"]}
-        assert [info["name"]["tag"] for info in experiment["metricInfos"]] == ["final_loss", "best_loss", "steps"]
         groups = server.session_groups()["sessionGroups"]
+        failures = server.session_groups(["STATUS_FAILURE"])["sessionGroups"]
     finally:
         server.stop()
-    assert len(groups) == 6
-    by_values = {(group["hparams"]["optimizer"], group["hparams"]["lr"]): group for group in groups}
+    assert sorted(runs) == sorted(table["dir"])  # every job, and no empty run for the sweep's root
+    domains = {info["name"]: info["domainDiscrete"] for info in experiment["hparamInfos"]}
+    statuses = ["completed", "converged", "diverged", "failed", "interrupted"]
+    assert domains == {"lr": [0.001, 0.1, 10.0], "optimizer": ["adam", "sgd"], "status": statuses}
+    metric_tags = [info["name"]["tag"] for info in experiment["metricInfos"]]
+    assert metric_tags == ["summary/final_loss", "summary/best_loss", "summary/steps"]
+    by_trial = {group["name"]: group for group in groups}
+    assert sorted(by_trial) == sorted(table["dir"])  # the trial ID is the job's name
     for row in table.itertuples():
-        metrics = {value["name"]["tag"]: value["value"] for value in by_values[(row.optimizer, row.lr)]["metricValues"]}
-        assert metrics["final_loss"] == pytest.approx(row.final_loss, rel=1e-6)
-        assert metrics["steps"] == row.steps
+        group = by_trial[row.dir]
+        assert (group["hparams"]["optimizer"], group["hparams"]["lr"]) == (row.optimizer, row.lr)
+        assert group["hparams"]["status"] == row.status
+        (session,) = group["sessions"]
+        assert session["status"] == {"completed": "STATUS_SUCCESS", "diverged": "STATUS_FAILURE"}[row.status]
+        metrics = {value["name"]["tag"]: value["value"] for value in group["metricValues"]}
+        assert metrics["summary/final_loss"] == pytest.approx(row.final_loss, rel=1e-6)
+        assert metrics["summary/steps"] == row.steps
+    assert [group["name"] for group in failures] == ["lr=10,optimizer=sgd_4"]  # the Status filter
 
 
 def test_report_script_rebuilds_the_same_table_for_an_existing_sweep(grid, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(grid, copy)
-    for report_file in [copy / "sweep.csv", copy / "sweep.png", *copy.glob("events.out.tfevents.*")]:
+    for report_file in [copy / "sweep.csv", copy / "sweep.png", *copy.rglob("events.out.tfevents.experiment")]:
         report_file.unlink()
     subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "sweep_report.py"), str(copy)],
@@ -157,13 +194,25 @@ def test_report_script_rebuilds_the_same_table_for_an_existing_sweep(grid, tmp_p
     rebuilt, original = pd.read_csv(copy / "sweep.csv"), pd.read_csv(grid / "sweep.csv")
     pd.testing.assert_frame_equal(rebuilt, original, check_exact=True)  # read back from the same summaries
     assert matplotlib.image.imread(copy / "sweep.png").shape == matplotlib.image.imread(grid / "sweep.png").shape
-    assert len(list(copy.glob("events.out.tfevents.*.sweep-hparams"))) == 1
+    assert [path.relative_to(copy).as_posix() for path in copy.rglob("events.out.tfevents.experiment")] == [
+        "lr=0.001,optimizer=sgd_0/events.out.tfevents.experiment"  # one experiment, in the first job's directory
+    ]
 
 
 def test_failed_and_repeated_jobs_keep_rows_and_directories_of_their_own(tmp_path):
-    run_tapelab("-m", "lr=-1,0.1,0.1", "epochs=5", f"hydra.sweep.dir={tmp_path}")
-    assert [path.name for path in job_dirs(tmp_path)] == ["epochs=5,lr=-1_0", "epochs=5,lr=0.1_1", "epochs=5,lr=0.1_2"]
+    finished = run_tapelab("-q", "-m", "lr=-1,0.1,0.1", "epochs=5", f"hydra.sweep.dir={tmp_path}")
+    assert [path.name for path in job_dirs(tmp_path)] == ["lr=-1_0", "lr=0.1_1", "lr=0.1_2"]
+    # --quiet: the failed job's line only, with its reason, before the sweep's own last line.
+    lines = [without_log_prefix(line) for line in (finished.stderr + finished.stdout).splitlines()]
+    assert lines[0].startswith("job 1/3 lr=-1_0: failed: ConfigError: lr: must be a finite number > 0")
+    assert lines[1:] == [f"sweep of 3 jobs ({{'completed': 2, 'failed': 1}}): {tmp_path / 'sweep.csv'}"]
     table = pd.read_csv(tmp_path / "sweep.csv")
+    # Its HParams row says it failed, with the values it was given.
+    assert session_of(tmp_path / "lr=-1_0") == (
+        "lr=-1_0",
+        {"lr": -1.0, "epochs": 5.0, "status": "failed"},
+        "STATUS_FAILURE",
+    )
     assert table["status"].tolist() == ["failed", "completed", "completed"]
     assert "lr: must be a finite number > 0" in table["error"].iloc[0]
     assert table["final_loss"].iloc[1:].tolist() == [sgd_final_loss(0.1, 5)] * 2
@@ -221,7 +270,7 @@ def test_default_directories_are_dated_under_outputs():
     assert OmegaConf.to_container(hydra.run, resolve=False)["dir"] == "outputs/${now:%Y-%m-%d}/${now:%H-%M-%S}"
     assert OmegaConf.to_container(hydra.sweep, resolve=False) == {
         "dir": "outputs/multirun/${now:%Y-%m-%d}/${now:%H-%M-%S}",
-        "subdir": "${hydra.job.override_dirname}_${hydra.job.num}",
+        "subdir": "${tapelab_job_dir:${hydra.job.override_dirname},${hydra.job.num}}",
     }
 
 

@@ -9,6 +9,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 from tensorboard.plugins.hparams import plugin_data_pb2
 
+from tensorboard_client import session_of
+
 
 def load_events(run_dir) -> EventAccumulator:
     events = EventAccumulator(str(run_dir), size_guidance={"tensors": 0, "scalars": 0, "histograms": 0})
@@ -46,8 +48,9 @@ def test_scalar_tags_are_named_without_loop_prefixes(vector_run):
         "grads/w[0]",
         "grads/w[1]",
         "params/w",
-        "final_loss",
-        "best_loss",
+        "summary/final_loss",
+        "summary/best_loss",
+        "summary/steps",
     }
     assert expected <= tags
     assert not any("while" in tag for tag in tags)
@@ -78,17 +81,31 @@ def test_vector_parameter_gets_a_histogram_per_logged_step(vector_run):
     assert first[:, 0].min() == pytest.approx(-3.0) and first[:, 1].max() == pytest.approx(1.0)
 
 
-def test_final_and_best_loss_are_logged_at_the_last_step(vector_run):
+def test_final_and_best_loss_and_steps_are_logged_under_summary_at_the_last_step(vector_run):
     events = load_events(vector_run.dir)
-    for tag in ("final_loss", "best_loss"):
-        steps, values = tensor_series(events, tag)
+    for key in ("final_loss", "best_loss", "steps"):
+        steps, values = tensor_series(events, f"summary/{key}")
         assert steps == [25]
-        assert float(values[0]) == pytest.approx(vector_run.summary[tag])
+        assert float(values[0]) == pytest.approx(vector_run.summary[key])
     assert vector_run.summary["final_loss"] == pytest.approx(vector_run.metrics["loss"].iloc[-1])
 
 
-def test_graph_of_the_train_loop_is_exported(vector_run):
-    graph = load_events(vector_run.dir).Graph()  # the run graph: the compiled chunk function
+def test_run_graph_is_one_training_step_in_loss_gradients_and_update_scopes(vector_run):
+    graph = load_events(vector_run.dir).Graph()
+    ops_in = lambda scope: {node.op for node in graph.node if node.name.startswith(f"{scope}/")}  # noqa: E731
+    assert {node.name.split("/")[0] for node in graph.node} >= {"loss", "gradients", "update"}
+    assert "While" not in {node.op for node in graph.node}  # one step, not the loop
+    assert {"ReadVariableOp", "Pow", "Sum"} <= ops_in("loss")  # sum_of_squares: reduce_sum(w ** 2)
+    assert "Mul" in ops_in("gradients")  # d(w²)/dw = 2w
+    assert {"Sqrt", "AssignSubVariableOp"} <= ops_in("update")  # Adam's step: m / (√v + ε), subtracted
+
+
+def test_loop_graph_is_the_graphs_tab_tag_training_loop(vector_run):
+    from tensorboard.compat.proto import config_pb2
+
+    (point,) = load_events(vector_run.dir).Tensors("training_loop")
+    run_metadata = config_pb2.RunMetadata.FromString(tf.make_ndarray(point.tensor_proto).item())
+    graph = run_metadata.function_graphs[0].pre_optimization_graph
     assert "While" in {node.op for node in graph.node}  # the loop runs in the graph
     loop_ops = {node.op for function in graph.library.function for node in function.node_def}
     assert {"IsFinite", "Sqrt", "AssignSubVariableOp"} <= loop_ops  # divergence check and the Adam update
@@ -105,3 +122,23 @@ def test_hparams_session_records_the_run_configuration(vector_run):
     assert hparams["epochs"].number_value == 25
     assert hparams["optimizer.beta_2"].number_value == 0.999
     assert "optimizer.weight_decay" not in hparams  # None is left out rather than logged as a string
+    assert hparams["status"].string_value == "completed"
+    assert start.group_name == f"{vector_run.dir.parent.name}/run"  # the trial ID: the run's last two parts
+
+
+def test_hparams_session_ends_with_the_status_the_filter_reads(vector_run):
+    from tensorboard.plugins.hparams import api_pb2
+
+    content = load_events(vector_run.dir).SummaryMetadata(hparams_metadata.SESSION_END_INFO_TAG).plugin_data.content
+    end = plugin_data_pb2.HParamsPluginData.FromString(content).session_end_info
+    assert end.status == api_pb2.Status.STATUS_SUCCESS
+
+
+def test_a_resumed_run_replaces_its_session_with_the_new_status(tmp_path):
+    from tapelab.sinks.hparams import write_session
+
+    write_session(tmp_path, {"lr": 0.1}, "trial", "interrupted", start_time=1.0)
+    assert session_of(tmp_path) == ("trial", {"lr": 0.1, "status": "interrupted"}, "STATUS_UNKNOWN")
+    write_session(tmp_path, {"lr": 0.1}, "trial", "diverged", start_time=1.0)
+    assert session_of(tmp_path) == ("trial", {"lr": 0.1, "status": "diverged"}, "STATUS_FAILURE")
+    assert [path.name for path in tmp_path.iterdir()] == ["events.out.tfevents.session"]  # one file, replaced

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -52,11 +53,18 @@ def test_server_serves_loss_and_parameter_scalars_equal_to_metrics_csv(served_ru
         assert [value for _, _, value in points] == pytest.approx(metrics[column].tolist(), rel=1e-6)
 
 
-def test_server_serves_the_train_loop_graph(served_run):
+def test_graphs_tab_shows_one_step_in_loss_gradients_and_update_and_the_loop_as_a_tag(served_run):
     server, _, _ = served_run
-    assert server.get("/data/plugin/graphs/info")[RUN_NAME]["run_graph"] is True
-    graph = server.get("/data/plugin/graphs/graph", run=RUN_NAME, conversions="false")
-    assert 'op: "While"' in graph and 'op: "IsFinite"' in graph
+    info = server.get("/data/plugin/graphs/info")[RUN_NAME]
+    assert info["run_graph"] is True and set(info["tags"]) == {"training_loop"}
+    step = server.get("/data/plugin/graphs/graph", run=RUN_NAME, conversions="false")
+    names = re.findall(r'^  name: "([^"]+)"', step, flags=re.MULTILINE)
+    assert {"loss", "gradients", "update"} <= {name.split("/")[0] for name in names}
+    assert any(name.startswith("update/adam/") for name in names)  # Keras's Adam, under update
+    assert "loss/pow" in names and "gradients/loss/pow/mul" in names  # Rosenbrock's squares, and their derivative
+    assert 'op: "While"' not in step
+    loop = server.get("/data/plugin/graphs/graph", run=RUN_NAME, tag="training_loop", conversions="false")
+    assert 'op: "While"' in loop and 'op: "IsFinite"' in loop
 
 
 def test_server_serves_hparams_and_final_metrics(served_run):
@@ -65,12 +73,15 @@ def test_server_serves_hparams_and_final_metrics(served_run):
     hparams = {info["name"]: info for info in experiment["hparamInfos"]}
     assert {"objective", "optimizer", "lr", "epochs", "seed", "optimizer.beta_1"} <= set(hparams)
     assert hparams["optimizer"]["domainDiscrete"] == ["adam"]
-    assert {"final_loss", "best_loss"} <= {info["name"]["tag"] for info in experiment["metricInfos"]}
+    assert {"summary/final_loss", "summary/best_loss"} <= {info["name"]["tag"] for info in experiment["metricInfos"]}
     (group,) = server.session_groups()["sessionGroups"]
+    parent, name = group["name"].split("/")  # the trial ID: the run directory's last two parts
+    assert name == RUN_NAME and parent.startswith("logs")
     assert group["hparams"]["lr"] == 0.02 and group["hparams"]["objective"] == "rosenbrock"
+    assert group["hparams"]["status"] == "completed" and group["sessions"][0]["status"] == "STATUS_SUCCESS"
     values = {value["name"]["tag"]: value for value in group["metricValues"]}
-    assert values["final_loss"]["trainingStep"] == 60
-    assert values["final_loss"]["value"] == pytest.approx(metrics["loss"].iloc[-1], rel=1e-6)
+    assert values["summary/final_loss"]["trainingStep"] == 60
+    assert values["summary/final_loss"]["value"] == pytest.approx(metrics["loss"].iloc[-1], rel=1e-6)
     # best_loss counts every step, the unlogged odd ones too, so it can only be lower than the logged minimum.
-    assert values["best_loss"]["value"] == pytest.approx(summary["best_loss"], rel=1e-6)
+    assert values["summary/best_loss"]["value"] == pytest.approx(summary["best_loss"], rel=1e-6)
     assert summary["best_loss"] <= metrics["loss"].min()

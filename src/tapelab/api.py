@@ -56,11 +56,10 @@ class Run:
 
     def plot(self) -> Figure:
         """The loss against the step, as loss.png draws it (a matplotlib Figure, which a notebook shows inline)."""
-        from tapelab.pictures import MAX_PATH_POINTS
+        from tapelab.pictures import thinned
         from tapelab.plots import loss_figure
 
-        history = self.history[["step", "loss"]]
-        return loss_figure(history.iloc[:: max(1, len(history) // MAX_PATH_POINTS)])
+        return loss_figure(thinned(self.history[["step", "loss"]]), diverged=self.summary["status"] == "diverged")
 
 
 def run(*overrides: str, run_dir: str | os.PathLike[str] | None = None) -> Run:

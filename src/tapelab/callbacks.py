@@ -1,14 +1,18 @@
-"""Hydra callbacks: directory guards before a run or sweep starts, and the sweep report when it ends."""
+"""Hydra callbacks: directory guards and names before a run or sweep starts, a line as each job of a sweep
+ends, and the sweep report when it ends."""
 
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from tapelab.console import count_of_jobs, job_line, to_console
 from tapelab.errors import ConfigError, PastHydra
 from tapelab.resume import composer, resumed_config
 from tapelab.rundir import SUMMARY, check_unused, check_writable, claim_new_dir
@@ -21,9 +25,9 @@ def is_time_named(node: DictConfig) -> bool:
     return "${now:" in str(OmegaConf.to_container(node, resolve=False)["dir"])
 
 
-def quoted(path: Path) -> str:
-    """`path` as a quoted Hydra override value."""
-    return "'" + str(path).replace("\\", "\\\\").replace("'", "\\'") + "'"
+def quoted(value: str | Path) -> str:
+    """`value` as a quoted Hydra override value."""
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 class RunDirectories(Callback):
@@ -33,6 +37,10 @@ class RunDirectories(Callback):
     the user named is used as named, but refused when it already holds a run's results, unless `resume=true`
     asks to continue that run. A sweep directory the user named may hold an earlier launch of the same sweep:
     its finished jobs are skipped and its interrupted ones continue (see `tapelab.cli.experiment`).
+
+    A sweep's job directories are named after the keys the sweep varies, and the job number
+    (`lr=0.1,optimizer=adam_3`): the keys the command line sets to one value are left out of
+    `hydra.job.override_dirname`, like those in its `exclude_keys`.
     """
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -63,11 +71,29 @@ class RunDirectories(Callback):
                 log_earlier_launch(Path(sweep.dir))
         except ConfigError as error:
             raise PastHydra(error) from None
+        config.hydra.overrides.hydra.append(f"{EXCLUDED_KEYS}={names_list(excluded_keys(config))}")
         # The basic sweeper saves multirun.yaml (the sweep's config) itself; others, like Optuna's, don't.
         multirun_file = Path(sweep.dir) / "multirun.yaml"
         if not multirun_file.exists():
             multirun_file.parent.mkdir(parents=True, exist_ok=True)
             OmegaConf.save(config, multirun_file)
+
+
+EXCLUDED_KEYS = "hydra.job.config.override_dirname.exclude_keys"
+
+
+def excluded_keys(config: DictConfig) -> list[str]:
+    """The keys left out of a sweep's job directory names: those already excluded, and those not swept."""
+    from tapelab.sweep import split_sweep_keys
+
+    _, constant = split_sweep_keys(config)
+    already = list(OmegaConf.select(config, EXCLUDED_KEYS, default=[]))
+    return already + [key for key in constant if key not in already]
+
+
+def names_list(names: list[str]) -> str:
+    """`names` as a Hydra override's list of quoted strings."""
+    return "[" + ",".join(quoted(name) for name in names) + "]"
 
 
 def log_earlier_launch(sweep_dir: Path) -> None:
@@ -83,6 +109,42 @@ def log_earlier_launch(sweep_dir: Path) -> None:
             finished,
             len(job_dirs) - finished,
         )
+
+
+class JobLines(Callback):
+    """One line as each job of a sweep ends: `job 3/12 lr=0.1,optimizer=adam_2: completed after …`.
+
+    With `quiet`, only failed jobs get their line. The number of jobs is known for the grid and Optuna
+    sweepers; with another, the line says `job 3`.
+    """
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self.total: int | None = None
+        self.started = 0.0
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from tapelab.sweep import planned_jobs
+
+        self.total = planned_jobs(config)
+        if not self.quiet:
+            log.info("sweep of %s into %s", count_of_jobs(self.total), config.hydra.sweep.dir)
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.started = time.time()
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        from tapelab.resume import read_summary
+
+        if config.hydra.mode != RunMode.MULTIRUN:
+            return
+        job_dir = Path(config.hydra.runtime.output_dir)
+        summary = read_summary(job_dir)
+        if self.quiet and (summary or {}).get("status") != "failed":
+            return
+        earlier = summary is not None and (job_dir / SUMMARY).stat().st_mtime < self.started
+        number = int(config.hydra.job.num) + 1
+        to_console(log, job_line(number, self.total, job_dir.name, summary, earlier))
 
 
 class SweepReport(Callback):

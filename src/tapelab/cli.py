@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
 
 import hydra
@@ -32,14 +33,27 @@ def main() -> None:
     """
     configure_process()
     register_configs()
+    sys.argv[1:] = quiet_flag_as_override(sys.argv[1:])
     with config_errors_exit_with_usage_error():
         experiment()
 
 
+QUIET_FLAGS = ("-q", "--quiet")
+QUIET_OVERRIDE = "hydra.callbacks.job_lines.quiet=true"
+
+
+def quiet_flag_as_override(arguments: list[str]) -> list[str]:
+    """`-q`/`--quiet` (a sweep prints only its failed jobs' lines) as the Hydra override it stands for."""
+    if not any(argument in QUIET_FLAGS for argument in arguments):
+        return arguments
+    return [argument for argument in arguments if argument not in QUIET_FLAGS] + [QUIET_OVERRIDE]
+
+
 def configure_process() -> None:
     """What the command line's own process needs, set before TensorFlow is imported."""
-    # TensorFlow's C++ start-up chatter (CPU features, CUDA probing) hides the run's own output.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # No INFO lines from TensorFlow's C++ (CPU features, XLA's service); its warnings and errors still show.
+    # Its start-up notices, which come before this level applies, are dropped by tapelab.tensorflow_start.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     # conf/hydra/launcher/ray.yaml replaces the plugin's config of the same name on purpose.
     warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/ray' is validated against ConfigStore schema")
 

@@ -117,7 +117,8 @@ PLUGINS = {
 
 def register_configs() -> None:
     """What Hydra needs before it composes tapelab's config: the primary schema (importing the objectives and
-    optimizers stores theirs), the resolver of `hydra.output_subdir` (conf/config.yaml) and tapelab's plugins.
+    optimizers stores theirs), the resolvers of `hydra.output_subdir` and `hydra.sweep.subdir`
+    (conf/config.yaml) and tapelab's plugins.
 
     Hydra's plugin scan finds the plugins of an installed tapelab, but it can't see into an editable install,
     whose packages setuptools serves through an import hook: those are registered here.
@@ -133,6 +134,13 @@ def register_configs() -> None:
             plugins.register(getattr(importlib.import_module(module), name))
     # Keep a run's saved config when it continues, and a skipped job's files.
     OmegaConf.register_new_resolver("tapelab_saved_config_dir", saved_config_subdir, replace=True)
+    OmegaConf.register_new_resolver("tapelab_job_dir", job_dir_name, replace=True)
+
+
+def job_dir_name(override_dirname: str, job_number: int) -> str:
+    """A sweep job's directory name: its swept values and its number (`lr=0.1,optimizer=adam_3`), or the number
+    alone when the sweep varies nothing."""
+    return f"{override_dirname}_{job_number}" if override_dirname else str(job_number)
 
 
 MAX_STEPS = 2**62  # step numbers are int64 inside the graph

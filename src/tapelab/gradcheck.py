@@ -32,6 +32,7 @@ from omegaconf import DictConfig
 
 from tapelab.errors import USAGE_ERROR, ConfigError
 from tapelab.objectives import Problem
+from tapelab.tensorflow_start import import_tensorflow
 
 RTOL = 1e-3  # a wrong gradient is typically off by O(1); float32 tapes and differences agree to ~1e-5
 ATOL = 1e-5  # decides only where the gradient itself is about that small
@@ -155,6 +156,7 @@ def check_config(cfg: DictConfig, rtol: float = RTOL, atol: float = ATOL) -> tup
     from tapelab.config import to_experiment
 
     experiment = to_experiment(cfg)
+    import_tensorflow()
     return experiment.objective.name, check_gradient(experiment.objective.build(experiment.seed), rtol, atol)
 
 

@@ -24,9 +24,19 @@ def run_job(cfg: DictConfig) -> float:
     A single run's config mistake raises `ConfigError` (or OmegaConf's error); a run stopped by SIGINT or
     SIGTERM raises `Interrupted`, in a sweep too, after saving everything.
     """
+    from tapelab.console import run_line
     from tapelab.interrupts import Interrupted
-    from tapelab.resume import CHECKPOINTS, check_same_job, composer, forget_failure, is_finished, resumed_config
+    from tapelab.resume import (
+        CHECKPOINTS,
+        check_same_job,
+        composer,
+        forget_failure,
+        is_finished,
+        read_summary,
+        resumed_config,
+    )
     from tapelab.runner import record_failure, run, stored_result
+    from tapelab.sinks.hparams import trial_id
 
     hydra_config = HydraConfig.get()
     run_dir = Path(hydra_config.runtime.output_dir)
@@ -45,14 +55,16 @@ def run_job(cfg: DictConfig) -> float:
         resume = cfg.resume or (multirun and (run_dir / CHECKPOINTS).is_dir())
         if resume:
             cfg = resumed_config(run_dir, overrides, composer(list(hydra_config.overrides.hydra)))
-        return run(cfg, run_dir, resume=resume, progress=not multirun)
+        loss = run(cfg, run_dir, resume=resume, progress=not multirun, trial=trial_id(run_dir, multirun))
     except Interrupted:
         raise
     except Exception as error:
         if not multirun:
             raise
-        if isinstance(error, (ConfigError, OmegaConfBaseException)):
-            log.error("Error in config: %s", one_line(error))
-        else:
+        if not isinstance(error, (ConfigError, OmegaConfBaseException)):  # a config mistake: its job's line says it
             log.exception("the job failed")
-        return record_failure(run_dir, error)
+        tensorboard = OmegaConf.select(cfg, "log.tensorboard", default=True, throw_on_resolution_failure=False)
+        return record_failure(run_dir, error, trial_id(run_dir, multirun), overrides if tensorboard else None)
+    if not multirun:  # a sweep's jobs get their line from tapelab.callbacks.JobLines
+        log.info("%s", run_line(read_summary(run_dir), run_dir))
+    return loss

@@ -11,7 +11,7 @@ import pandas as pd
 
 from tapelab.landscape import loss_at, loss_elements
 from tapelab.objectives import Problem
-from tapelab.plots import ContourPicture, contour_box, loss_figure, save
+from tapelab.plots import ContourPicture, contour_box, diverged_box, loss_figure, save
 from tapelab.rundir import METRICS
 from tapelab.training import element_columns
 
@@ -26,13 +26,12 @@ MAX_CACHED_CONTOURS = 8
 _contours: OrderedDict[str, ContourPicture] = OrderedDict()  # the contours a process drew last
 
 
-def contour_picture(problem: Problem, points: np.ndarray, domain: np.ndarray | None) -> ContourPicture:
-    """The contour of the objective over a region that holds `points`, the minima and the domain.
+def contour_picture(problem: Problem, box: np.ndarray) -> ContourPicture:
+    """The contour of the objective over `box` (one [low, high] row per parameter).
 
     The jobs of a sweep mostly draw the same objective over the same region: its values are computed, and
     the contour rendered, once per loss, constants and region in a process.
     """
-    box = contour_box(points, list(problem.minima), domain)
     labels = tuple(element_columns(problem.start))
     digest = hashlib.sha256(repr((problem.structure, labels)).encode() + box.tobytes())
     for name, value in problem.constants.items():
@@ -51,15 +50,27 @@ def contour_picture(problem: Problem, points: np.ndarray, domain: np.ndarray | N
     return _contours[key]
 
 
-def draw_run(run_dir: Path, problem: Problem, param_columns: list[str], domain: np.ndarray | None) -> list[Path]:
-    """Draw the run's pictures from its metrics.csv; return the files written."""
-    history = pd.read_csv(run_dir / METRICS, usecols=["step", "loss", *param_columns])
-    history = history.iloc[:: max(1, len(history) // MAX_PATH_POINTS)]
-    save(loss_figure(history), run_dir / LOSS_PNG)
+def thinned(history: pd.DataFrame) -> pd.DataFrame:
+    """Every k-th row of `history`, about MAX_PATH_POINTS of them, and always the last: where the run ended."""
+    every = max(1, len(history) // MAX_PATH_POINTS)
+    return history.iloc[np.unique(np.r_[np.arange(0, len(history), every), len(history) - 1])]
+
+
+def draw_run(
+    run_dir: Path, problem: Problem, param_columns: list[str], domain: np.ndarray | None, diverged: bool = False
+) -> list[Path]:
+    """Draw the run's pictures from its metrics.csv; return the files written.
+
+    A diverged run's path is framed so that the blow-up does not hide the objective (see `diverged_box`).
+    """
+    history = thinned(pd.read_csv(run_dir / METRICS, usecols=["step", "loss", *param_columns]))
+    save(loss_figure(history, diverged), run_dir / LOSS_PNG)
     written = [run_dir / LOSS_PNG]
     if len(param_columns) == 2:
         path = history[param_columns].to_numpy(np.float64)
-        contour_picture(problem, path, domain).save_path(path, run_dir / TRAJECTORY_PNG)
+        frame = diverged_box if diverged else contour_box
+        box = frame(path, list(problem.minima), domain)
+        contour_picture(problem, box).save_path(path, run_dir / TRAJECTORY_PNG, diverged)
         written.append(run_dir / TRAJECTORY_PNG)
     return written
 
@@ -67,5 +78,6 @@ def draw_run(run_dir: Path, problem: Problem, param_columns: list[str], domain: 
 def draw_starts(run_dir: Path, problem: Problem, starts: np.ndarray, ends: np.ndarray, domain: np.ndarray) -> Path:
     """starts.png: every start joined to its end over the contour of a two-parameter objective."""
     finite_ends = ends[np.all(np.isfinite(ends), axis=1)]
-    contour_picture(problem, np.vstack([starts, finite_ends]), domain).save_starts(starts, ends, run_dir / STARTS_PNG)
+    box = contour_box(np.vstack([starts, finite_ends]), list(problem.minima), domain)
+    contour_picture(problem, box).save_starts(starts, ends, run_dir / STARTS_PNG)
     return run_dir / STARTS_PNG

@@ -14,6 +14,10 @@ from tapelab.atomic import replacing
 DPI = 110
 MAX_LEGEND_ENTRIES = 12
 MAX_DECADES_WITH_MINOR_TICKS = 2  # a log axis over more decades reads well from its decades alone
+COLOUR_MAPS = ["Blues", "Oranges", "Greens", "Reds", "Purples", "Greys", "YlOrBr", "PuRd"]  # a sweep's groups
+ENDED = ("completed", "converged", "diverged")  # the jobs that have a final loss
+MAX_SYMLOG_TICKS = 10  # a symmetric log axis labels every second decade (or third…) past this many
+MIN_EXIT_ARROW = 0.12  # of the frame: the shortest arrow that shows where a diverged path went
 SUPERSCRIPTS = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 # A run's pictures are drawn for every job of a sweep, so they skip what costs most and shows least: the
 # layout and the titles' height are fixed rather than computed from every label's extent, log axes are
@@ -68,15 +72,71 @@ def log_ticks(axis: Any, low: float, high: float) -> None:
         axis.set_minor_locator(ticker.NullLocator())
 
 
-def loss_figure(history: pd.DataFrame) -> Any:
-    """The loss against the step; on a log axis when the loss stays positive."""
+def fit_limits(axis: Any, values: np.ndarray) -> None:
+    """Set the y limits to the range of `values` and a 5% margin, measured along the axis's own scale."""
+    scale = axis.yaxis.get_transform()
+    low, high = scale.transform(np.array([[values.min()], [values.max()]]))[:, 0]
+    margin = 0.05 * (high - low) or 0.5
+    axis.set_ylim(*scale.inverted().transform(np.array([[low - margin], [high + margin]]))[:, 0])
+
+
+def loss_shift(losses: pd.Series) -> float:
+    """What `loss_axis` subtracts from `losses`: their lowest value if it is negative, else 0."""
+    values = np.asarray(losses, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    return float(min(0.0, values.min())) if len(values) else 0.0
+
+
+def loss_axis(axis: Any, drawn: pd.Series, shift: float, name: str = "loss") -> None:
+    """Put the y axis of `axis`, which shows `drawn` = loss − `shift` (see `loss_shift`), on a log scale
+    fitted to `drawn`.
+
+    The rule: the loss above min(0, lowest loss) on a log axis. While every value drawn is positive, a
+    plain log axis; otherwise (an exact 0 loss, or the lowest of negative losses) a symmetric log axis,
+    linear below a floor a decade under the smallest nonzero value. The label names the shift and floor.
+    """
+    from matplotlib import ticker
+
+    values = np.asarray(drawn, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    lowest = f"{shift:.6g}".replace("-", "−")
+    label = f"{name} − lowest ({lowest})" if shift else name
+    if not len(values):
+        axis.set_ylabel(label)
+    elif (values > 0).all():
+        axis.set_yscale("log", nonpositive="mask")
+        log_ticks(axis.yaxis, values.min(), values.max())
+        axis.set_ylabel(label)
+    else:
+        nonzero = np.abs(values[values != 0])
+        floor = 10.0 ** (np.floor(np.log10(nonzero.min())) - 1) if len(nonzero) else 1.0
+        axis.set_yscale("symlog", linthresh=floor)
+        axis.yaxis.get_major_locator().set_params(numticks=MAX_SYMLOG_TICKS)
+        axis.yaxis.set_major_formatter(ticker.FuncFormatter(decade_label))
+        axis.yaxis.set_minor_locator(ticker.NullLocator())
+        axis.set_ylabel(f"{label}, linear below {decade_label(floor)}")
+    if len(values):
+        fit_limits(axis, values)
+
+
+def step_axis(axis: Any) -> None:
+    """Label the x axis "step", with ticks on whole steps only."""
+    from matplotlib import ticker
+
+    axis.xaxis.set_major_locator(ticker.MaxNLocator("auto", steps=[1, 2, 2.5, 5, 10], integer=True))  # as AutoLocator
+    axis.set_xlabel("step")
+
+
+def loss_figure(history: pd.DataFrame, diverged: bool = False) -> Any:
+    """The loss against the step on a log axis (see `loss_axis`); a diverged run's title names its last step."""
     figure, (axis,) = new_figure(6.4, 4.2, margins=RUN_MARGINS)
-    axis.plot(history["step"], history["loss"], linewidth=1.3)
-    if (history["loss"] > 0).all():
-        axis.set_yscale("log")
-        log_ticks(axis.yaxis, history["loss"].min(), history["loss"].max())
-    axis.set(xlabel="step", ylabel="loss")
-    axis.set_title("loss", y=1.0)  # a given height: not placed by measuring the tick labels
+    shift = loss_shift(history["loss"])
+    drawn = history["loss"] - shift
+    axis.plot(history["step"], drawn, linewidth=1.3)
+    loss_axis(axis, drawn, shift)
+    step_axis(axis)
+    title = f"loss, diverged at step {history['step'].iat[-1]}" if diverged else "loss"
+    axis.set_title(title, y=1.0)  # a given height: not placed by measuring the tick labels
     axis.grid(True, which="major", alpha=0.3)
     return figure
 
@@ -91,6 +151,39 @@ def contour_box(path: np.ndarray, minima: list[np.ndarray], domain: np.ndarray |
         margin = np.maximum(0.2 * (high - low), 0.5)
         low, high = low - margin, high + margin
     return np.stack([low, high], axis=1)
+
+
+def diverged_box(path: np.ndarray, minima: list[np.ndarray], domain: np.ndarray | None) -> np.ndarray:
+    """The region to draw for a diverged run: the domain (grown to hold the start and minima) or the box
+    around the path's finite points and the minima, whichever is smaller, so the blow-up does not hide both."""
+    finite = path[np.isfinite(path).all(axis=1)]
+    around_path = contour_box(finite, minima, None)
+    if domain is None:
+        return around_path
+    around_domain = contour_box(finite[:1], minima, domain)
+    return min(around_domain, around_path, key=lambda box: np.prod(box[:, 1] - box[:, 0]))
+
+
+def exit_arrow(path: np.ndarray, box: np.ndarray) -> tuple[int, np.ndarray, np.ndarray] | None:
+    """Where `path` leaves `box` for good, or None if it ends inside: (the index of its last point inside,
+    and an arrow from that point to the box's edge, toward the next point: its tail and its tip).
+
+    The arrow is at least MIN_EXIT_ARROW of the box long (its tail moved back if need be).
+    """
+    low, size = box[:, 0], box[:, 1] - box[:, 0]
+    scaled = (path - low) / size  # the box as [0, 1]²: lengths read alike on both axes
+    inside = np.flatnonzero(np.all((scaled >= 0) & (scaled <= 1), axis=1))
+    if not len(inside) or inside[-1] == len(path) - 1:
+        return None
+    tail = scaled[inside[-1]]
+    heading = np.clip(scaled[inside[-1] + 1], -1e9, 1e9) - tail  # an infinite coordinate: straight that way
+    heading = heading / np.linalg.norm(heading)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        to_edge = np.where(heading > 0, (1 - tail) / heading, np.where(heading < 0, -tail / heading, np.inf))
+    tip = tail + to_edge.min() * heading
+    if np.linalg.norm(tip - tail) < MIN_EXIT_ARROW:
+        tail = np.clip(tip - MIN_EXIT_ARROW * heading, 0, 1)
+    return int(inside[-1]), low + tail * size, low + tip * size
 
 
 def contour_axes(grid_x: np.ndarray, grid_y: np.ndarray, values: np.ndarray) -> tuple:
@@ -139,17 +232,37 @@ class ContourPicture:
         self.background = self.canvas.copy_from_bbox(self.figure.bbox)
         self.lock = threading.Lock()
 
-    def save_path(self, path: np.ndarray, file: Path) -> list[Any]:
-        """The optimizer's path (one (x, y) row per logged step), its start and its end; returns those lines."""
-        return self._save(
-            "path over the objective",
-            file,
-            lambda axis: [
-                *axis.plot(path[:, 0], path[:, 1], "-", color="white", linewidth=1.4, label="path"),
+    def save_path(self, path: np.ndarray, file: Path, diverged: bool = False) -> list[Any]:
+        """The optimizer's path (one (x, y) row per logged step), its start and its end; returns those artists.
+
+        A diverged run's path is drawn until it leaves the frame for good, and goes on as an arrow labelled
+        "diverged" (if it ends inside the frame, its last point is marked instead).
+        """
+
+        def artists(axis: Any) -> list[Any]:
+            leaving = exit_arrow(path, np.array([axis.get_xlim(), axis.get_ylim()])) if diverged else None
+            shown = path if leaving is None else path[: leaving[0] + 1]  # not the jumps of the blow-up
+            drawn = [
+                *axis.plot(shown[:, 0], shown[:, 1], "-", color="white", linewidth=1.4, label="path"),
                 *axis.plot(*path[0], "o", color="white", markeredgecolor="black", markersize=8, label="start"),
-                *axis.plot(*path[-1], "s", color="orange", markeredgecolor="black", markersize=8, label="end"),
-            ],
-        )
+            ]
+            if not diverged:
+                return [*drawn, *axis.plot(*path[-1], "s", color="orange", markeredgecolor="black", markersize=8,
+                                           label="end")]  # fmt: skip
+            if leaving is None:
+                return [*drawn, *axis.plot(*path[-1], "X", color="red", markeredgecolor="black", markersize=10,
+                                           label="diverged after this point")]  # fmt: skip
+            _, tail, tip = leaving
+            right, down = tip - tail > 0, tip - tail < 0  # the label sits behind the arrow's tail
+            arrow = axis.annotate(
+                "diverged", xy=tip, xytext=tail, color="red", fontweight="bold", annotation_clip=False,
+                ha="right" if right[0] else "left", va="bottom" if down[1] else "top",
+                arrowprops={"arrowstyle": "-|>", "color": "red", "linewidth": 2, "mutation_scale": 18,
+                            "shrinkA": 0, "relpos": (float(right[0]), float(not down[1]))},
+            )  # fmt: skip
+            return [*drawn, arrow]
+
+        return self._save("path over the objective" + (" (diverged)" if diverged else ""), file, artists)
 
     def save_starts(self, starts: np.ndarray, ends: np.ndarray, file: Path) -> list[Any]:
         """Each start (a row of `starts`) joined to where it ended; returns the lines drawn."""
@@ -174,7 +287,7 @@ class ContourPicture:
         with self.lock:
             self.canvas.restore_region(self.background)
             lines = draw(self.axis)
-            labelled = [line for line in [*self.minima, *lines] if not line.get_label().startswith("_")]
+            labelled = [line for line in [*self.minima, *lines] if line.get_label()[:1] not in ("", "_")]
             legend = self.axis.legend(handles=labelled, fontsize="small", loc="best")
             self.axis.set_title(title, y=1.0)
             for artist in (*lines, legend, self.axis.title):
@@ -200,16 +313,28 @@ def numeric_swept_keys(table: pd.DataFrame, keys: list[str]) -> list[str]:
     ]
 
 
-def loss_scale(losses: pd.Series) -> str:
-    """Log scale when no loss is negative (exact zeros are left out), linear otherwise."""
-    return "log" if len(losses) and (losses >= 0).all() else "linear"
+def job_swatch(row: pd.Series, color: Any) -> Any:
+    """A job's legend swatch, a short line in its curve's colour; a diverged job's is marked ✖."""
+    from matplotlib.lines import Line2D
+
+    marker = "X" if row["status"] == "diverged" else "None"
+    return Line2D([], [], color=color, linewidth=3, marker=marker, markeredgecolor="black", markersize=6)
 
 
-def curve_styles(table: pd.DataFrame, varying: list[str], numeric: list[str]) -> tuple[dict[int, Any], list[Any]]:
-    """A colour per job, and legend handles.
+def job_label(row: pd.Series, keys: list[str], steps: bool = True) -> str:
+    """A job's values of `keys` (or its number), and with `steps` the step it diverged at, if it did."""
+    label = ", ".join(f"{key}={row[key]}" for key in keys) or f"job {row['job']}"
+    return f"{label}, diverged at step {row['steps']}" if steps and row["status"] == "diverged" else label
 
-    With a non-numeric swept key (e.g. the optimizer), each of its values gets a colour map, and the
-    numeric keys (e.g. lr) go from light to dark within it; otherwise each job has its own colour.
+
+def curve_styles(
+    table: pd.DataFrame, varying: list[str], numeric: list[str]
+) -> tuple[dict[int, Any], list[Any], list[str]]:
+    """A colour per job, and the legend's handles and labels, drawn in exactly those colours.
+
+    With a non-numeric swept key (e.g. the optimizer), each of its values gets a colour map and an entry
+    whose handle shows its jobs' shades side by side: the numeric keys (e.g. lr) go from light to dark.
+    Otherwise each job has its own colour and entry. A legend past MAX_LEGEND_ENTRIES entries is left out.
     """
     from matplotlib import colormaps
     from matplotlib.lines import Line2D
@@ -217,87 +342,109 @@ def curve_styles(table: pd.DataFrame, varying: list[str], numeric: list[str]) ->
     groups_by = [key for key in varying if key not in numeric]
     if not groups_by or not numeric:
         colors = {job: f"C{i % 10}" for i, job in enumerate(table["job"])}
-        labels = [
-            ", ".join(f"{key}={row[key]}" for key in varying) or f"job {row['job']}" for _, row in table.iterrows()
-        ]
-        handles = [
-            Line2D([], [], color=colors[job], label=label) for job, label in zip(table["job"], labels, strict=True)
-        ]
-        return colors, handles if len(handles) <= MAX_LEGEND_ENTRIES else []
-    maps = ["Blues", "Oranges", "Greens", "Reds", "Purples", "Greys", "YlOrBr", "PuRd"]
-    colors, handles = {}, []
-    for index, (label, group) in enumerate(table.groupby(groups_by, sort=True)):
-        cmap = colormaps[maps[index % len(maps)]]
+        handles = [job_swatch(row, colors[row["job"]]) for _, row in table.iterrows()]
+        labels = [job_label(row, varying) for _, row in table.iterrows()]
+        return (colors, handles, labels) if len(handles) <= MAX_LEGEND_ENTRIES else (colors, [], [])
+    colors, handles, labels = {}, [], []
+    for index, (values, group) in enumerate(table.groupby(groups_by, sort=True)):
+        cmap = colormaps[COLOUR_MAPS[index % len(COLOUR_MAPS)]]
         ordered = group.sort_values(numeric)
         shades = [0.4 + 0.55 * i / max(1, len(ordered) - 1) for i in range(len(ordered))]
         colors.update({job: cmap(shade) for job, shade in zip(ordered["job"], shades, strict=True)})
-        text = ", ".join(f"{key}={value}" for key, value in zip(groups_by, label, strict=True))
-        handles.append(Line2D([], [], color=cmap(0.75), label=text))
-    handles.append(Line2D([], [], color="none", label=f"darker: larger {', '.join(numeric)}"))
-    return colors, handles
+        handles.append(tuple(job_swatch(row, colors[row["job"]]) for _, row in ordered.iterrows()))
+        label = ", ".join(f"{key}={value}" for key, value in zip(groups_by, values, strict=True))
+        diverged = [
+            job_label(row, numeric, steps=False) for _, row in ordered.iterrows() if row["status"] == "diverged"
+        ]
+        labels.append(f"{label} (✖ diverged: {'; '.join(diverged)})" if diverged else label)
+    spans = ", then ".join(f"{key} {table[key].min()} → {table[key].max()}" for key in numeric)
+    handles.append(Line2D([], [], color="none"))
+    labels.append(f"light → dark: {spans}")
+    return (colors, handles, labels) if len(handles) <= MAX_LEGEND_ENTRIES else (colors, [], [])
+
+
+def mark_on_top_edge(axis: Any, x: Any, color: Any) -> None:
+    """A ✖ on the top edge of `axis` at each of `x` (data units): a diverged job, whose loss is off the scale."""
+    if len(x):  # an empty unclipped line would still count, at the figure's corner, in the layout
+        axis.plot(x, np.ones(len(x)), "X", color=color, markeredgecolor="black", markersize=10, linestyle="none",
+                  clip_on=False, zorder=3, transform=axis.get_xaxis_transform())  # fmt: skip
 
 
 def plot_sweep(table: pd.DataFrame, curves: dict[int, pd.DataFrame], keys: list[str], path: Path) -> None:
+    """Write sweep.png (see `sweep_figure`)."""
+    save(sweep_figure(table, curves, keys), path)
+
+
+def sweep_figure(table: pd.DataFrame, curves: dict[int, pd.DataFrame], keys: list[str]) -> Any:
     """Loss curves of all jobs on one log axis, and the final loss against each numeric swept key.
 
-    `curves` maps a job number to its (step, loss) history. Diverged jobs are drawn dashed in the
-    curves, outside the y range of the others, and left out of the final-loss panels.
+    `curves` maps a job number to its (step, loss) history. Diverged jobs are marked ✖ on the top edge
+    of each panel: at the step they diverged, and above their value of the key.
     """
+    from matplotlib.legend_handler import HandlerTuple
+
     varying = [key for key in keys if table[key].nunique() > 1]
     numeric = numeric_swept_keys(table, varying)
+    colors, handles, labels = curve_styles(table, varying, numeric)
     figure, axes = new_figure(7 + 4.5 * len(numeric), 4.8, columns=1 + len(numeric))
-    draw_curves(axes[0], table, curves, varying, numeric)
-    finished = table[table["status"].isin(["completed", "converged"])]
-    for axis, key in zip(axes[1:], numeric, strict=True):
-        draw_final_loss(axis, finished, key, [other for other in varying if other != key], len(table))
-    figure.tight_layout()
-    save(figure, path)
-
-
-def draw_curves(
-    axis, table: pd.DataFrame, curves: dict[int, pd.DataFrame], varying: list[str], numeric: list[str]
-) -> None:
-    """The loss of every job against the step; y limits follow the jobs that did not diverge."""
-    colors, handles = curve_styles(table, varying, numeric)
-    status = dict(zip(table["job"], table["status"], strict=True))
-    for job, history in curves.items():
-        style = "--" if status.get(job) == "diverged" else "-"
-        axis.plot(history["step"], history["loss"], style, color=colors.get(job), linewidth=1.2)
-    kept = [history["loss"] for job, history in curves.items() if status.get(job) != "diverged"]
-    losses = pd.concat(kept) if kept else pd.Series(dtype=float)
-    if loss_scale(losses) == "log":
-        axis.set_yscale("log", nonpositive="mask")
-        losses = losses[losses > 0]
-        if len(losses):
-            axis.set_ylim(losses.min() / 2, losses.max() * 2)
-            log_ticks(axis.yaxis, losses.min() / 2, losses.max() * 2)
-    elif len(losses):
-        margin = 0.05 * (losses.max() - losses.min()) or 1.0
-        axis.set_ylim(losses.min() - margin, losses.max() + margin)
-    axis.set(xlabel="step", ylabel="loss", title=f"loss of {len(curves)} runs (dashed: diverged)")
+    draw_curves(axes[0], table, curves, colors)
     if handles:
-        axis.legend(handles=handles, fontsize="x-small")
+        shades = max(len(handle) if isinstance(handle, tuple) else 1 for handle in handles)
+        axes[0].legend(handles, labels, handler_map={tuple: HandlerTuple(ndivide=None, pad=0)}, fontsize="x-small",
+                       handlelength=max(2.0, 0.9 * shades))  # fmt: skip
+    for axis, key in zip(axes[1:], numeric, strict=True):
+        draw_final_loss(axis, table, key, [other for other in varying if other != key], colors)
+    figure.tight_layout()
+    return figure
+
+
+def draw_curves(axis, table: pd.DataFrame, curves: dict[int, pd.DataFrame], colors: dict[int, Any]) -> None:
+    """The loss of every job against the step, in `colors`.
+
+    The y limits follow the jobs that did not diverge: a diverged job's curve runs on out of them.
+    """
+    status = dict(zip(table["job"], table["status"], strict=True))
+    diverged = [job for job in curves if status.get(job) == "diverged"]
+    followed = [history["loss"] for job, history in curves.items() if job not in diverged]
+    losses = pd.concat(followed or [history["loss"] for history in curves.values()]) if curves else pd.Series()
+    shift = loss_shift(losses)
+    for job, history in curves.items():
+        axis.plot(history["step"], history["loss"] - shift, "-", color=colors.get(job), linewidth=1.2,
+                  gid=f"job {job}")  # fmt: skip
+    loss_axis(axis, losses - shift, shift)
+    for job in diverged:
+        mark_on_top_edge(axis, [curves[job]["step"].iat[-1]], colors.get(job))
+    step_axis(axis)
+    note = f", {len(diverged)} diverged (✖ on the top edge)" if diverged else ""
+    axis.set_title(f"loss of {len(curves)} runs{note}")
     axis.grid(True, which="major", alpha=0.3)
 
 
-def draw_final_loss(axis, finished: pd.DataFrame, key: str, group_keys: list[str], jobs: int) -> None:
-    """The final loss against `key`, a line per combination of the other swept keys."""
-    groups = finished.groupby(group_keys, dropna=False) if group_keys else [((), finished)]
+def draw_final_loss(axis, table: pd.DataFrame, key: str, group_keys: list[str], colors: dict[int, Any]) -> None:
+    """The final loss against `key`, a line per combination of the other swept keys.
+
+    A diverged job is a ✖ on the top edge above its value of `key`, in its curve's colour (`colors`);
+    failed and unfinished jobs are left out.
+    """
+    ended = table[table["status"].isin(ENDED)]
+    finals = ended.loc[ended["status"] != "diverged", "final_loss"]
+    shift = loss_shift(finals)
+    groups = ended.groupby(group_keys, dropna=False) if group_keys else [((), ended)]
     for label, group in groups:
         ordered = group.sort_values(key)
-        axis.plot(ordered[key], ordered["final_loss"], marker="o", label=", ".join(map(str, label)) or None)
-    values = finished[key].dropna()
-    if len(values) and (values > 0).all() and values.max() / values.min() >= 100:
+        finished = ordered[ordered["status"] != "diverged"]
+        axis.plot(finished[key], finished["final_loss"] - shift, marker="o", label=", ".join(map(str, label)) or None)
+    for _, job in ended[ended["status"] == "diverged"].iterrows():
+        mark_on_top_edge(axis, [job[key]], colors.get(job["job"]))
+    values = ended[key].dropna()
+    if len(values) and (values > 0).all() and values.max() / values.min() > 10:  # more than a decade
         axis.set_xscale("log")
         log_ticks(axis.xaxis, values.min(), values.max())
-    if loss_scale(finished["final_loss"]) == "log":
-        axis.set_yscale("log", nonpositive="mask")
-        positive = finished["final_loss"][finished["final_loss"] > 0]
-        if len(positive):
-            log_ticks(axis.yaxis, positive.min(), positive.max())
-    left_out = jobs - len(finished)
-    note = f"\n({left_out} diverged or failed, not shown)" if left_out else ""
-    axis.set(xlabel=key, ylabel="final loss", title=f"final loss against {key}{note}")
+    loss_axis(axis, finals - shift, shift, "final loss")
+    notes = ["✖ on the top edge: diverged"] if (ended["status"] == "diverged").any() else []
+    if len(table) > len(ended):
+        notes.append(f"{len(table) - len(ended)} failed or unfinished, not shown")
+    axis.set(xlabel=key, title=f"final loss against {key}" + (f"\n({'; '.join(notes)})" if notes else ""))
     if group_keys and len(groups) <= MAX_LEGEND_ENTRIES:
         axis.legend(fontsize="x-small", title=", ".join(group_keys), title_fontsize="x-small")
     axis.grid(True, which="major", alpha=0.3)

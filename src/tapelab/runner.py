@@ -24,10 +24,12 @@ from tapelab.objectives import Problem
 from tapelab.resume import CHECKPOINTS, FINISHED, last_logged_step, read_summary
 from tapelab.rundir import METRICS, SUMMARY, check_unused
 from tapelab.sinks.csv_sink import CsvSink
-from tapelab.sinks.summary import flat_hparams, write_json_atomically
+from tapelab.sinks.hparams import trial_id, write_session
+from tapelab.sinks.summary import flat_hparams, hparam_value, write_json_atomically
 from tapelab.sinks.tensorboard_sink import TensorBoardSink
 from tapelab.stopwatch import Stopwatch
-from tapelab.sweep import write_table
+from tapelab.sweep import parse_overrides, write_table
+from tapelab.tensorflow_start import import_tensorflow
 
 if TYPE_CHECKING:
     from tapelab.training import Trainer
@@ -35,14 +37,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def run(cfg: DictConfig, run_dir: Path, resume: bool = False, progress: bool = False) -> float:
+def run(
+    cfg: DictConfig, run_dir: Path, resume: bool = False, progress: bool = False, trial: str | None = None
+) -> float:
     """Check `cfg`, train (continuing the run in `run_dir` if `resume`), and return the final loss
     (inf if diverged). Raises `Interrupted` after saving everything if a signal stopped the run.
-    `progress` shows a progress bar on a terminal."""
-    return train(to_experiment(cfg), run_dir, resume, progress)
+    `progress` shows a progress bar on a terminal; `trial` is the run's HParams trial ID (default: `trial_id`)."""
+    return train(to_experiment(cfg), run_dir, resume, progress, trial)
 
 
-def train(experiment: Experiment, run_dir: Path, resume: bool = False, progress: bool = False) -> float:
+def train(
+    experiment: Experiment, run_dir: Path, resume: bool = False, progress: bool = False, trial: str | None = None
+) -> float:
     """Train `experiment`, writing metrics.csv, TensorBoard events, a checkpoint and summary.json into `run_dir`."""
     previous = read_summary(run_dir) if resume else None
     if previous is None:
@@ -53,6 +59,7 @@ def train(experiment: Experiment, run_dir: Path, resume: bool = False, progress:
     if log_every != experiment.log.every and previous is None:
         log.info("log.every raised to %d so that at most log.max_rows=%d rows are written", log_every,
                  experiment.log.max_rows)  # fmt: skip
+    import_tensorflow()
     from tapelab.training import quiet_tensorflow_logs, trainer_for, wants_xla
 
     xla = (previous or {}).get("xla", wants_xla(experiment.jit_compile, experiment.epochs, trained))  # kept, too
@@ -61,7 +68,7 @@ def train(experiment: Experiment, run_dir: Path, resume: bool = False, progress:
     with StopRequests() as stop_requests, quiet_tensorflow_logs():
         import tensorflow as tf
 
-        started = time.perf_counter()
+        started, started_at = time.perf_counter(), time.time()
         elapsed = lambda: time.perf_counter() - started + (previous or {}).get("wall_time_s", 0.0)  # noqa: E731
         loop = trainer_for(trained, experiment.optimizer, experiment.lr, log_every, experiment.stop, xla)
         with loop as trainer:
@@ -113,27 +120,23 @@ def train(experiment: Experiment, run_dir: Path, resume: bool = False, progress:
         pictures = []
         if experiment.log.plots and last_finite is not None and status != "interrupted":
             with timings.measure("pictures"):
-                pictures = draw_pictures(experiment, problem, trainer.param_columns, starts, run_dir)
+                pictures = draw_pictures(experiment, problem, trainer.param_columns, starts, run_dir, status)
         tensorboard = next((sink for sink in sinks if isinstance(sink, TensorBoardSink)), None)
         if tensorboard is not None:
             with timings.measure("tensorboard"):
                 tensorboard.write_images(pictures, step=summary["steps"])
                 if summary["final_loss"] is not None and status != "interrupted":
                     metrics = {
-                        key: summary[key] for key in ("final_loss", "best_loss", "steps") if summary[key] is not None
+                        f"summary/{key}": summary[key]
+                        for key in ("final_loss", "best_loss", "steps")
+                        if summary[key] is not None
                     }
                     tensorboard.write_metrics(metrics, step=summary["steps"])
                 tensorboard.close()
+                hparams = flat_hparams(experiment.describe())
+                write_session(run_dir, hparams, trial or trial_id(run_dir, in_sweep=False), status, started_at)
         summary["timings_s"] = timings.seconds
         write_json_atomically(run_dir / SUMMARY, summary)
-    log.info(
-        "%s after %d steps in %.2f s: final loss %s, %s",
-        summary["status"],
-        summary["steps"],
-        wall_time,
-        summary["final_loss"],
-        ", ".join(f"{name}={value}" for name, value in summary["params"].items()),
-    )
     if status == "interrupted":
         raise Interrupted(stop_requests.received or signal.SIGINT, summary["steps"])
     return math.inf if status == "diverged" else summary["final_loss"]
@@ -165,7 +168,7 @@ def restore(checkpoints: Any, run_dir: Path) -> None:
 def open_sinks(
     experiment: Experiment, problem: Problem, trainer: Trainer, run_dir: Path, new: bool, timings: Stopwatch
 ) -> list[Any]:
-    """metrics.csv and, unless turned off, TensorBoard; a new run also records its hparams and loop graph."""
+    """metrics.csv and, unless turned off, TensorBoard; a new run also records its graphs."""
     sinks: list[Any] = [CsvSink(run_dir / METRICS, append=not new)]
     if experiment.log.tensorboard:
         from tapelab.training import vector_slices
@@ -173,10 +176,8 @@ def open_sinks(
         with timings.measure("tensorboard"):
             vectors = vector_slices(problem.start) if problem.starts is None else {}
             tensorboard = TensorBoardSink(run_dir, trainer.columns, trainer.param_columns, vectors)
-            if new:
-                tensorboard.write_hparams(flat_hparams(experiment.describe()), trial_id=run_dir.resolve().as_posix())
-                if experiment.log.graph:
-                    tensorboard.write_graph(trainer.graph_def())
+            if new and experiment.log.graph:
+                tensorboard.write_graphs(trainer.step_graph_def(), trainer.graph_def())
         sinks.append(tensorboard)
     return sinks
 
@@ -192,13 +193,19 @@ def progress_bar(epochs: int, done: int, wanted: bool) -> Iterator[Any]:
 
 
 def draw_pictures(
-    experiment: Experiment, problem: Problem, param_columns: list[str], starts: pd.DataFrame | None, run_dir: Path
+    experiment: Experiment,
+    problem: Problem,
+    param_columns: list[str],
+    starts: pd.DataFrame | None,
+    run_dir: Path,
+    status: str,
 ) -> list[Path]:
-    """loss.png, and trajectory.png (one start) or starts.png (a batch) for two parameters."""
+    """loss.png, and trajectory.png (one start) or starts.png (a batch) for two parameters; a run that ended
+    `status` "diverged" says so in them."""
     from tapelab.pictures import draw_run, draw_starts
 
     box = experiment.objective.box()
-    pictures = draw_run(run_dir, problem, param_columns, box)
+    pictures = draw_run(run_dir, problem, param_columns, box, diverged=status == "diverged")
     if starts is not None and problem.flat_start().size == 2:
         flat = [starts.filter(like=f"{side}_").to_numpy(np.float64) for side in ("start", "end")]
         pictures.append(draw_starts(run_dir, problem, *flat, search_box(experiment.objective, problem)))
@@ -212,11 +219,12 @@ def stored_result(run_dir: Path) -> float:
     return math.inf if summary.get("status") == "diverged" or final_loss is None else final_loss
 
 
-def record_failure(run_dir: Path, error: Exception) -> float:
+def record_failure(run_dir: Path, error: Exception, trial: str, overrides: list[str] | None) -> float:
     """Record a job that raised as `failed` in summary.json, and return inf for sweepers.
 
     A finished run's summary (another job's, in a directory clash) is left as it is; the steps of an
-    unfinished one are kept beside the error.
+    unfinished one are kept beside the error. With the job's `overrides`, its HParams session says that it
+    failed, with the values it was given.
     """
     previous = read_summary(run_dir)
     if previous is None or previous.get("status") not in FINISHED:
@@ -225,6 +233,10 @@ def record_failure(run_dir: Path, error: Exception) -> float:
         if previous is not None and "steps" in previous:
             failure["steps"] = previous["steps"]
         write_json_atomically(run_dir / SUMMARY, failure)
+        if overrides is not None:
+            parsed = parse_overrides(overrides)
+            given = {o.key_or_group: hparam_value(o.value()) for o in parsed if o.value() is not None}
+            write_session(run_dir, given, trial, "failed", time.time())
     return math.inf
 
 

@@ -30,6 +30,7 @@ from tapelab.config import check_finite_numbers, plain_values, register_configs
 from tapelab.errors import ConfigError, config_errors_exit_with_usage_error, exit_on_user_error
 from tapelab.objectives import Objective, Problem
 from tapelab.objectives.base import finite_vector
+from tapelab.tensorflow_start import import_tensorflow
 
 CSV = "sensitivity.csv"
 PNG = "sensitivity.png"
@@ -151,6 +152,7 @@ def sensitivity(cfg: DictConfig, out_dir: Path) -> Path:
     if cfg.seed < 0:
         raise ConfigError("seed", f"must be an integer >= 0, got {cfg.seed}")
     objective = checked_objective(cfg)
+    import_tensorflow()
     problem = objective.build(int(cfg.seed))
     at = None if cfg.at is None else list(cfg.at)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -14,19 +14,19 @@ from typing import Any
 
 import pandas as pd
 import yaml
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from tapelab.atomic import replacing
+from tapelab.console import count_of_jobs
 from tapelab.rundir import METRICS, SUMMARY
+from tapelab.sinks.hparams import EXPERIMENT_FILE, write_experiment
 from tapelab.sinks.summary import flat_hparams, hparam_value
 
 log = logging.getLogger(__name__)
 
 SWEEP_CSV = "sweep.csv"
 SWEEP_PNG = "sweep.png"
-HPARAMS_SUFFIX = ".sweep-hparams"  # the event file that holds the sweep's HParams experiment
 RESULT_COLUMNS = ["status", "final_loss", "best_loss", "steps", "wall_time_s", "distance_to_min"]
-METRICS_OF_RUNS = ["final_loss", "best_loss", "steps"]
 YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
@@ -82,13 +82,42 @@ def swept_keys(sweep_dir: Path, jobs: list[Job]) -> list[str]:
     in_order = list(dict.fromkeys(key for job in jobs for key in job.overrides))
     multirun_file = sweep_dir / "multirun.yaml"
     if multirun_file.exists():
-        multirun = OmegaConf.load(multirun_file)
-        task = parse_overrides(list(OmegaConf.select(multirun, "hydra.overrides.task", default=[])))
-        swept = {override.key_or_group for override in task if override.is_sweep_override()}
-        swept |= set(OmegaConf.select(multirun, "hydra.sweeper.params", default=None) or {})
+        swept, _ = split_sweep_keys(OmegaConf.load(multirun_file))
     else:
-        swept = {key for key in in_order if len({repr(job.overrides.get(key)) for job in jobs}) > 1}
+        swept = [key for key in in_order if len({repr(job.overrides.get(key)) for job in jobs}) > 1]
     return [key for key in in_order if key in swept]
+
+
+def split_sweep_keys(multirun: DictConfig) -> tuple[list[str], list[str]]:
+    """The keys a sweep's config (multirun.yaml) varies, and the keys its command line sets to one value.
+
+    Varied: the overrides with sweep syntax (`lr=0.1,1`, `range(…)`) and the sweeper's search space
+    (`hydra.sweeper.params`).
+    """
+    task = parse_overrides(list(OmegaConf.select(multirun, "hydra.overrides.task", default=[])))
+    swept = [override.key_or_group for override in task if override.is_sweep_override()]
+    swept += [key for key in OmegaConf.select(multirun, "hydra.sweeper.params", default=None) or {} if key not in swept]
+    return swept, [override.key_or_group for override in task if override.key_or_group not in swept]
+
+
+def planned_jobs(multirun: DictConfig) -> int | None:
+    """How many jobs the sweep of config `multirun` launches, for the grid and Optuna sweepers; None for others
+    (or a grid that needs the config loader to expand, like `glob(…)`)."""
+    sweeper = str(OmegaConf.select(multirun, "hydra.sweeper._target_", default=""))
+    if sweeper.endswith("OptunaSweeper"):
+        return int(multirun.hydra.sweeper.n_trials)
+    if not sweeper.endswith(("GridSweeper", "BasicSweeper")):
+        return None
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.errors import HydraException
+
+    params = OmegaConf.select(multirun, "hydra.sweeper.params", default=None) or {}
+    lines = [f"{key}={value}" for key, value in params.items()] + list(multirun.hydra.overrides.task)
+    try:
+        (jobs,) = BasicSweeper.split_arguments(parse_overrides(lines), None)
+    except HydraException:
+        return None
+    return len(jobs)
 
 
 def sweep_table(sweep_dir: Path, jobs: list[Job], keys: list[str]) -> pd.DataFrame:
@@ -118,11 +147,12 @@ def write_table(table: pd.DataFrame, path: Path) -> None:
 
 
 def write_hparams_experiment(sweep_dir: Path, jobs: list[Job], keys: list[str]) -> None:
-    """Describe the sweep to TensorBoard's HParams tab: each swept key with its values, and the run metrics."""
-    from tensorboard.plugins.hparams import api as hp
+    """Describe the sweep to TensorBoard's HParams tab: each swept key with its values, `status` and the run
+    metrics.
 
-    from tapelab.sinks.tensorboard_sink import EventWriter
-
+    The experiment goes into the first job's directory, not the sweep's root, where TensorBoard would list
+    it as a run of its own with no data; the tab finds it in any run.
+    """
     values: dict[str, set] = {}
     for job in jobs:
         if job.summary and "objective_params" in job.summary:
@@ -130,12 +160,15 @@ def write_hparams_experiment(sweep_dir: Path, jobs: list[Job], keys: list[str]) 
             for key in keys:
                 if key in logged:
                     values.setdefault(key, set()).add(logged[key])
-    hparams = [hp.HParam(key, hp.Discrete(sorted(domain_values(found)))) for key, found in values.items()]
-    for stale in sweep_dir.glob(f"events.out.tfevents.*{HPARAMS_SUFFIX}"):
-        stale.unlink()  # a rebuilt report replaces the experiment, so TensorBoard sees only one
-    writer = EventWriter(sweep_dir, suffix=HPARAMS_SUFFIX)
-    writer.summary(hp.hparams_config_pb(hparams=hparams, metrics=[hp.Metric(tag) for tag in METRICS_OF_RUNS]), step=0)
-    writer.close()
+    if not jobs:
+        return
+    for stale in sweep_dir.rglob(EXPERIMENT_FILE):
+        if stale.parent != jobs[0].dir:
+            stale.unlink()  # TensorBoard is to see one experiment: this one
+    # Dated as the first job's start (when Hydra saved its config): a report rebuilt from the same jobs is
+    # the same file, so a re-launch that skips every job changes none of their files.
+    created = (jobs[0].dir / ".hydra" / "config.yaml").stat().st_mtime
+    write_experiment(jobs[0].dir, {key: sorted(domain_values(found)) for key, found in values.items()}, created)
 
 
 def domain_values(values: set) -> list:
@@ -169,5 +202,5 @@ def write_report(sweep_dir: Path) -> pd.DataFrame:
     plot_sweep(table, loss_curves(jobs), keys, sweep_dir / SWEEP_PNG)
     write_hparams_experiment(sweep_dir, jobs, keys)
     counts = table["status"].value_counts().to_dict()
-    log.info("sweep of %d jobs (%s): %s", len(table), counts, sweep_dir / SWEEP_CSV)
+    log.info("sweep of %s (%s): %s", count_of_jobs(len(table)), counts, sweep_dir / SWEEP_CSV)
     return table

@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -194,6 +195,7 @@ class Trainer:
         self._chunk = tf.function(self._run_chunk, jit_compile=jit_compile, autograph=False)
         self._compiled = False
         self._graph_def: bytes | None = None
+        self._step_graph_def: bytes | None = None
         self._max_chunk_steps = self._capacity - 1
         self._end: tuple[np.ndarray, np.ndarray] | None = None  # the row and the loss(es) where the last call ended
         self.step_seconds = 0.0  # this run's time in the chunks' compiled calls
@@ -246,24 +248,28 @@ class Trainer:
         with tf.GradientTape() as tape:
             if values is not None:
                 tape.watch(variables)
-            loss = tf.cast(self._loss(params, self.constants), tf.float32)
-            total = loss if self.starts is None else tf.reduce_sum(loss)  # a start's gradient is its own
-        gradients = tape.gradient(total, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        flat = lambda tensors: [tf.reshape(t, [-1]) for t in tensors]  # noqa: E731
-        # The norm is taken in float64, so that large but finite gradients don't overflow into a false divergence.
-        grad_norm = tf.cast(tf.linalg.global_norm([tf.cast(g, tf.float64) for g in gradients]), tf.float32)
-        lr = self._update.learning_rate()
-        if self.starts is not None:
-            spread = [tf.reduce_min(loss), grad_norm, lr, tf.reduce_mean(loss), tf.reduce_max(loss)]
-            return tf.stack(spread), gradients, loss
-        row = tf.concat([tf.stack([loss, grad_norm, lr]), *flat(variables), *flat(gradients)], axis=0)
+            with tf.name_scope("loss"):
+                loss = tf.cast(self._loss(params, self.constants), tf.float32)
+                total = loss if self.starts is None else tf.reduce_sum(loss)  # a start's gradient is its own
+        with tf.name_scope("gradients"):
+            gradients = tape.gradient(total, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        with tf.name_scope("row"):
+            flat = lambda tensors: [tf.reshape(t, [-1]) for t in tensors]  # noqa: E731
+            # In float64, so that large but finite gradients don't overflow into a false divergence.
+            grad_norm = tf.cast(tf.linalg.global_norm([tf.cast(g, tf.float64) for g in gradients]), tf.float32)
+            lr = self._update.learning_rate()
+            if self.starts is not None:
+                spread = [tf.reduce_min(loss), grad_norm, lr, tf.reduce_mean(loss), tf.reduce_max(loss)]
+                return tf.stack(spread), gradients, loss
+            row = tf.concat([tf.stack([loss, grad_norm, lr]), *flat(variables), *flat(gradients)], axis=0)
         return row, gradients, loss
 
     def _apply(self, gradients) -> Any:
         """One update; returns a dummy tensor so that it can be a branch of tf.cond."""
         import tensorflow as tf
 
-        self._update.apply(gradients, list(self.variables.values()))
+        with tf.name_scope("update"):
+            self._update.apply(gradients, list(self.variables.values()))
         return tf.constant(True)
 
     def _converged(self, row, plateau_best, plateau_steps):
@@ -440,6 +446,17 @@ class Trainer:
             self._graph_def = graph.as_graph_def().SerializeToString()
         return self._graph_def
 
+    def step_graph_def(self) -> bytes:
+        """The serialized graph of one training step, in the name scopes `loss`, `gradients`, `row` and `update`,
+        for TensorBoard: the loop's body without its bookkeeping, traced once per structure and never run."""
+        import tensorflow as tf
+
+        if self._step_graph_def is None:
+            step = tf.function(lambda: self._apply(self._evaluate()[1]), autograph=False)
+            graph_def = step.get_concrete_function().graph.as_graph_def()
+            self._step_graph_def = gradients_in_their_scope(graph_def).SerializeToString()
+        return self._step_graph_def
+
     def start_values(self) -> np.ndarray:
         """For a batch of starts: each start's current flat parameters, one row per start."""
         flat = [np.reshape(variable.numpy(), (self.starts, -1)) for variable in self.variables.values()]
@@ -469,6 +486,19 @@ class Trainer:
         frame = pd.DataFrame(rows, columns=self.columns[1:])
         frame.insert(0, "step", steps.astype(np.int64))
         return frame
+
+
+def gradients_in_their_scope(graph_def: Any) -> Any:
+    """`graph_def` with the tape's ops moved into the `gradients` name scope.
+
+    The tape names the ops it adds `gradient_tape/<forward scope>/…` from the top level, whatever scope it is
+    called in; here they become `gradients/<forward scope>/…`, next to the forward pass they differentiate.
+    """
+    moved = lambda name: re.sub(r"^(\^?)gradient_tape/", r"\1gradients/", name)  # noqa: E731
+    for node in graph_def.node:
+        node.name = moved(node.name)
+        node.input[:] = [moved(source) for source in node.input]
+    return graph_def
 
 
 @contextmanager

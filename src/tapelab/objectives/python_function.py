@@ -22,6 +22,7 @@ from omegaconf import MISSING
 from tapelab.errors import ConfigError
 from tapelab.objectives.base import Objective, Problem, finite_vector, register_objective
 from tapelab.objectives.expression import check_column_names
+from tapelab.tensorflow_start import import_tensorflow
 
 INIT_EXAMPLE = "objective.init={w: [1.0, -3.0], b: 0.5}"
 
@@ -50,6 +51,7 @@ def resolve_function(path: str) -> Callable[[Mapping[str, Any]], Any]:
             "objective.function",
             f"must be the dotted path of your loss function, like my_package.losses.bowl, got {path!r}",
         )
+    import_tensorflow()  # before the user's module imports it, so that it starts quietly
     try:
         with _quiet_hydra_utils():
             return get_method(path.strip())

@@ -1,10 +1,11 @@
-"""TensorBoard event files: scalars, histograms, the loop's graph, the pictures and the run's hparams.
+"""TensorBoard event files: scalars, histograms, the graphs and the pictures of a run.
 
-The events are TensorBoard's own protocol buffers (its summary metadata and hparams helpers), appended to
-the file with TensorFlow's record writer: nothing is traced, so a sweep's jobs pay no tracing for their
-TensorBoard output. Tags: `loss`, `grad_norm`, `lr`, `params/<column>`, `grads/<column>`, histograms
-`params/<name>` for vector parameters, `final_loss`, `best_loss`, `steps` at the end, `plots/<picture>`.
-The loop's graph is the run graph of the Graphs tab.
+The events are TensorBoard's own protocol buffers (its summary metadata helpers), appended to the file with
+TensorFlow's record writer: nothing is traced, so a sweep's jobs pay no tracing for their TensorBoard
+output. Tags: `loss`, `grad_norm`, `lr`, `params/<column>`, `grads/<column>`, histograms `params/<name>`
+for vector parameters, `summary/final_loss`, `summary/best_loss`, `summary/steps` at the end, and
+`plots/<picture>`. The graph of one training step is the run graph of the Graphs tab; the compiled chunk
+loop's graph is its tag `training_loop`. The HParams tab's session is a file of its own (`sinks.hparams`).
 """
 
 from __future__ import annotations
@@ -77,6 +78,22 @@ class EventWriter:
         """Append a serialized `GraphDef`: the run graph of the Graphs tab."""
         self._records.write(self._event(wall_time=time.time(), graph_def=graph_def).SerializeToString())
 
+    def tagged_graph(self, tag: str, graph_def: bytes) -> None:
+        """Append a serialized `GraphDef` as the Graphs tab's tag `tag` (as `tf.summary.trace_export` does)."""
+        from tensorboard.compat.proto import config_pb2, graph_pb2, summary_pb2, types_pb2
+        from tensorboard.plugins.graph import metadata
+
+        run_metadata = config_pb2.RunMetadata()
+        run_metadata.function_graphs.add().pre_optimization_graph.CopyFrom(graph_pb2.GraphDef.FromString(graph_def))
+        summary = summary_pb2.Summary()
+        value = summary.value.add(tag=tag)
+        value.metadata.plugin_data.plugin_name = metadata.PLUGIN_NAME_RUN_METADATA_WITH_GRAPH
+        value.metadata.plugin_data.content = b"1"
+        value.tensor.dtype = types_pb2.DT_STRING
+        value.tensor.tensor_shape.SetInParent()
+        value.tensor.string_val.append(run_metadata.SerializeToString())
+        self.summary(summary, step=0)
+
     def flush(self) -> None:
         self._records.flush()
 
@@ -147,15 +164,10 @@ class TensorBoardSink:
             self._events.summary(summary, step, now)
         self._events.flush()  # on disk before the chunk's checkpoint, so a resume never writes a step twice
 
-    def write_hparams(self, hparams: Mapping[str, Any], trial_id: str) -> None:
-        """Record the run's hyperparameters for the HParams tab."""
-        from tensorboard.plugins.hparams import api as hp
-
-        self._events.summary(hp.hparams_pb(dict(hparams), trial_id=trial_id), step=0)
-
-    def write_graph(self, graph_def: bytes) -> None:
-        """The training loop's graph (a serialized GraphDef), for the Graphs tab."""
-        self._events.graph(graph_def)
+    def write_graphs(self, step_graph_def: bytes, loop_graph_def: bytes) -> None:
+        """The Graphs tab: one training step as the run graph, and the chunk loop as the tag `training_loop`."""
+        self._events.graph(step_graph_def)
+        self._events.tagged_graph("training_loop", loop_graph_def)
 
     def write_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         """Scalars that summarise the run (the HParams tab's metric columns)."""

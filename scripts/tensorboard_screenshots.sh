@@ -1,0 +1,238 @@
+#!/usr/bin/env bash
+# Re-make the TensorBoard screenshots README.md shows, from real runs, into scripts/pictures/:
+# tensorboard_timeseries.png, tensorboard_hparams.png and tensorboard_graphs.png.
+#
+# Runs a small sweep into outputs/readme/tensorboard/sweep, serves it with TensorBoard on 127.0.0.1 and
+# photographs three of its tabs with headless Chromium, which it installs with apt-get where it is missing
+# (Debian; as root, or through sudo). About 40 s once Chromium is there; not part of CI. TensorBoard's own output
+# goes to outputs/readme/tensorboard/tensorboard.log. SIZE=WxH sets the window (default 1280x800).
+#
+# The browser is driven through the Chrome DevTools protocol over a pipe (--remote-debugging-pipe, Python's
+# standard library only) rather than with `chromium --screenshot`: each picture is taken once the tab shows
+# its data (not after a fixed time), the Graphs tab needs the run chosen in its run menu (TensorBoard 2.21's
+# `#graphs&run=NAME` no longer reaches that menu), and the Time Series tab's settings pane is closed first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ -x .venv/bin/python ]; then PATH="$PWD/.venv/bin:$PATH"; fi  # tapelab's environment, where there is one
+out="outputs/readme/tensorboard"
+size="${SIZE:-1280x800}"
+
+chromium="${CHROMIUM:-$(command -v chromium || command -v chromium-browser || true)}"
+if [ -z "$chromium" ]; then
+    sudo=""
+    if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+    $sudo apt-get install -y chromium || { $sudo apt-get update && $sudo apt-get install -y chromium; }
+    chromium="$(command -v chromium)"
+fi
+
+# Nine jobs: SGD at lr 0.01 diverges. The job directories, TensorBoard's run names, are named after the two
+# swept keys, e.g. `lr=0.001,optimizer=sgd_0`.
+rm -rf "$out"
+python run.py -m objective=rosenbrock optimizer=sgd,adam,rmsprop lr=0.001,0.003,0.01 epochs=1000 log.every=10 \
+    "hydra.sweep.dir=$out/sweep"
+runs=()
+for dir in "$out"/sweep/*/; do
+    if compgen -G "$dir/events.out.tfevents.*" >/dev/null; then runs+=("$(basename "$dir")"); fi
+done
+if [ ${#runs[@]} -eq 0 ]; then echo "no job directory with TensorBoard events in $out/sweep" >&2; exit 1; fi
+
+port="$(python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+tensorboard --logdir "$out/sweep" --host 127.0.0.1 --port "$port" >"$out/tensorboard.log" 2>&1 &
+tensorboard_pid=$!
+trap 'kill "$tensorboard_pid" 2>/dev/null || true; wait "$tensorboard_pid" 2>/dev/null || true' EXIT
+
+# Arguments: chromium, TensorBoard's URL and PID, the pictures' directory, the window size, the run whose
+# graph to show (the first job directory), then every job's run name.
+python - "$chromium" "http://127.0.0.1:$port" "$tensorboard_pid" scripts/pictures "$size" "${runs[0]}" "${runs[@]}" <<'PY'
+import base64, json, os, shutil, subprocess, sys, tempfile, time, urllib.parse, urllib.request
+
+chromium, url, tensorboard_pid, pictures, size, graph_run, *runs = sys.argv[1:]
+width, height = (int(n) for n in size.split("x"))
+
+
+def get(path):
+    with urllib.request.urlopen(url + path, timeout=10) as response:
+        return json.load(response)
+
+
+def wait_for(what, check, timeout=120.0, settle=0.0):
+    """Poll check() until it returns the same truthy value for `settle` seconds; return that value."""
+    end, last, since = time.monotonic() + timeout, None, 0.0
+    while True:
+        try:
+            os.kill(int(tensorboard_pid), 0)
+        except ProcessLookupError:
+            sys.exit(f"tensorboard exited while waiting for {what}: see its log")
+        try:
+            value = check()
+        except (OSError, ValueError):  # TensorBoard not answering yet
+            value = None
+        now = time.monotonic()
+        if value != last:
+            last, since = value, now
+        if value and now - since >= settle:
+            return value
+        if now > end:
+            sys.exit(f"timed out waiting for {what} (last: {last!r})")
+        time.sleep(0.5)
+
+
+class Chromium:
+    """Headless Chromium with one page, driven with DevTools protocol messages over fds 3 and 4."""
+
+    def __init__(self):
+        self.profile = tempfile.mkdtemp(prefix="tapelab-chromium-")
+        to_chrome, self._out = os.pipe()
+        self._in, from_chrome = os.pipe()
+
+        def as_fds_3_and_4():
+            read, write = os.dup(to_chrome), os.dup(from_chrome)
+            os.dup2(read, 3)
+            os.dup2(write, 4)
+
+        self.process = subprocess.Popen(
+            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--hide-scrollbars", f"--user-data-dir={self.profile}", f"--window-size={width},{height}",
+             "--remote-debugging-pipe", "about:blank"],
+            pass_fds=(3, 4), preexec_fn=as_fds_3_and_4, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.close(to_chrome)
+        os.close(from_chrome)
+        self._buffer, self._id, self._session = b"", 0, None
+        page = next(t for t in self.call("Target.getTargets")["targetInfos"] if t["type"] == "page")
+        self._session = self.call("Target.attachToTarget", targetId=page["targetId"], flatten=True)["sessionId"]
+        self.call("Page.enable")
+        self.call("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1,
+                  mobile=False)
+
+    def call(self, method, **params):
+        self._id += 1
+        message = {"id": self._id, "method": method, "params": params}
+        if self._session:
+            message["sessionId"] = self._session
+        os.write(self._out, json.dumps(message).encode() + b"\0")
+        while True:
+            while b"\0" not in self._buffer:
+                chunk = os.read(self._in, 1 << 16)
+                if not chunk:
+                    raise RuntimeError("chromium exited")
+                self._buffer += chunk
+            raw, self._buffer = self._buffer.split(b"\0", 1)
+            reply = json.loads(raw)
+            if reply.get("id") == self._id:
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error']}")
+                return reply.get("result", {})
+
+    def js(self, expression):
+        """Evaluate `expression` in the page (deepAll(selector) finds elements inside shadow roots too)."""
+        result = self.call("Runtime.evaluate", expression=DEEP_ALL + expression, returnByValue=True)
+        if "exceptionDetails" in result:
+            raise RuntimeError(result["exceptionDetails"].get("exception", {}).get("description"))
+        return result["result"].get("value")
+
+    def screenshot(self, name):
+        path = os.path.join(pictures, name)
+        with open(path, "wb") as file:
+            file.write(base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"]))
+        if os.path.getsize(path) > 300_000:  # 256 colours are plenty for TensorBoard's flat pages
+            from PIL import Image
+            Image.open(path).convert("RGB").quantize(256).save(path, optimize=True)
+        print(f"{path}: {os.path.getsize(path) // 1024} KB")
+
+    def close(self):
+        try:
+            self.call("Browser.close")
+            self.process.wait(10)
+        except (RuntimeError, OSError, subprocess.TimeoutExpired):
+            self.process.kill()
+            self.process.wait()
+        shutil.rmtree(self.profile, ignore_errors=True)
+
+
+DEEP_ALL = """var deepAll = (selector, root = document, found = []) => {
+    found.push(...root.querySelectorAll(selector));
+    for (const element of root.querySelectorAll("*"))
+        if (element.shadowRoot) deepAll(selector, element.shadowRoot, found);
+    return found;
+};
+"""
+
+
+def photograph(name, page, what, check, settings=None, prepare=None):
+    """Open `page` (?forceSVG=true: charts draw without a GPU) in a new browser, wait until the JS `check`
+    returns the same non-zero number for 2 s, run the JS `prepare`, and save the screenshot `name`."""
+    browser = Chromium()
+    try:
+        if settings:  # TensorBoard's saved settings, in place before its scripts read them
+            browser.call("Page.addScriptToEvaluateOnNewDocument", source=(
+                f"localStorage.setItem('_tb_global_settings', {json.dumps(json.dumps(settings))});"))
+        browser.call("Page.navigate", url=url + page)
+        count = wait_for(what, lambda: browser.js(check), settle=2.0)
+        if prepare:
+            browser.js(prepare)
+            time.sleep(1.5)
+        print(f"{name}: {what}: {count}")
+        browser.screenshot(name)
+    finally:
+        browser.close()
+
+
+# TensorBoard answers and lists every job's run.
+wait_for("tensorboard to list every run", lambda: set(runs) <= set(get("/data/runs")))
+
+# Time Series: pin up to four scalar tags that change over the steps (`loss`-like names first, then the
+# top-level ones), so that their charts come first; one-off scalars such as a final loss are left where they are.
+scalar_tags = get("/data/plugin/scalars/tags")
+curves = sorted({
+    tag for run, tags in scalar_tags.items() for tag in tags
+    if len({value for _, _, value in get("/data/plugin/scalars/scalars?" + urllib.parse.urlencode(
+        {"run": run, "tag": tag}))}) > 1})
+pins = sorted(curves, key=lambda tag: ("loss" not in tag.lower(), tag.count("/"), tag))[:4]
+print(f"scalar tags that change: {curves}; pinned: {pins}")
+query = urllib.parse.urlencode({"forceSVG": "true", "smoothing": "0",
+                                "pinnedCards": json.dumps([{"plugin": "scalars", "tag": tag} for tag in pins])})
+charts = "metrics-pinned-view line-chart" if pins else "line-chart"
+photograph(
+    "tensorboard_timeseries.png", f"/?{query}#timeseries", "lines drawn in the charts",
+    settings={"timeSeriesSettingsPaneOpened": False, "stepSelectorEnabled": False, "sideBarWidthInPercent": 22},
+    check=f"""(() => {{
+        const charts = [...document.querySelectorAll({json.dumps(charts)})];
+        if (charts.length < {max(len(pins), 1)}) return 0;
+        let lines = 0;
+        for (const chart of charts) {{
+            const drawn = [...chart.querySelectorAll("path")].filter(p => (p.getAttribute("d") || "").length > 40);
+            if (!drawn.length) return 0;
+            lines += drawn.length;
+        }}
+        return lines;
+    }})()""")
+
+# HParams: the table view, once its rows are in.
+photograph(
+    "tensorboard_hparams.png", "/?forceSVG=true#hparams", "rows in the HParams table",
+    check="""(() => { const grid = deepAll("vaadin-grid")[0];
+                      return grid && grid.items ? grid.items.length : 0; })()""")
+
+# Graphs: choose the run in the run menu once the default run's graph is drawn (or after 10 s), then wait
+# for the chosen run's graph.
+photograph(
+    "tensorboard_graphs.png", "/?forceSVG=true#graphs", f"nodes drawn in the graph of {graph_run}",
+    check=f"""(() => {{
+        const controls = deepAll("tf-graph-controls")[0], board = deepAll("tf-graph-board")[0];
+        if (!controls || !board || !controls.datasets) return 0;
+        const index = controls.datasets.findIndex(dataset => dataset.name === {json.dumps(graph_run)});
+        const drawn = board.renderHierarchy && board.progress && board.progress.value === 100;
+        window.firstSeen = window.firstSeen || performance.now();
+        if (index < 0) return 0;
+        if (controls._selectedRunIndex !== index) {{
+            if (!drawn && performance.now() - window.firstSeen < 10000) return 0;
+            window.previousGraph = board.renderHierarchy;
+            controls._selectedRunIndex = index;
+            return 0;
+        }}
+        if (!drawn || board.renderHierarchy === window.previousGraph) return 0;
+        return deepAll("g.node").length;
+    }})()""",
+    prepare="""deepAll("tf-graph-scene")[0].fit()""")
+PY

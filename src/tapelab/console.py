@@ -1,0 +1,55 @@
+"""What a run and a sweep print: one line when a run ends, and one line as each job of a sweep ends."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+
+def outcome(summary: dict[str, Any] | None) -> str:
+    """How a run ended, from its summary.json: status, steps, final loss and time, or a failure's reason."""
+    if summary is None:
+        return "no result (summary.json is missing)"
+    status = summary["status"]
+    if status == "failed":
+        return "failed: " + " ".join(str(summary.get("error")).split())
+    return (
+        f"{status} after {summary['steps']} steps in {summary['wall_time_s']:.2f} s: final loss {summary['final_loss']}"
+    )
+
+
+def run_line(summary: dict[str, Any], run_dir: Path) -> str:
+    """The line a single run prints when it ends: its outcome, parameters and directory."""
+    params = ", ".join(f"{name}={value}" for name, value in summary["params"].items())
+    return f"{outcome(summary)}, {params} ({shown_path(run_dir)})"
+
+
+def job_line(number: int, total: int | None, name: str, summary: dict[str, Any] | None, earlier: bool) -> str:
+    """The line of job `number` (from 1) of `total` (None: unknown) as it ends; `earlier`: it ended in an
+    earlier launch of the sweep, and was skipped."""
+    of_total = f"/{total}" if total else ""
+    return f"job {number}{of_total} {name}: {outcome(summary)}{' (in an earlier launch)' if earlier else ''}"
+
+
+def to_console(logger: logging.Logger, message: str) -> None:
+    """Log `message` at INFO through the root logger's console handlers only, not its files: a job's line
+    is no part of the job's tapelab.log (which a skipped job keeps as it was)."""
+    record = logger.makeRecord(logger.name, logging.INFO, "(console)", 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
+def count_of_jobs(count: int | None) -> str:
+    """`count` jobs, in words: "1 job", "12 jobs", or "jobs" if unknown."""
+    return "jobs" if count is None else f"{count} job{'' if count == 1 else 's'}"
+
+
+def shown_path(path: Path) -> str:
+    """`path` relative to the working directory where it lies below it, as given otherwise."""
+    try:
+        return os.path.relpath(path) if Path(path).resolve().is_relative_to(Path.cwd()) else str(path)
+    except ValueError:  # another drive
+        return str(path)

@@ -1,0 +1,94 @@
+"""TensorBoard's HParams tab: a run's session and a sweep's experiment, each a small event file of its own.
+
+A run's session file holds its hyperparameters, `status` among them, its trial ID and how it ended
+(TensorBoard's session end status, which the tab's Status filter reads). It is written when the run ends,
+and written again, in place, when a resumed run ends: TensorBoard keeps the first description of a tag it
+reads in a run, so a run has one such file. A sweep's experiment names the swept keys, their values and the
+run metrics (`summary/final_loss`, `summary/best_loss`, `summary/steps`).
+
+Both are written with TensorBoard's own protocol buffers and record writer, without TensorFlow.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+SESSION_FILE = "events.out.tfevents.session"  # one per run directory
+EXPERIMENT_FILE = "events.out.tfevents.experiment"  # one per sweep, in its first job's directory
+RUN_METRICS = ["summary/final_loss", "summary/best_loss", "summary/steps"]
+STATUSES = ["completed", "converged", "diverged", "failed", "interrupted"]
+# How each status shows in the tab's Status filter.
+SESSION_STATUS = {
+    "completed": "STATUS_SUCCESS",
+    "converged": "STATUS_SUCCESS",
+    "diverged": "STATUS_FAILURE",
+    "failed": "STATUS_FAILURE",
+    "interrupted": "STATUS_UNKNOWN",  # neither finished nor running: it continues with resume=true
+}
+
+
+def trial_id(run_dir: Path, in_sweep: bool) -> str:
+    """A run's short name: its job directory's name in a sweep, `<date>/<time>` (its last two parts) otherwise."""
+    return run_dir.name if in_sweep else "/".join(run_dir.resolve().parts[-2:])
+
+
+def write_session(run_dir: Path, hparams: Mapping[str, Any], trial: str, status: str, start_time: float) -> None:
+    """Write (or replace) the run's session file: `hparams` with `status`, under the trial ID `trial`."""
+    from tensorboard.compat.proto import summary_pb2
+    from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2, summary_v2
+
+    start = summary_v2.hparams_pb({**hparams, "status": status}, trial_id=trial, start_time_secs=start_time)
+    end_info = plugin_data_pb2.SessionEndInfo(
+        status=api_pb2.Status.Value(SESSION_STATUS[status]), end_time_secs=time.time()
+    )
+    end = summary_pb2.Summary()
+    end.value.add(
+        tag=metadata.SESSION_END_INFO_TAG,
+        metadata=metadata.create_summary_metadata(plugin_data_pb2.HParamsPluginData(session_end_info=end_info)),
+        tensor=metadata.NULL_TENSOR,
+    )
+    write_events(run_dir / SESSION_FILE, [start, end], time.time())
+
+
+def write_experiment(directory: Path, domains: Mapping[str, Sequence[Any]], created: float) -> None:
+    """Write the sweep's experiment into `directory`: each key with its values, `status`, and the run metrics,
+    as of the time `created`. The same experiment again leaves the file as it is."""
+    from tensorboard.plugins.hparams import summary_v2 as hp
+
+    hparams = [hp.HParam(key, hp.Discrete(values)) for key, values in domains.items()]
+    hparams.append(hp.HParam("status", hp.Discrete(STATUSES)))
+    metrics = [hp.Metric(tag) for tag in RUN_METRICS]
+    experiment = hp.hparams_config_pb(hparams=hparams, metrics=metrics, time_created_secs=created)
+    write_events(directory / EXPERIMENT_FILE, [experiment], created)
+
+
+def write_events(path: Path, summaries: list[Any], wall_time: float) -> None:
+    """Write an event file of `summaries` at step 0, replacing `path` in one step, unless it holds them already.
+
+    The temporary file's name has no "tfevents" in it, so that a running TensorBoard never reads it.
+    """
+    from tensorboard.compat.proto import event_pb2
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    buffer = io.BytesIO()
+    records = RecordWriter(buffer)
+    records.write(event_pb2.Event(wall_time=wall_time, file_version="brain.Event:2").SerializeToString())
+    for summary in summaries:
+        records.write(event_pb2.Event(wall_time=wall_time, step=0, summary=summary).SerializeToString())
+    content = buffer.getvalue()
+    if path.exists() and path.read_bytes() == content:
+        return
+    temporary = path.with_name(f".events.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "wb") as stream:
+            stream.write(content)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
