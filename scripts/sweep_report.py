@@ -3,7 +3,8 @@
     python scripts/sweep_report.py outputs/multirun/2026-11-27/14-13-30
 
 Use it for a sweep that ran on a cluster, was interrupted, or ran before the report existed. It reads
-only the job directories, and replaces the three report files at the sweep root.
+only the job directories, and replaces the report's files: sweep.csv and sweep.png at the sweep's root, and
+the HParams experiment in its first job's directory (an older sweep's experiment at the root goes).
 """
 
 from __future__ import annotations

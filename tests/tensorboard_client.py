@@ -112,3 +112,17 @@ def session_of(run_dir):
         for key, value in start.hparams.items()
     }
     return start.group_name, values, api_pb2.Status.Name(end.status)
+
+
+def experiment_of(run_dir) -> dict:
+    """The HParams experiment in a run directory's event files: each hparam's name and its listed values."""
+    from google.protobuf.json_format import MessageToDict
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import metadata as hparams_metadata
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    content = events.SummaryMetadata(hparams_metadata.EXPERIMENT_TAG).plugin_data.content
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content).experiment
+    return {info.name: MessageToDict(info.domain_discrete) for info in experiment.hparam_infos}

@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+import tapelab
 from conftest import compose_config
 from tapelab.config import to_experiment
 from tapelab.pictures import contour_picture, thinned
@@ -224,7 +225,6 @@ def test_a_run_that_did_not_diverge_keeps_the_frame_around_its_path_and_the_doma
     [
         ([[0.2, 0.5], [0.5, 0.5], [3.0, 0.5]], (1, [0.5, 0.5], [1.0, 0.5])),  # out through the right edge
         ([[0.5, 0.5], [0.5, 0.25], [0.5, -9.0], [0.5, 0.5], [0.5, -2.0]], (3, [0.5, 0.5], [0.5, 0.0])),  # for good
-        ([[0.5, 0.5], [np.inf, 0.5]], (0, [0.5, 0.5], [1.0, 0.5])),  # to infinity: straight that way
         ([[0.5, 0.5], [0.95, 0.5], [2.0, 0.5]], (1, [0.88, 0.5], [1.0, 0.5])),  # too short: moved back
         ([[0.5, 0.5], [0.9, 0.9]], None),  # ends inside
     ],
@@ -240,10 +240,21 @@ def test_exit_arrow_runs_from_the_last_point_inside_to_the_edge_toward_the_next(
         np.testing.assert_allclose(tip, expected[2])
 
 
-def test_a_diverged_path_that_blew_up_nearby_is_framed_on_its_finite_part():
-    path = np.array([[0.0, 0.0], [0.5, 1.0], [np.inf, 3.0]])
+def test_a_diverged_path_that_blew_up_nearby_is_framed_around_the_path_not_the_domain():
+    path = np.array([[0.0, 0.0], [0.5, 1.0], [2.0, 3.0]])
     box = diverged_box(path, [np.array([0.0, 0.0])], np.array([[-10.0, 10.0], [-10.0, 10.0]]))
-    np.testing.assert_allclose(box, [[-0.5, 1.0], [-0.5, 1.5]])  # the finite points with a margin of 0.5
+    np.testing.assert_allclose(box, [[-0.5, 2.5], [-0.6, 3.6]])  # a margin of 20% of the span, at least 0.5
+
+
+def test_a_run_that_diverged_at_its_start_has_an_empty_loss_figure_that_says_step_0(train):
+    # log(x) at x = −1 is NaN: the start is not finite, so metrics.csv holds no row.
+    result = train("objective=expression", "objective.expr='log(x)'", "objective.init={x: -1.0}")
+    assert (result.summary["status"], result.summary["steps"], len(result.metrics)) == ("diverged", 0, 0)
+    assert thinned(result.metrics).empty
+    axis = drawn(tapelab.load(result.dir).plot())
+    assert axis.get_title() == "loss, diverged at step 0"
+    assert [line.get_xydata().size for line in axis.get_lines()] == [0]
+    assert (list(axis.get_xticks()), list(axis.get_yticks())) == ([], [])
 
 
 def sweep_of(optimizers: list[str], lrs: list[float], diverged: set = frozenset(), steps: int = 30) -> tuple:
@@ -325,3 +336,61 @@ def test_a_diverged_job_is_marked_on_the_top_edge_of_both_panels():
     assert curves_axis.get_ylim()[1] < 2  # the limits follow the jobs that did not diverge: losses up to 1
     low, high = curves_axis.get_xlim()
     assert all(tick == int(tick) for tick in curves_axis.get_xticks() if low <= tick <= high)
+
+
+def momentum_sweep_of(lrs: list[float], diverged: set = frozenset()) -> tuple:
+    """`sweep_of`'s sweep with numeric keys only: momentum 0 (the sgd jobs) and 0.9 (the adam jobs) × lr."""
+    table, curves, _ = sweep_of(["sgd", "adam"], lrs, diverged)
+    table = table.rename(columns={"optimizer": "momentum"}).replace({"momentum": {"sgd": 0.0, "adam": 0.9}})
+    return table.astype({"momentum": float}), curves, ["momentum", "lr"]
+
+
+def job_colours(axis) -> dict[str, tuple]:
+    """The colour of each artist of `axis` named after a job ("job 3"), by that name."""
+    from matplotlib.colors import to_rgba
+
+    return {line.get_gid(): to_rgba(line.get_color()) for line in axis.get_lines() if line.get_gid()}
+
+
+@pytest.mark.parametrize(
+    "sweep",
+    [
+        momentum_sweep_of([1e-4, 1e-3, 1e-2], {("sgd", 1e-2), ("adam", 1e-2)}),  # a colour per job
+        sweep_of(["sgd", "adam", "rmsprop"], [1e-4, 1e-3, 1e-2], {("sgd", 1e-2)}),  # a colour map per optimizer
+    ],
+    ids=["numeric keys", "optimizer × lr"],
+)
+def test_each_job_of_the_final_loss_panels_has_its_curves_colour(sweep):
+    table = sweep[0]
+    curves_axis, *final_axes = sweep_figure(*sweep).axes
+    curve_colours = job_colours(curves_axis)
+    assert len(set(curve_colours.values())) == len(table)
+    for axis in final_axes:
+        assert job_colours(axis) == curve_colours  # each job once: its point, or its ✖ if it diverged
+        marks = [line.get_gid() for line in axis.get_lines() if line.get_marker() == "X"]
+        assert marks == [f"job {job}" for job in table.loc[table["status"] == "diverged", "job"]]
+
+
+def test_a_final_loss_line_of_one_optimizer_has_its_darkest_curves_colour():
+    from matplotlib.colors import to_rgba
+
+    table, curves, keys = sweep_of(["sgd", "adam", "rmsprop"], [1e-4, 1e-3, 1e-2], {("sgd", 1e-2)})
+    curves_axis, final_axis = sweep_figure(table, curves, keys).axes
+    curve_colours = job_colours(curves_axis)
+    legend = final_axis.get_legend()
+    swatches = [to_rgba(handle.get_color()) for handle in legend.legend_handles]
+    entries = dict(zip([text.get_text() for text in legend.get_texts()], swatches, strict=True))
+    darkest = {row.optimizer: curve_colours[f"job {row.job}"] for row in table.itertuples() if row.lr == 1e-2}
+    assert entries == darkest  # sgd's too, though its lr = 0.01 job diverged: the colour of its ✖
+    lines = {line.get_label(): to_rgba(line.get_color()) for line in final_axis.get_lines()
+             if not line.get_label().startswith("_")}  # fmt: skip
+    assert lines == darkest
+
+
+def test_final_loss_lines_across_jobs_of_their_own_colours_are_grey_and_dashed_apart():
+    table, curves, keys = momentum_sweep_of([1e-4, 1e-3, 1e-2], {("sgd", 1e-2), ("adam", 1e-2)})
+    figure = sweep_figure(table, curves, keys)
+    for axis, groups in zip(figure.axes[1:], (3, 2), strict=True):  # a line per lr, then per momentum
+        lines = [line for line in axis.get_lines() if not line.get_label().startswith("_")]
+        assert {line.get_color() for line in lines} == {"grey"}
+        assert len({line.get_linestyle() for line in lines}) == len(lines) == groups

@@ -18,7 +18,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from conftest import CONF_DIR, ROOT
-from tensorboard_client import TensorBoard, session_of
+from tensorboard_client import TensorBoard, experiment_of, session_of
 
 pytestmark = pytest.mark.e2e
 RAY_PYTHON = os.environ.get("TAPELAB_RAY_PYTHON")  # a Python with the `ray` extra (.ci/run makes one)
@@ -93,6 +93,8 @@ def test_sweep_prints_a_line_per_job_as_it_ends_and_no_tensorflow_start_up_lines
         summary = json.loads((grid / f"lr={lr},optimizer={optimizer}_{num}" / "summary.json").read_text())
         expected = f"job {num + 1}/6 lr={lr},optimizer={optimizer}_{num}: {summary['status']} after "
         assert line.startswith(expected) and line.endswith(f"final loss {summary['final_loss']}")
+        job_log = (grid / f"lr={lr},optimizer={optimizer}_{num}" / "tapelab.log").read_text()
+        assert job_log.rstrip().endswith(line)  # the job's own log ends with it too
     assert job_lines[4].startswith("job 5/6 lr=10,optimizer=sgd_4: diverged after 15 steps in ")
     assert messages[7] == f"sweep of 6 jobs ({{'completed': 5, 'diverged': 1}}): {grid / 'sweep.csv'}"
     assert len(lines) == 8  # nothing else: no Hydra line per job, no TensorFlow start-up lines
@@ -213,6 +215,7 @@ def test_failed_and_repeated_jobs_keep_rows_and_directories_of_their_own(tmp_pat
         {"lr": -1.0, "epochs": 5.0, "status": "failed"},
         "STATUS_FAILURE",
     )
+    assert experiment_of(tmp_path / "lr=-1_0")["lr"] == [-1, 0.1]  # the tab's lr filter lists its value too
     assert table["status"].tolist() == ["failed", "completed", "completed"]
     assert "lr: must be a finite number > 0" in table["error"].iloc[0]
     assert table["final_loss"].iloc[1:].tolist() == [sgd_final_loss(0.1, 5)] * 2
@@ -233,12 +236,34 @@ def test_a_different_sweep_into_a_used_directory_reports_the_clash_and_keeps_the
     # With job directories named by number only, job 0 of a new grid lands on job 0 of the old one.
     sweep_dir = tmp_path / "sweep"
     run_tapelab("-m", "lr=0.1", "epochs=5", f"hydra.sweep.dir={sweep_dir}", "hydra.sweep.subdir=job${hydra.job.num}")
-    summary = (sweep_dir / "job0" / "summary.json").read_bytes()
+    old_files = {path: path.read_bytes() for path in (sweep_dir / "job0").rglob("*") if path.is_file()}
     clash = run_tapelab(
         "-m", "lr=0.2", "epochs=5", f"hydra.sweep.dir={sweep_dir}", "hydra.sweep.subdir=job${hydra.job.num}"
     )
-    assert "holds a different job (lr=0.1 epochs=5); choose a new sweep directory" in clash.stdout + clash.stderr
-    assert (sweep_dir / "job0" / "summary.json").read_bytes() == summary
+    lines = [without_log_prefix(line) for line in (clash.stdout + clash.stderr).splitlines()]
+    expected = f"Error in config: hydra.sweep.dir: {sweep_dir / 'job0'} holds a different job (lr=0.1 epochs=5); "
+    assert [line for line in lines if "job0" in line] == [expected + "choose a new sweep directory"]
+    assert not any(line.startswith("job 1/1") for line in lines)  # not reported as the other job's result
+    assert {path: path.read_bytes() for path in (sweep_dir / "job0").rglob("*") if path.is_file()} == old_files
+
+
+def test_relaunching_a_sweep_named_after_every_override_by_an_earlier_version_finds_its_jobs(tmp_path):
+    sweep = ["-m", "lr=0.01,0.02", "epochs=5", f"hydra.sweep.dir={tmp_path}"]
+    run_tapelab(*sweep)
+    # As earlier versions left it: job directories named after every override, and no naming recorded.
+    for job_dir in job_dirs(tmp_path):
+        job_dir.rename(tmp_path / f"epochs=5,{job_dir.name}")
+    multirun = OmegaConf.load(tmp_path / "multirun.yaml")
+    multirun.hydra.overrides.hydra = [line for line in multirun.hydra.overrides.hydra if "override_dirname" not in line]
+    OmegaConf.save(multirun, tmp_path / "multirun.yaml")
+    before = {path: path.stat().st_mtime_ns for job in job_dirs(tmp_path) for path in job.rglob("*") if path.is_file()}
+
+    relaunched = run_tapelab(*sweep)
+    assert [path.name for path in job_dirs(tmp_path)] == ["epochs=5,lr=0.01_0", "epochs=5,lr=0.02_1"]
+    assert "2 finished jobs are skipped" in relaunched.stdout + relaunched.stderr
+    after = {path: path.stat().st_mtime_ns for job in job_dirs(tmp_path) for path in job.rglob("*") if path.is_file()}
+    assert after == before  # no job ran again, and the report's experiment in the first job is the same file
+    assert pd.read_csv(tmp_path / "sweep.csv")["dir"].tolist() == ["epochs=5,lr=0.01_0", "epochs=5,lr=0.02_1"]
 
 
 def test_sweeps_and_runs_started_in_the_same_second_never_share_a_directory(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -142,3 +143,47 @@ def test_a_resumed_run_replaces_its_session_with_the_new_status(tmp_path):
     write_session(tmp_path, {"lr": 0.1}, "trial", "diverged", start_time=1.0)
     assert session_of(tmp_path) == ("trial", {"lr": 0.1, "status": "diverged"}, "STATUS_FAILURE")
     assert [path.name for path in tmp_path.iterdir()] == ["events.out.tfevents.session"]  # one file, replaced
+
+
+@pytest.mark.parametrize(
+    ("overrides", "update_ops"),
+    [
+        (["optimizer=gd"], {"AssignSubVariableOp"}),  # x -= lr * g
+        (["optimizer=sgd", "optimizer.momentum=0.9"], {"AssignVariableOp"}),
+        (["optimizer=lamb"], {"Sqrt", "AssignSubVariableOp"}),
+        (["optimizer=newton"], {"Svd", "AssignSubVariableOp"}),  # the pseudo-inverse of the Hessian, by its SVD
+        (["optimizer=adam", "objective=himmelblau", "objective.starts=4", "jit_compile=true"], {"Sqrt"}),
+    ],
+)
+def test_every_optimizers_step_graph_has_its_update_under_update(tmp_path, overrides, update_ops):
+    from conftest import compose_config
+    from tapelab.runner import run
+
+    run(compose_config("objective=rosenbrock", "lr=0.001", "epochs=3", "log.plots=false", *overrides), tmp_path)
+    graph = load_events(tmp_path).Graph()
+    names = [node.name for node in graph.node]
+    assert len(set(names)) == len(names)
+    assert {name.split("/")[0] for name in names} - {"Const", "Identity", "NoOp"} == {
+        "loss",
+        "gradients",
+        "row",
+        "update",
+    }
+    assert update_ops <= {node.op for node in graph.node if node.name.startswith("update/")}
+    assert any(name.startswith("gradients/loss/") for name in names)  # the step's gradient, by its forward ops
+
+
+def test_the_graphs_change_no_number(tmp_path):
+    from conftest import compose_config
+    from tapelab.runner import run
+
+    for graph in ("true", "false"):
+        run(
+            compose_config("objective=rosenbrock", "optimizer=newton", "epochs=20", f"log.graph={graph}"),
+            tmp_path / graph,
+        )
+    with_graphs, without = (pd.read_csv(tmp_path / graph / "metrics.csv") for graph in ("true", "false"))
+    pd.testing.assert_frame_equal(with_graphs, without, check_exact=True)
+    assert load_events(tmp_path / "true").Graph() is not None
+    with pytest.raises(ValueError):
+        load_events(tmp_path / "false").Graph()  # no graph written

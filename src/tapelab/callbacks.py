@@ -4,7 +4,6 @@ ends, and the sweep report when it ends."""
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +70,9 @@ class RunDirectories(Callback):
                 log_earlier_launch(Path(sweep.dir))
         except ConfigError as error:
             raise PastHydra(error) from None
-        config.hydra.overrides.hydra.append(f"{EXCLUDED_KEYS}={names_list(excluded_keys(config))}")
+        naming = job_naming(config, Path(sweep.dir))
+        if naming is not None:
+            config.hydra.overrides.hydra.append(naming)
         # The basic sweeper saves multirun.yaml (the sweep's config) itself; others, like Optuna's, don't.
         multirun_file = Path(sweep.dir) / "multirun.yaml"
         if not multirun_file.exists():
@@ -80,6 +81,21 @@ class RunDirectories(Callback):
 
 
 EXCLUDED_KEYS = "hydra.job.config.override_dirname.exclude_keys"
+
+
+def job_naming(config: DictConfig, sweep_dir: Path) -> str | None:
+    """The Hydra override that names a sweep's job directories after the keys it varies.
+
+    A re-launch into `sweep_dir` keeps the naming of the launch that made it, recorded in its multirun.yaml,
+    so that it finds its jobs: None when that launch named them after every override, as earlier versions of
+    tapelab did (the config's own `exclude_keys` alone).
+    """
+    earlier = sweep_dir / "multirun.yaml"
+    if not earlier.exists():
+        return f"{EXCLUDED_KEYS}={names_list(excluded_keys(config))}"
+    recorded = OmegaConf.select(OmegaConf.load(earlier), "hydra.overrides.hydra", default=[])
+    namings = [line for line in recorded if line.startswith(f"{EXCLUDED_KEYS}=")]
+    return namings[-1] if namings else None
 
 
 def excluded_keys(config: DictConfig) -> list[str]:
@@ -112,16 +128,19 @@ def log_earlier_launch(sweep_dir: Path) -> None:
 
 
 class JobLines(Callback):
-    """One line as each job of a sweep ends: `job 3/12 lr=0.1,optimizer=adam_2: completed after …`.
+    """One line as each job of a sweep ends: `job 3/12 lr=0.1,optimizer=adam_2: completed after …`, on the
+    console and in the job's tapelab.log.
 
-    With `quiet`, only failed jobs get their line. The number of jobs is known for the grid and Optuna
-    sweepers; with another, the line says `job 3`.
+    With `quiet`, only failed jobs get their line. A job that ended in an earlier launch of the sweep gets
+    its line on the console only, so that its files stay as they were; a job whose directory holds another
+    job gets none (`tapelab.job.run_job` says so). The number of jobs is known for the grid sweeper (but for
+    `glob(…)`) and the Optuna sweeper; otherwise the line says `job 3`.
     """
 
     def __init__(self, quiet: bool = False) -> None:
         self.quiet = quiet
         self.total: int | None = None
-        self.started = 0.0
+        self.clash = self.earlier = False  # of the job that runs now
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from tapelab.sweep import planned_jobs
@@ -131,24 +150,31 @@ class JobLines(Callback):
             log.info("sweep of %s into %s", count_of_jobs(self.total), config.hydra.sweep.dir)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self.started = time.time()
+        from tapelab.resume import is_finished, saved_overrides
+
+        job_dir = Path(config.hydra.runtime.output_dir)
+        saved = saved_overrides(job_dir)  # Hydra saved this job's, unless the directory is taken
+        self.clash = saved is not None and saved != list(OmegaConf.to_container(config.hydra.overrides.task))
+        self.earlier = not self.clash and is_finished(job_dir)
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         from tapelab.resume import read_summary
 
-        if config.hydra.mode != RunMode.MULTIRUN:
+        if config.hydra.mode != RunMode.MULTIRUN or self.clash:
             return
         job_dir = Path(config.hydra.runtime.output_dir)
         summary = read_summary(job_dir)
         if self.quiet and (summary or {}).get("status") != "failed":
             return
-        earlier = summary is not None and (job_dir / SUMMARY).stat().st_mtime < self.started
-        number = int(config.hydra.job.num) + 1
-        to_console(log, job_line(number, self.total, job_dir.name, summary, earlier))
+        line = job_line(int(config.hydra.job.num) + 1, self.total, job_dir.name, summary, self.earlier)
+        if self.earlier:
+            to_console(log, line)
+        else:
+            log.info("%s", line)
 
 
 class SweepReport(Callback):
-    """Write sweep.csv, sweep.png and the HParams experiment at the sweep root when a sweep ends."""
+    """Write sweep.csv and sweep.png at the sweep's root, and its HParams experiment, when a sweep ends."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from tapelab.sweep import write_report

@@ -12,12 +12,13 @@ def outcome(summary: dict[str, Any] | None) -> str:
     """How a run ended, from its summary.json: status, steps, final loss and time, or a failure's reason."""
     if summary is None:
         return "no result (summary.json is missing)"
-    status = summary["status"]
+    status = summary.get("status")
     if status == "failed":
         return "failed: " + " ".join(str(summary.get("error")).split())
-    return (
-        f"{status} after {summary['steps']} steps in {summary['wall_time_s']:.2f} s: final loss {summary['final_loss']}"
-    )
+    text = f"{status} after {summary.get('steps')} steps"
+    if "wall_time_s" in summary:
+        text += f" in {summary['wall_time_s']:.2f} s"
+    return text + (f": final loss {summary['final_loss']}" if summary.get("final_loss") is not None else "")
 
 
 def run_line(summary: dict[str, Any], run_dir: Path) -> str:
@@ -33,12 +34,15 @@ def job_line(number: int, total: int | None, name: str, summary: dict[str, Any] 
     return f"job {number}{of_total} {name}: {outcome(summary)}{' (in an earlier launch)' if earlier else ''}"
 
 
-def to_console(logger: logging.Logger, message: str) -> None:
-    """Log `message` at INFO through the root logger's console handlers only, not its files: a job's line
-    is no part of the job's tapelab.log (which a skipped job keeps as it was)."""
-    record = logger.makeRecord(logger.name, logging.INFO, "(console)", 0, message, None, None)
+def to_console(logger: logging.Logger, message: str, level: int = logging.INFO) -> None:
+    """Log `message` through the root logger's console handlers only, not into its files: for a sweep job
+    whose directory is to stay as it was (finished in an earlier launch, or another job's)."""
+    if not logger.isEnabledFor(level):
+        return
+    record = logger.makeRecord(logger.name, level, "(console)", 0, message, None, None)
     for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+        console = isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)
+        if console and record.levelno >= handler.level:
             handler.handle(record)
 
 

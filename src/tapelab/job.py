@@ -24,7 +24,7 @@ def run_job(cfg: DictConfig) -> float:
     A single run's config mistake raises `ConfigError` (or OmegaConf's error); a run stopped by SIGINT or
     SIGTERM raises `Interrupted`, in a sweep too, after saving everything.
     """
-    from tapelab.console import run_line
+    from tapelab.console import run_line, to_console
     from tapelab.interrupts import Interrupted
     from tapelab.resume import (
         CHECKPOINTS,
@@ -46,8 +46,8 @@ def run_job(cfg: DictConfig) -> float:
         if multirun:
             try:
                 check_same_job(run_dir, overrides)
-            except ConfigError as clash:  # another job's directory: write nothing into it
-                log.error("Error in config: %s", one_line(clash))
+            except ConfigError as clash:  # another job's directory: write nothing into it, its log neither
+                to_console(log, f"Error in config: {one_line(clash)}", logging.ERROR)
                 return math.inf
             if is_finished(run_dir):
                 return stored_result(run_dir)  # done in an earlier launch: its files stay as they are

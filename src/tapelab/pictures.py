@@ -52,8 +52,8 @@ def contour_picture(problem: Problem, box: np.ndarray) -> ContourPicture:
 
 def thinned(history: pd.DataFrame) -> pd.DataFrame:
     """Every k-th row of `history`, about MAX_PATH_POINTS of them, and always the last: where the run ended."""
-    every = max(1, len(history) // MAX_PATH_POINTS)
-    return history.iloc[np.unique(np.r_[np.arange(0, len(history), every), len(history) - 1])]
+    rows = np.arange(len(history))
+    return history.iloc[np.union1d(rows[:: max(1, len(history) // MAX_PATH_POINTS)], rows[-1:])]
 
 
 def draw_run(

@@ -17,6 +17,7 @@ MAX_DECADES_WITH_MINOR_TICKS = 2  # a log axis over more decades reads well from
 COLOUR_MAPS = ["Blues", "Oranges", "Greens", "Reds", "Purples", "Greys", "YlOrBr", "PuRd"]  # a sweep's groups
 ENDED = ("completed", "converged", "diverged")  # the jobs that have a final loss
 MAX_SYMLOG_TICKS = 10  # a symmetric log axis labels every second decade (or third…) past this many
+DASHES = ["-", "--", ":", "-."]  # a sweep's grey lines of final losses, told apart
 MIN_EXIT_ARROW = 0.12  # of the frame: the shortest arrow that shows where a diverged path went
 SUPERSCRIPTS = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 # A run's pictures are drawn for every job of a sweep, so they skip what costs most and shows least: the
@@ -128,14 +129,20 @@ def step_axis(axis: Any) -> None:
 
 
 def loss_figure(history: pd.DataFrame, diverged: bool = False) -> Any:
-    """The loss against the step on a log axis (see `loss_axis`); a diverged run's title names its last step."""
+    """The loss against the step on a log axis (see `loss_axis`); a diverged run's title names its last step.
+
+    An empty `history` (a run whose start was not finite logs no row) gives an empty frame, without ticks.
+    """
     figure, (axis,) = new_figure(6.4, 4.2, margins=RUN_MARGINS)
     shift = loss_shift(history["loss"])
     drawn = history["loss"] - shift
     axis.plot(history["step"], drawn, linewidth=1.3)
     loss_axis(axis, drawn, shift)
     step_axis(axis)
-    title = f"loss, diverged at step {history['step'].iat[-1]}" if diverged else "loss"
+    if history.empty:
+        axis.set(xticks=[], yticks=[])
+    last_step = 0 if history.empty else history["step"].iat[-1]
+    title = f"loss, diverged at step {last_step}" if diverged else "loss"
     axis.set_title(title, y=1.0)  # a given height: not placed by measuring the tick labels
     axis.grid(True, which="major", alpha=0.3)
     return figure
@@ -155,18 +162,20 @@ def contour_box(path: np.ndarray, minima: list[np.ndarray], domain: np.ndarray |
 
 def diverged_box(path: np.ndarray, minima: list[np.ndarray], domain: np.ndarray | None) -> np.ndarray:
     """The region to draw for a diverged run: the domain (grown to hold the start and minima) or the box
-    around the path's finite points and the minima, whichever is smaller, so the blow-up does not hide both."""
-    finite = path[np.isfinite(path).all(axis=1)]
-    around_path = contour_box(finite, minima, None)
+    around the path and the minima, whichever is smaller, so the blow-up does not hide both.
+
+    The path is finite: metrics.csv logs no row with a non-finite value.
+    """
+    around_path = contour_box(path, minima, None)
     if domain is None:
         return around_path
-    around_domain = contour_box(finite[:1], minima, domain)
+    around_domain = contour_box(path[:1], minima, domain)
     return min(around_domain, around_path, key=lambda box: np.prod(box[:, 1] - box[:, 0]))
 
 
 def exit_arrow(path: np.ndarray, box: np.ndarray) -> tuple[int, np.ndarray, np.ndarray] | None:
-    """Where `path` leaves `box` for good, or None if it ends inside: (the index of its last point inside,
-    and an arrow from that point to the box's edge, toward the next point: its tail and its tip).
+    """Where the finite `path` leaves `box` for good, or None if it ends inside: (the index of its last point
+    inside, and an arrow from that point to the box's edge, toward the next point: its tail and its tip).
 
     The arrow is at least MIN_EXIT_ARROW of the box long (its tail moved back if need be).
     """
@@ -176,8 +185,8 @@ def exit_arrow(path: np.ndarray, box: np.ndarray) -> tuple[int, np.ndarray, np.n
     if not len(inside) or inside[-1] == len(path) - 1:
         return None
     tail = scaled[inside[-1]]
-    heading = np.clip(scaled[inside[-1] + 1], -1e9, 1e9) - tail  # an infinite coordinate: straight that way
-    heading = heading / np.linalg.norm(heading)
+    step = scaled[inside[-1] + 1] - tail
+    heading = step / np.linalg.norm(step)
     with np.errstate(divide="ignore", invalid="ignore"):
         to_edge = np.where(heading > 0, (1 - tail) / heading, np.where(heading < 0, -tail / heading, np.inf))
     tip = tail + to_edge.min() * heading
@@ -363,11 +372,11 @@ def curve_styles(
     return (colors, handles, labels) if len(handles) <= MAX_LEGEND_ENTRIES else (colors, [], [])
 
 
-def mark_on_top_edge(axis: Any, x: Any, color: Any) -> None:
+def mark_on_top_edge(axis: Any, x: Any, color: Any, gid: str | None = None) -> None:
     """A ✖ on the top edge of `axis` at each of `x` (data units): a diverged job, whose loss is off the scale."""
     if len(x):  # an empty unclipped line would still count, at the figure's corner, in the layout
         axis.plot(x, np.ones(len(x)), "X", color=color, markeredgecolor="black", markersize=10, linestyle="none",
-                  clip_on=False, zorder=3, transform=axis.get_xaxis_transform())  # fmt: skip
+                  clip_on=False, zorder=3, transform=axis.get_xaxis_transform(), gid=gid)  # fmt: skip
 
 
 def plot_sweep(table: pd.DataFrame, curves: dict[int, pd.DataFrame], keys: list[str], path: Path) -> None:
@@ -392,8 +401,9 @@ def sweep_figure(table: pd.DataFrame, curves: dict[int, pd.DataFrame], keys: lis
         shades = max(len(handle) if isinstance(handle, tuple) else 1 for handle in handles)
         axes[0].legend(handles, labels, handler_map={tuple: HandlerTuple(ndivide=None, pad=0)}, fontsize="x-small",
                        handlelength=max(2.0, 0.9 * shades))  # fmt: skip
+    shaded = any(key not in numeric for key in varying)  # each job a shade of its group's colour map
     for axis, key in zip(axes[1:], numeric, strict=True):
-        draw_final_loss(axis, table, key, [other for other in varying if other != key], colors)
+        draw_final_loss(axis, table, key, [other for other in varying if other != key], colors, shaded)
     figure.tight_layout()
     return figure
 
@@ -420,22 +430,33 @@ def draw_curves(axis, table: pd.DataFrame, curves: dict[int, pd.DataFrame], colo
     axis.grid(True, which="major", alpha=0.3)
 
 
-def draw_final_loss(axis, table: pd.DataFrame, key: str, group_keys: list[str], colors: dict[int, Any]) -> None:
+def draw_final_loss(
+    axis, table: pd.DataFrame, key: str, group_keys: list[str], colors: dict[int, Any], shaded: bool
+) -> None:
     """The final loss against `key`, a line per combination of the other swept keys.
 
-    A diverged job is a ✖ on the top edge above its value of `key`, in its curve's colour (`colors`);
-    failed and unfinished jobs are left out.
+    Each job is a point in its curve's colour (`colors`), or if it diverged a ✖ on the top edge above its
+    value of `key`; failed and unfinished jobs are left out. When the jobs are `shaded` (those of a line are
+    shades of one colour map), a line has the colour of its darkest job; otherwise its jobs' colours have
+    nothing in common, and it is grey, told apart from the others by its dashes.
     """
     ended = table[table["status"].isin(ENDED)]
     finals = ended.loc[ended["status"] != "diverged", "final_loss"]
     shift = loss_shift(finals)
     groups = ended.groupby(group_keys, dropna=False) if group_keys else [((), ended)]
-    for label, group in groups:
+    for index, (label, group) in enumerate(groups):
         ordered = group.sort_values(key)
         finished = ordered[ordered["status"] != "diverged"]
-        axis.plot(finished[key], finished["final_loss"] - shift, marker="o", label=", ".join(map(str, label)) or None)
+        if shaded:
+            style = {"color": colors.get(ordered["job"].iat[-1])}
+        else:
+            style = {"color": "grey", "linestyle": DASHES[index % len(DASHES)]}
+        axis.plot(finished[key], finished["final_loss"] - shift, label=", ".join(map(str, label)) or None, **style)
+        for _, job in finished.iterrows():
+            job_colour = colors.get(job["job"])
+            axis.plot(job[key], job["final_loss"] - shift, "o", color=job_colour, gid=f"job {int(job['job'])}")
     for _, job in ended[ended["status"] == "diverged"].iterrows():
-        mark_on_top_edge(axis, [job[key]], colors.get(job["job"]))
+        mark_on_top_edge(axis, [job[key]], colors.get(job["job"]), gid=f"job {int(job['job'])}")
     values = ended[key].dropna()
     if len(values) and (values > 0).all() and values.max() / values.min() > 10:  # more than a decade
         axis.set_xscale("log")

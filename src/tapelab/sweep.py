@@ -1,4 +1,4 @@
-"""The sweep report: sweep.csv, sweep.png and the HParams experiment at the root of a sweep directory.
+"""The sweep report: sweep.csv and sweep.png at the root of a sweep directory, and its HParams experiment.
 
 Everything is read back from the job directories (their `.hydra/` files and summary.json), so the same
 report can be rebuilt for any sweep, finished, interrupted or run elsewhere (scripts/sweep_report.py).
@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 SWEEP_CSV = "sweep.csv"
 SWEEP_PNG = "sweep.png"
+LEGACY_EXPERIMENT_SUFFIX = ".sweep-hparams"  # earlier versions wrote the experiment at the sweep's root
 RESULT_COLUMNS = ["status", "final_loss", "best_loss", "steps", "wall_time_s", "distance_to_min"]
 YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -151,20 +152,22 @@ def write_hparams_experiment(sweep_dir: Path, jobs: list[Job], keys: list[str]) 
     metrics.
 
     The experiment goes into the first job's directory, not the sweep's root, where TensorBoard would list
-    it as a run of its own with no data; the tab finds it in any run.
+    it as a run of its own with no data; the tab finds it in any run. A key's values are those its jobs'
+    sessions record: a finished job's config, a failed one's overrides (`runner.record_failure`).
     """
     values: dict[str, set] = {}
     for job in jobs:
-        if job.summary and "objective_params" in job.summary:
-            logged = flat_hparams(job.summary)
-            for key in keys:
-                if key in logged:
-                    values.setdefault(key, set()).add(logged[key])
+        finished = job.summary is not None and "objective_params" in job.summary
+        logged = flat_hparams(job.summary) if finished else {k: hparam_value(v) for k, v in job.overrides.items()}
+        for key in keys:
+            if logged.get(key) is not None:
+                values.setdefault(key, set()).add(logged[key])
     if not jobs:
         return
-    for stale in sweep_dir.rglob(EXPERIMENT_FILE):
-        if stale.parent != jobs[0].dir:
-            stale.unlink()  # TensorBoard is to see one experiment: this one
+    stale = [*sweep_dir.rglob(EXPERIMENT_FILE), *sweep_dir.glob(f"events.out.tfevents.*{LEGACY_EXPERIMENT_SUFFIX}")]
+    for path in stale:
+        if path.parent != jobs[0].dir:
+            path.unlink()  # TensorBoard is to see one experiment: this one
     # Dated as the first job's start (when Hydra saved its config): a report rebuilt from the same jobs is
     # the same file, so a re-launch that skips every job changes none of their files.
     created = (jobs[0].dir / ".hydra" / "config.yaml").stat().st_mtime

@@ -11,6 +11,7 @@ exactly these lines and lets every other line through as it comes, errors includ
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -21,16 +22,17 @@ from types import ModuleType
 
 # A glog-style prefix: severity, date, time, thread, file:line.
 _PREFIX = r"[IWE]\d{4} [\d:.]+\s+\d+ [\w.]+:\d+\] "
+NO_DRIVER = re.compile(_PREFIX + r"Could not find cuda drivers on your machine, GPU will not be used\.")
 NOTICES = [
     re.compile(r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"),
     re.compile(_PREFIX + r"oneDNN custom operations are on\."),
-    re.compile(_PREFIX + r"Could not find cuda drivers on your machine, GPU will not be used\."),
+    NO_DRIVER,
     re.compile(_PREFIX + r"This TensorFlow binary is optimized to use available CPU instructions"),
     re.compile(r"To enable the following instructions: .* rebuild TensorFlow with the appropriate compiler flags\."),
 ]
-# Only after "Could not find cuda drivers": the probe of a driver that isn't there.
+# Dropped only after NO_DRIVER: the probe of a driver that isn't there.
 NO_DRIVER_PROBE = re.compile(_PREFIX + r"failed call to cuInit: ")
-NO_DRIVER = NOTICES[2]
+FILTER_DRAIN_SECONDS = 5.0  # after the block, for the filter to copy what is left in the pipe
 
 
 def import_tensorflow() -> ModuleType:
@@ -48,9 +50,17 @@ def import_tensorflow() -> ModuleType:
 
 @contextmanager
 def stderr_without_notices() -> Iterator[None]:
-    """For the block, standard error (file descriptor 2, where C++ writes) goes through `NoticeFilter`."""
+    """For the block, standard error (file descriptor 2, where C++ writes) goes through `NoticeFilter`; a
+    process without one (fd 2 closed, or no `sys.stderr`) runs the block as it is."""
+    if sys.stderr is None:
+        yield
+        return
     sys.stderr.flush()
-    terminal = os.dup(2)
+    try:
+        terminal = os.dup(2)
+    except OSError:
+        yield
+        return
     read_end, write_end = os.pipe()
     os.dup2(write_end, 2)
     os.close(write_end)
@@ -61,8 +71,9 @@ def stderr_without_notices() -> Iterator[None]:
     finally:
         sys.stderr.flush()
         os.dup2(terminal, 2)  # closes the pipe's last write end: the filter reads to its end and stops
-        notice_filter.join()
-        os.close(terminal)
+        notice_filter.join(FILTER_DRAIN_SECONDS)  # longer only if a child process holds the pipe open
+        if not notice_filter.is_alive():  # else the filter keeps its copy of the terminal, open
+            os.close(terminal)
 
 
 class NoticeFilter(threading.Thread):
@@ -80,4 +91,5 @@ class NoticeFilter(threading.Thread):
                 no_driver = no_driver or bool(NO_DRIVER.match(text))
                 notice = any(pattern.match(text) for pattern in NOTICES)
                 if not notice and not (no_driver and NO_DRIVER_PROBE.match(text)):
-                    os.write(self._terminal, line)
+                    with contextlib.suppress(OSError):  # the terminal is gone: keep draining the pipe
+                        os.write(self._terminal, line)

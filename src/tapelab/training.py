@@ -488,13 +488,28 @@ class Trainer:
         return frame
 
 
-def gradients_in_their_scope(graph_def: Any) -> Any:
-    """`graph_def` with the tape's ops moved into the `gradients` name scope.
+TAPE_OPS = re.compile(r"^(\^?)((?:gradient_tape/)+)(update/)?")  # a tape's op name, as an input (^: control)
 
-    The tape names the ops it adds `gradient_tape/<forward scope>/…` from the top level, whatever scope it is
-    called in; here they become `gradients/<forward scope>/…`, next to the forward pass they differentiate.
+
+def gradients_in_their_scope(graph_def: Any) -> Any:
+    """`graph_def` with the tapes' ops moved into the scope of the step they belong to.
+
+    A tape names the ops it adds `gradient_tape/<forward scope>/…` from the top level, whatever scope it is
+    called in (`gradient_tape/gradient_tape/…` for a tape over a tape). The step's gradient, of the ops in
+    `loss`, goes to `gradients/loss/…`; the tapes an optimizer runs itself (Newton's Hessian), of ops in
+    `update`, go to `update/gradient_tape/…`.
     """
-    moved = lambda name: re.sub(r"^(\^?)gradient_tape/", r"\1gradients/", name)  # noqa: E731
+
+    def moved(name: str) -> str:
+        match = TAPE_OPS.match(name)
+        if match is None:
+            return name
+        control, tapes, update = match.groups()
+        rest = name[match.end() :]
+        return (
+            f"{control}update/{tapes}{rest}" if update else f"{control}gradients/{tapes[len('gradient_tape/') :]}{rest}"
+        )
+
     for node in graph_def.node:
         node.name = moved(node.name)
         node.input[:] = [moved(source) for source in node.input]

@@ -1,11 +1,12 @@
 """TensorBoard event files: scalars, histograms, the graphs and the pictures of a run.
 
 The events are TensorBoard's own protocol buffers (its summary metadata helpers), appended to the file with
-TensorFlow's record writer: nothing is traced, so a sweep's jobs pay no tracing for their TensorBoard
-output. Tags: `loss`, `grad_norm`, `lr`, `params/<column>`, `grads/<column>`, histograms `params/<name>`
-for vector parameters, `summary/final_loss`, `summary/best_loss`, `summary/steps` at the end, and
-`plots/<picture>`. The graph of one training step is the run graph of the Graphs tab; the compiled chunk
-loop's graph is its tag `training_loop`. The HParams tab's session is a file of its own (`sinks.hparams`).
+TensorFlow's record writer: no summary op is traced, so a sweep's jobs pay no tracing for their TensorBoard
+output (the step graph is traced once per loop structure, `Trainer.step_graph_def`). Tags: `loss`,
+`grad_norm`, `lr`, `params/<column>`, `grads/<column>`, histograms `params/<name>` for vector parameters,
+`summary/final_loss`, `summary/best_loss`, `summary/steps` at the end, and `plots/<picture>`. The graph of
+one training step is the run graph of the Graphs tab; the compiled chunk loop's graph is its tag
+`training_loop`. The HParams tab's session is a file of its own (`sinks.hparams`).
 """
 
 from __future__ import annotations
