@@ -13,15 +13,8 @@ import tapelab
 from conftest import compose_config
 from tapelab.config import to_experiment
 from tapelab.pictures import contour_picture, thinned
-from tapelab.plots import (
-    ContourPicture,
-    contour_box,
-    diverged_box,
-    exit_arrow,
-    loss_figure,
-    save,
-    sweep_figure,
-)
+from tapelab.plots import ContourPicture, contour_box, diverged_box, exit_arrow, loss_figure, save
+from tapelab.sweep_plots import sweep_figure
 
 ROSENBROCK_DOMAIN = [[-2.0, 2.0], [-1.0, 3.0]]  # conf/objective/rosenbrock.yaml
 SIX_HUMP_CAMEL_MINIMUM = -1.031628  # published f* of six_hump_camel

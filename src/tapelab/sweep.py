@@ -196,7 +196,7 @@ def loss_curves(jobs: list[Job], max_points: int = 2000) -> dict[int, pd.DataFra
 
 def write_report(sweep_dir: Path) -> pd.DataFrame:
     """Write sweep.csv, sweep.png and the HParams experiment for `sweep_dir`; return the table."""
-    from tapelab.plots import plot_sweep
+    from tapelab.sweep_plots import plot_sweep
 
     jobs = find_jobs(sweep_dir)
     keys = swept_keys(sweep_dir, jobs)
