@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tapelab.atomic import replacing
 from tapelab.console import count_of_jobs
+from tapelab.resume import SAVED_OVERRIDES
 from tapelab.rundir import METRICS, SUMMARY
 from tapelab.sinks.hparams import EXPERIMENT_FILE, write_experiment
 from tapelab.sinks.summary import flat_hparams, hparam_value
@@ -168,9 +169,9 @@ def write_hparams_experiment(sweep_dir: Path, jobs: list[Job], keys: list[str]) 
     for path in stale:
         if path.parent != jobs[0].dir:
             path.unlink()  # TensorBoard is to see one experiment: this one
-    # Dated as the first job's start (when Hydra saved its config): a report rebuilt from the same jobs is
+    # Dated as the first job's start (when Hydra saved its overrides): a report rebuilt from the same jobs is
     # the same file, so a re-launch that skips every job changes none of their files.
-    created = (jobs[0].dir / ".hydra" / "config.yaml").stat().st_mtime
+    created = (jobs[0].dir / SAVED_OVERRIDES).stat().st_mtime
     write_experiment(jobs[0].dir, {key: sorted(domain_values(found)) for key, found in values.items()}, created)
 
 
