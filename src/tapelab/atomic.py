@@ -9,9 +9,13 @@ from pathlib import Path
 
 
 @contextmanager
-def replacing(path: Path) -> Iterator[Path]:
-    """Yield a temporary path to write; on success it replaces `path` in one rename, on error it is removed."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+def replacing(path: Path, temporary_name: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path to write; on success it replaces `path` in one rename, on error it is removed.
+
+    The temporary is `.<name>.<pid>.tmp` beside `path`, or `temporary_name`, for a file whose readers would
+    take that name for one of theirs (TensorBoard reads every file with "tfevents" in its name).
+    """
+    temporary = path.with_name(temporary_name or f".{path.name}.{os.getpid()}.tmp")
     try:
         yield temporary
         with open(temporary, "rb+") as stream:

@@ -150,11 +150,11 @@ class JobLines(Callback):
             log.info("sweep of %s into %s", count_of_jobs(self.total), config.hydra.sweep.dir)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from tapelab.resume import is_finished, saved_overrides
+        from tapelab.resume import holds_other_job, is_finished
 
         job_dir = Path(config.hydra.runtime.output_dir)
-        saved = saved_overrides(job_dir)  # Hydra saved this job's, unless the directory is taken
-        self.clash = saved is not None and saved != list(OmegaConf.to_container(config.hydra.overrides.task))
+        # Hydra has saved this job's overrides, unless the directory is another job's or finished.
+        self.clash = holds_other_job(job_dir, OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
         self.earlier = not self.clash and is_finished(job_dir)
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:

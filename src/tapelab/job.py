@@ -42,6 +42,7 @@ def run_job(cfg: DictConfig) -> float:
     run_dir = Path(hydra_config.runtime.output_dir)
     multirun = hydra_config.mode == RunMode.MULTIRUN
     overrides = list(OmegaConf.to_container(hydra_config.overrides.task, resolve=False))  # as typed
+    trial = trial_id(run_dir, multirun)
     try:
         if multirun:
             try:
@@ -55,7 +56,7 @@ def run_job(cfg: DictConfig) -> float:
         resume = cfg.resume or (multirun and (run_dir / CHECKPOINTS).is_dir())
         if resume:
             cfg = resumed_config(run_dir, overrides, composer(list(hydra_config.overrides.hydra)))
-        loss = run(cfg, run_dir, resume=resume, progress=not multirun, trial=trial_id(run_dir, multirun))
+        loss = run(cfg, run_dir, resume=resume, progress=not multirun, trial=trial)
     except Interrupted:
         raise
     except Exception as error:
@@ -64,7 +65,7 @@ def run_job(cfg: DictConfig) -> float:
         if not isinstance(error, (ConfigError, OmegaConfBaseException)):  # a config mistake: its job's line says it
             log.exception("the job failed")
         tensorboard = OmegaConf.select(cfg, "log.tensorboard", default=True, throw_on_resolution_failure=False)
-        return record_failure(run_dir, error, trial_id(run_dir, multirun), overrides if tensorboard else None)
+        return record_failure(run_dir, error, trial, overrides if tensorboard else None)
     if not multirun:  # a sweep's jobs get their line from tapelab.callbacks.JobLines
         log.info("%s", run_line(read_summary(run_dir), run_dir))
     return loss

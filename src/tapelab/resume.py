@@ -49,9 +49,8 @@ def saved_config_subdir(output_dir: str, mode: Any, overrides: Sequence[str]) ->
     run_dir = Path(output_dir)
     summary = read_summary(run_dir)
     if str(mode).endswith("MULTIRUN"):
-        saved = saved_overrides(run_dir)
         typed = OmegaConf.to_container(overrides, resolve=False) if isinstance(overrides, ListConfig) else overrides
-        if saved is not None and saved != list(typed):
+        if holds_other_job(run_dir, typed):
             return None
         if summary is not None and summary.get("status") in FINISHED:
             return None
@@ -125,10 +124,16 @@ def resumed_config(run_dir: Path, overrides: Sequence[str], compose: Callable[[l
     return cfg
 
 
+def holds_other_job(run_dir: Path, overrides: Sequence[str]) -> bool:
+    """Whether `run_dir` holds a job that was started with other overrides than these."""
+    saved = saved_overrides(run_dir)
+    return saved is not None and saved != list(overrides)
+
+
 def check_same_job(run_dir: Path, overrides: Sequence[str]) -> None:
     """Raise `ConfigError` unless the job in `run_dir` was started with these same overrides."""
-    saved = saved_overrides(run_dir)
-    if saved is not None and saved != list(overrides):
+    if holds_other_job(run_dir, overrides):
+        saved = saved_overrides(run_dir)
         raise ConfigError(
             "hydra.sweep.dir", f"{run_dir} holds a different job ({' '.join(saved)}); choose a new sweep directory"
         )

@@ -25,7 +25,7 @@ from tapelab.resume import CHECKPOINTS, FINISHED, last_logged_step, read_summary
 from tapelab.rundir import METRICS, SUMMARY, check_unused
 from tapelab.sinks.csv_sink import CsvSink
 from tapelab.sinks.hparams import trial_id, write_session
-from tapelab.sinks.summary import flat_hparams, hparam_value, write_json_atomically
+from tapelab.sinks.summary import flat_hparams, given_hparams, write_json_atomically
 from tapelab.sinks.tensorboard_sink import TensorBoardSink
 from tapelab.stopwatch import Stopwatch
 from tapelab.sweep import parse_overrides, write_table
@@ -234,8 +234,7 @@ def record_failure(run_dir: Path, error: Exception, trial: str, overrides: list[
             failure["steps"] = previous["steps"]
         write_json_atomically(run_dir / SUMMARY, failure)
         if overrides is not None:
-            parsed = parse_overrides(overrides)
-            given = {o.key_or_group: hparam_value(o.value()) for o in parsed if o.value() is not None}
+            given = given_hparams({o.key_or_group: o.value() for o in parse_overrides(overrides)})
             write_session(run_dir, given, trial, "failed", time.time())
     return math.inf
 

@@ -21,7 +21,7 @@ from tapelab.console import count_of_jobs
 from tapelab.resume import SAVED_OVERRIDES
 from tapelab.rundir import METRICS, SUMMARY
 from tapelab.sinks.hparams import EXPERIMENT_FILE, write_experiment
-from tapelab.sinks.summary import flat_hparams, hparam_value
+from tapelab.sinks.summary import flat_hparams, given_hparams, hparam_value
 
 log = logging.getLogger(__name__)
 
@@ -159,9 +159,9 @@ def write_hparams_experiment(sweep_dir: Path, jobs: list[Job], keys: list[str]) 
     values: dict[str, set] = {}
     for job in jobs:
         finished = job.summary is not None and "objective_params" in job.summary
-        logged = flat_hparams(job.summary) if finished else {k: hparam_value(v) for k, v in job.overrides.items()}
+        logged = flat_hparams(job.summary) if finished else given_hparams(job.overrides)
         for key in keys:
-            if logged.get(key) is not None:
+            if key in logged:
                 values.setdefault(key, set()).add(logged[key])
     if not jobs:
         return

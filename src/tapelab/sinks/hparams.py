@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from tapelab.atomic import replacing
+
 SESSION_FILE = "events.out.tfevents.session"  # one per run directory
 EXPERIMENT_FILE = "events.out.tfevents.experiment"  # one per sweep, in its first job's directory
 RUN_METRICS = ["summary/final_loss", "summary/best_loss", "summary/steps"]
@@ -83,12 +85,5 @@ def write_events(path: Path, summaries: list[Any], wall_time: float) -> None:
     content = buffer.getvalue()
     if path.exists() and path.read_bytes() == content:
         return
-    temporary = path.with_name(f".events.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "wb") as stream:
-            stream.write(content)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    with replacing(path, temporary_name=f".events.{os.getpid()}.tmp") as temporary:
+        temporary.write_bytes(content)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,3 +31,9 @@ def flat_hparams(record: dict[str, Any]) -> dict[str, bool | int | float | str]:
     for group in ("objective", "optimizer"):
         flat.update({f"{group}.{key}": value for key, value in record[f"{group}_params"].items()})
     return {key: hparam_value(value) for key, value in flat.items() if value is not None}
+
+
+def given_hparams(overrides: Mapping[str, Any]) -> dict[str, bool | int | float | str]:
+    """A job's overrides (key -> value, as Hydra parses them) as hparams, for a job that failed before its
+    config was known; None values are left out, as in `flat_hparams`."""
+    return {key: hparam_value(value) for key, value in overrides.items() if value is not None}

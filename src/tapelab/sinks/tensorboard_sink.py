@@ -60,13 +60,13 @@ def histogram_buckets(rows: np.ndarray, bucket_count: int = HISTOGRAM_BUCKETS) -
 class EventWriter:
     """One event file in `log_dir`: `Event` protocol buffers, appended with TensorFlow's record writer."""
 
-    def __init__(self, log_dir: Path, suffix: str = "") -> None:
+    def __init__(self, log_dir: Path) -> None:
         import tensorflow as tf
         from tensorboard.compat.proto import event_pb2
 
         self._event = event_pb2.Event
         name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}."
-        self.path = log_dir / f"{name}{next(_file_numbers)}{suffix}"
+        self.path = log_dir / f"{name}{next(_file_numbers)}"
         self._records = tf.io.TFRecordWriter(str(self.path))
         self._records.write(self._event(wall_time=time.time(), file_version="brain.Event:2").SerializeToString())
 
