@@ -187,3 +187,15 @@ def test_the_graphs_change_no_number(tmp_path):
     assert load_events(tmp_path / "true").Graph() is not None
     with pytest.raises(ValueError):
         load_events(tmp_path / "false").Graph()  # no graph written
+
+
+def test_a_process_names_its_event_files_in_the_order_it_writes_them(tmp_path):
+    # TensorBoard reads a run's event files in name order; a resumed run's second file must come after its first.
+    from tapelab.sinks.tensorboard_sink import EventWriter
+
+    written = []
+    for _ in range(12):  # past the 9th and 10th file of the process, in the same second or the next
+        writer = EventWriter(tmp_path)
+        writer.close()
+        written.append(writer.path.name)
+    assert sorted(written) == written

@@ -66,7 +66,9 @@ class EventWriter:
 
         self._event = event_pb2.Event
         name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}."
-        self.path = log_dir / f"{name}{next(_file_numbers)}"
+        # Zero-padded: TensorBoard reads a run's files in name order, and a resumed run's later file must come
+        # after its earlier one, also when the process's 10th file follows its 9th in the same second.
+        self.path = log_dir / f"{name}{next(_file_numbers):06d}"
         self._records = tf.io.TFRecordWriter(str(self.path))
         self._records.write(self._event(wall_time=time.time(), file_version="brain.Event:2").SerializeToString())
 
