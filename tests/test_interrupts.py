@@ -62,12 +62,15 @@ def test_a_signal_stops_the_run_within_seconds_and_keeps_everything(tmp_path, si
     assert (tmp_path / "checkpoint" / f"ckpt-{summary['steps']}.index").exists()
 
 
-def test_resume_continues_a_killed_run_to_the_history_of_an_uninterrupted_one(tmp_path):
+@pytest.mark.parametrize("first_save_complete", [True, False])
+def test_resume_continues_a_killed_run_to_the_history_of_an_uninterrupted_one(tmp_path, first_save_complete):
     # SIGKILL gives no chance to save: the last chunk's checkpoint and `running` summary must be enough.
     killed, whole = tmp_path / "killed", tmp_path / "whole"
     process = start(*SLOW_RUN, *ADAM, "epochs=8000", "log.every=10", f"hydra.run.dir={killed}")
     interrupt_after_first_checkpoint(process, killed, signal.SIGKILL)
     assert process.returncode == -signal.SIGKILL and summary_of(killed)["status"] == "running"
+    if not first_save_complete:  # killed after the checkpoint's files and before the file that names them
+        (killed / "checkpoint" / "checkpoint").unlink(missing_ok=True)
     saved_config = (killed / ".hydra" / "config.yaml").read_bytes()
 
     resumed = subprocess.run(

@@ -155,7 +155,13 @@ def checked_problem(experiment: Experiment) -> tuple[Problem, np.ndarray | None]
 
 
 def restore(checkpoints: Any, run_dir: Path) -> None:
-    """Load the latest checkpoint in `run_dir` into the trainer, or raise ConfigError if it doesn't fit."""
+    """Load the latest checkpoint in `run_dir` into the trainer, or raise ConfigError if it doesn't fit.
+
+    A run killed while it saved its first checkpoint has none that is complete; it starts again from its first
+    step, which gives the same history, and its rows already written are kept."""
+    if checkpoints.latest_checkpoint is None:
+        log.info("%s holds no complete checkpoint: continuing from the first step", run_dir)
+        return
     status = checkpoints.checkpoint.restore(checkpoints.latest_checkpoint)
     try:
         status.assert_consumed()
