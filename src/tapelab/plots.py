@@ -80,10 +80,15 @@ def fit_limits(axis: Any, values: np.ndarray) -> None:
     axis.set_ylim(*scale.inverted().transform(np.array([[low - margin], [high + margin]]))[:, 0])
 
 
+def finite_values(values: Any) -> np.ndarray:
+    """The finite ones of `values`, as float64."""
+    array = np.asarray(values, dtype=np.float64)
+    return array[np.isfinite(array)]
+
+
 def loss_shift(losses: pd.Series) -> float:
     """What `loss_axis` subtracts from `losses`: their lowest value if it is negative, else 0."""
-    values = np.asarray(losses, dtype=np.float64)
-    values = values[np.isfinite(values)]
+    values = finite_values(losses)
     return float(min(0.0, values.min())) if len(values) else 0.0
 
 
@@ -97,8 +102,7 @@ def loss_axis(axis: Any, drawn: pd.Series, shift: float, name: str = "loss") -> 
     """
     from matplotlib import ticker
 
-    values = np.asarray(drawn, dtype=np.float64)
-    values = values[np.isfinite(values)]
+    values = finite_values(drawn)
     lowest = f"{shift:.6g}".replace("-", "−")
     label = f"{name} − lowest ({lowest})" if shift else name
     if not len(values):

@@ -156,6 +156,8 @@ def write_hparams_experiment(sweep_dir: Path, jobs: list[Job], keys: list[str]) 
     it as a run of its own with no data; the tab finds it in any run. A key's values are those its jobs'
     sessions record: a finished job's config, a failed one's overrides (`runner.record_failure`).
     """
+    if not jobs:
+        return
     values: dict[str, set] = {}
     for job in jobs:
         finished = job.summary is not None and "objective_params" in job.summary
@@ -163,8 +165,6 @@ def write_hparams_experiment(sweep_dir: Path, jobs: list[Job], keys: list[str]) 
         for key in keys:
             if key in logged:
                 values.setdefault(key, set()).add(logged[key])
-    if not jobs:
-        return
     stale = [*sweep_dir.rglob(EXPERIMENT_FILE), *sweep_dir.glob(f"events.out.tfevents.*{LEGACY_EXPERIMENT_SUFFIX}")]
     for path in stale:
         if path.parent != jobs[0].dir:
