@@ -28,12 +28,13 @@ def start(*args: str) -> subprocess.Popen:
 
 
 def interrupt_after_first_checkpoint(process: subprocess.Popen, run_dir: Path, signal_number: int) -> float:
-    """Send `signal_number` once `run_dir` holds a checkpoint; return the seconds until the process exited.
+    """Send `signal_number` once `run_dir` holds a complete checkpoint (TensorFlow writes the `checkpoint` file
+    that names it last); return the seconds until the process exited.
 
     `run_dir` may be a glob pattern of job directories below a sweep directory.
     """
     deadline = time.monotonic() + 120
-    while not list(run_dir.parent.glob(f"{run_dir.name}/checkpoint/ckpt-*.index")):
+    while not list(run_dir.parent.glob(f"{run_dir.name}/checkpoint/checkpoint")):
         assert process.poll() is None, process.communicate()[1][-3000:]
         assert time.monotonic() < deadline, "no checkpoint within 2 minutes"
         time.sleep(0.05)
