@@ -40,7 +40,14 @@ class Update:
         """
         self._initial_state = [value.numpy() for value in self.state()]
 
-    def load(self, lr: float, hyperparameters: Mapping[str, Any]) -> None:
+    def for_members(self, members: int) -> None:
+        """Give each of a batch's `members` its own learning rate: `lr` becomes an [members, 1] variable, which
+        broadcasts over [members, n] parameters. Call it before `prepare`."""
+        import tensorflow as tf
+
+        self.lr = tf.Variable(tf.ones([members, 1]), trainable=False, name="lr")
+
+    def load(self, lr: float | np.ndarray, hyperparameters: Mapping[str, Any]) -> None:
         """Set the learning rate and the inputs for a new run, and reset the state to before the first step."""
         self.lr.assign(lr)
         for key, variable in self.hyperparameters.items():

@@ -96,7 +96,7 @@ def at_point(problem: Problem, at: list[float] | None = None) -> dict[str, Any]:
     Returns plain values: `elements` (column names), `point`, `f`, `gradient` and `hessian` (a list of rows).
     """
     from tapelab.derivatives import point_derivatives
-    from tapelab.runner import shortest
+    from tapelab.record import shortest
     from tapelab.training import element_columns
 
     elements = element_columns(problem.start)

@@ -1,0 +1,244 @@
+"""One run's outputs, fed by its chunks as they come: the sinks, summary.json and the checkpoint while it
+trains; the final summary, pictures, TensorBoard's last events and the HParams session when it ends.
+
+The rows flow one way: trainer → the run's chunk → its record → its sinks. A run alone (`tapelab.runner`)
+and each member of a batch (`tapelab.batching`) have a record of their own; the trainer a record reads is
+anything with the `TrainedRun` attributes, a `Trainer` or a batch member's view of its `BatchTrainer`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from tapelab.config import Experiment
+from tapelab.multistart import STARTS_CSV, search_box, starts_table
+from tapelab.objectives import Problem
+from tapelab.resume import last_logged_step
+from tapelab.rundir import METRICS, SUMMARY
+from tapelab.sinks.csv_sink import CsvSink
+from tapelab.sinks.hparams import write_session
+from tapelab.sinks.summary import flat_hparams, write_json_atomically
+from tapelab.sinks.tensorboard_sink import TensorBoardSink
+from tapelab.stopwatch import Stopwatch
+from tapelab.sweep import write_table
+from tapelab.training import Chunk
+
+
+class TrainedRun(Protocol):
+    """What a record reads of the run it records."""
+
+    columns: list[str]
+    param_columns: list[str]
+    jit_compile: bool
+    step_seconds: float
+
+    @property
+    def step(self) -> int: ...
+
+    @property
+    def best_loss(self) -> float: ...
+
+    def current_row(self) -> pd.DataFrame | None: ...
+
+    def step_graph_def(self) -> bytes: ...
+
+    def graph_def(self) -> bytes: ...
+
+
+class RunRecord:
+    """The outputs of the run of `experiment` in `run_dir`; `previous` is the summary of the run it continues."""
+
+    def __init__(
+        self,
+        experiment: Experiment,
+        problem: Problem,
+        trained: TrainedRun,
+        run_dir: Path,
+        previous: dict[str, Any] | None,
+        log_every: int,
+        timings: Stopwatch,
+        save_checkpoint: Callable[[int], None],
+        started: tuple[float, float],
+    ) -> None:
+        """`started` is when this session of the run began, as `time.perf_counter()` and `time.time()`."""
+        self.experiment, self.problem, self.trained, self.run_dir = experiment, problem, trained, run_dir
+        self.log_every, self.timings, self.save_checkpoint = log_every, timings, save_checkpoint
+        self.started, self.started_at = started
+        self.earlier_seconds = (previous or {}).get("wall_time_s", 0.0)  # the earlier sessions of a resumed run
+        self.sinks = open_sinks(experiment, problem, trained, run_dir, new=previous is None, timings=timings)
+        self.last_logged = last_logged_step(run_dir)
+        self.status: str = "interrupted"
+        self.last_finite: pd.DataFrame | None = None
+
+    @property
+    def ended(self) -> bool:
+        """Whether the run has its end status (completed, converged or diverged)."""
+        return self.status != "interrupted"
+
+    def elapsed(self) -> float:
+        """This session's time plus the earlier sessions' of a resumed run."""
+        return time.perf_counter() - self.started + self.earlier_seconds
+
+    def take(self, chunk: Chunk) -> None:
+        """Write a chunk's new rows; after updates, save the running summary, then the checkpoint."""
+        history = chunk.history
+        self.last_finite = chunk.last_finite if chunk.last_finite is not None else self.last_finite
+        if chunk.status == "diverged" and self.last_finite is not None:
+            history = pd.concat([history, self.last_finite])  # keep the last finite state, logged or not
+        history = history[history["step"] > self.last_logged].drop_duplicates("step")
+        for sink in self.sinks:
+            with self.timings.measure(sink.kind):
+                sink.write(history)
+        if not history.empty:
+            self.last_logged = int(history["step"].iat[-1])
+        if chunk.updates:  # the state moved: save it, and mark a run a SIGKILL would leave resumable
+            running = {"status": "running", "steps": self.trained.step, "log_every": self.log_every,
+                       "xla": self.trained.jit_compile, "wall_time_s": self.elapsed()}  # fmt: skip
+            with self.timings.measure("summary"):  # first: a checkpoint is never without its summary
+                write_json_atomically(self.run_dir / SUMMARY, {**running, **self.experiment.describe()})
+            with self.timings.measure("checkpoint"):
+                self.save_checkpoint(self.trained.step)
+        if chunk.status is not None:
+            self.status = chunk.status
+
+    def finish(self, trial: str, starts: tuple[np.ndarray, Any] | None = None) -> dict[str, Any]:
+        """Write what a run writes when it ends (or is interrupted), and return its summary.
+
+        `starts` is a batch of starts' flat start values and its trainer, for starts.csv.
+        """
+        trained, status, run_dir = self.trained, self.status, self.run_dir
+        if status == "interrupted":
+            self.last_finite = trained.current_row()
+        self.timings.add("steps", trained.step_seconds)
+        wall_time = self.elapsed()
+        table = None
+        if starts is not None:
+            flat_starts, trainer = starts
+            table = starts_table(self.problem, flat_starts, trainer.start_values(), trainer.current_losses())
+            write_table(table, run_dir / STARTS_CSV)
+        summary = summarise(self.experiment, self.problem, trained, self.last_finite, table, status, wall_time)
+        summary["log_every"] = self.log_every
+        pictures = []
+        if self.experiment.log.plots and self.last_finite is not None and status != "interrupted":
+            with self.timings.measure("pictures"):
+                pictures = draw_pictures(self.experiment, self.problem, trained.param_columns, table, run_dir, status)
+        tensorboard = next((sink for sink in self.sinks if isinstance(sink, TensorBoardSink)), None)
+        if tensorboard is not None:
+            with self.timings.measure("tensorboard"):
+                tensorboard.write_images(pictures, step=summary["steps"])
+                if summary["final_loss"] is not None and status != "interrupted":
+                    metrics = {
+                        f"summary/{key}": summary[key]
+                        for key in ("final_loss", "best_loss", "steps")
+                        if summary[key] is not None
+                    }
+                    tensorboard.write_metrics(metrics, step=summary["steps"])
+                tensorboard.close()
+                write_session(run_dir, flat_hparams(self.experiment.describe()), trial, status, self.started_at)
+        summary["timings_s"] = self.timings.seconds
+        write_json_atomically(run_dir / SUMMARY, summary)
+        return summary
+
+
+def open_sinks(
+    experiment: Experiment, problem: Problem, trained: TrainedRun, run_dir: Path, new: bool, timings: Stopwatch
+) -> list[Any]:
+    """metrics.csv and, unless turned off, TensorBoard; a new run also records its graphs."""
+    sinks: list[Any] = [CsvSink(run_dir / METRICS, append=not new)]
+    if experiment.log.tensorboard:
+        from tapelab.training import vector_slices
+
+        with timings.measure("tensorboard"):
+            vectors = vector_slices(problem.start) if experiment.objective.starts == 1 else {}
+            tensorboard = TensorBoardSink(run_dir, trained.columns, trained.param_columns, vectors)
+            if new and experiment.log.graph:
+                tensorboard.write_graphs(trained.step_graph_def(), trained.graph_def())
+        sinks.append(tensorboard)
+    return sinks
+
+
+def draw_pictures(
+    experiment: Experiment,
+    problem: Problem,
+    param_columns: list[str],
+    starts: pd.DataFrame | None,
+    run_dir: Path,
+    status: str,
+) -> list[Path]:
+    """loss.png, and trajectory.png (one start) or starts.png (a batch) for two parameters; a run that ended
+    `status` "diverged" says so in them."""
+    from tapelab.pictures import draw_run, draw_starts
+
+    box = experiment.objective.box()
+    pictures = draw_run(run_dir, problem, param_columns, box, diverged=status == "diverged")
+    if starts is not None and problem.flat_start().size == 2:
+        flat = [starts.filter(like=f"{side}_").to_numpy(np.float64) for side in ("start", "end")]
+        pictures.append(draw_starts(run_dir, problem, *flat, search_box(experiment.objective, problem)))
+    return pictures
+
+
+def summarise(
+    experiment: Experiment,
+    problem: Problem,
+    trainer: TrainedRun,
+    last_finite: pd.DataFrame | None,
+    starts: pd.DataFrame | None,
+    status: str,
+    wall_time: float,
+) -> dict[str, Any]:
+    """The content of summary.json, from the last finite row (None when not even the start was finite).
+
+    For a batch of starts, the parameters are the best start's, which `best_start` numbers.
+    """
+    if last_finite is None:
+        steps, final_loss, best, flat = 0, None, None, problem.flat_start()
+    else:
+        row = last_finite.iloc[0]
+        steps, final_loss, best = int(row["step"]), shortest(row["loss"]), shortest(trainer.best_loss)
+        flat = row[trainer.param_columns].to_numpy(np.float32)
+    summary: dict[str, Any] = {"status": status, "steps": steps, "final_loss": final_loss, "best_loss": best}
+    if starts is not None:  # a batch: the best start that ended finite, at the step the batch stopped
+        finite = starts[np.isfinite(starts.drop(columns="start").to_numpy()).all(axis=1)]
+        summary["best_start"] = None if finite.empty else int(finite["final_loss"].idxmin())
+        summary["steps"] = trainer.step
+        if finite.empty:
+            summary["final_loss"], flat = None, problem.flat_start()
+        else:
+            chosen = finite.loc[summary["best_start"]]
+            summary["final_loss"] = shortest(chosen["final_loss"])
+            flat = chosen.filter(like="end_").to_numpy(np.float32)
+    summary.update(
+        params=parameter_values(problem, flat),
+        wall_time_s=wall_time,
+        steps_per_s=steps / wall_time,
+        xla=trainer.jit_compile,
+        **experiment.describe(),
+    )
+    if problem.minima:
+        distances = [np.linalg.norm(flat.astype(np.float64) - point) for point in problem.minima]
+        summary["distance_to_min"] = float(min(distances))
+        if final_loss is not None:
+            from tapelab.landscape import loss_at
+
+            lowest = float(loss_at(problem, np.array(problem.minima)).min())  # f* at the known minima
+            summary["gap_to_min"] = shortest(final_loss - lowest)
+    return summary
+
+
+def shortest(value: float) -> float:
+    """A float32 value as the shortest decimal that reads back to it (0.99999857, not 0.9999985694885254)."""
+    return float(str(np.float32(value)))
+
+
+def parameter_values(problem: Problem, flat: np.ndarray) -> dict[str, float | list[float]]:
+    """A flat parameter row as name -> number or list (for a vector), in shortest float32 text."""
+    return {
+        name: [shortest(element) for element in value] if np.ndim(value) == 1 else shortest(value)
+        for name, value in problem.split(flat).items()
+    }
