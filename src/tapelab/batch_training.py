@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -36,6 +37,7 @@ from tapelab.training import (
     Chunk,
     as_traced,
     element_columns,
+    gradients_in_their_scope,
     next_chunk_steps,
     xla_without_fma,
 )
@@ -89,6 +91,8 @@ class BatchTrainer:
         self._update.prepare(list(self.variables.values()), lambda: tf.reduce_sum(self._losses()))
         self._chunk = tf.function(self._run_chunk, jit_compile=jit_compile, autograph=False)
         self._compiled = False
+        self._graph_def: bytes | None = None
+        self._step_graph_def: bytes | None = None
         self._max_chunk_steps = self._capacity - 1
         self._end: tuple[np.ndarray, np.ndarray] | None = None  # each member's row and loss where the last call ended
         self.step_seconds = 0.0
@@ -351,6 +355,42 @@ class BatchTrainer:
                 else:
                     members.append([chunk])
             yield members
+
+    def graph_def(self) -> bytes:
+        """The serialized graph of the compiled chunk loop, for TensorBoard."""
+        import tensorflow as tf
+
+        if self._graph_def is None:
+            graph = self._chunk.get_concrete_function(tf.TensorSpec([], tf.int64)).graph
+            self._graph_def = graph.as_graph_def().SerializeToString()
+        return self._graph_def
+
+    def step_graph_def(self) -> bytes:
+        """The serialized graph of one training step of the batch, in the scopes of `Trainer.step_graph_def`."""
+        import tensorflow as tf
+
+        if self._step_graph_def is None:
+            step = tf.function(lambda: self._apply(self._evaluate()[1]), autograph=False)
+            graph_def = step.get_concrete_function().graph.as_graph_def()
+            self._step_graph_def = gradients_in_their_scope(graph_def).SerializeToString()
+        return self._step_graph_def
+
+    def member_state(self, member: int) -> dict[str, Any]:
+        """A member's state in a run alone's layout (`Trainer.checkpoint`): its parameters in their shapes, its
+        step, best loss and plateau counter, and the optimizer's variables, a slot as its rows of the member."""
+        params = {
+            name: variable.numpy()[member].reshape(self._shapes[name]) for name, variable in self.variables.items()
+        }
+        shapes = list(self._shapes.values())
+        optimizer, slot = [], 0  # Keras makes each kind of slot for the variables in their order
+        for variable in self._update.state():
+            value = variable.numpy()
+            if value.shape == (self.members, int(np.prod(shapes[slot]))):
+                value, slot = value[member].reshape(shapes[slot]), (slot + 1) % len(shapes)
+            optimizer.append(value)
+        state = {"params": params, "step": self.steps[member], "best_loss": self.best_losses[member]}
+        state.update(plateau_best=self._plateau_best.numpy()[member], plateau_steps=self._plateau_steps.numpy()[member])
+        return {**state, **({"optimizer": optimizer} if optimizer else {})}
 
     def _frame(self, steps: np.ndarray, rows: np.ndarray) -> pd.DataFrame:
         frame = pd.DataFrame(rows, columns=self.columns[1:])
