@@ -134,13 +134,14 @@ class JobLines(Callback):
     With `quiet`, only failed jobs get their line. A job that ended in an earlier launch of the sweep gets
     its line on the console only, so that its files stay as they were; a job whose directory holds another
     job gets none (`tapelab.job.run_job` says so). The number of jobs is known for the grid sweeper (but for
-    `glob(…)`) and the Optuna sweeper; otherwise the line says `job 3`.
+    `glob(…)`) and the Optuna sweeper; otherwise the line says `job 3`. Jobs may start together and end
+    later (`hydra/launcher=batched`).
     """
 
     def __init__(self, quiet: bool = False) -> None:
         self.quiet = quiet
         self.total: int | None = None
-        self.clash = self.earlier = False  # of the job that runs now
+        self.started: dict[str, tuple[bool, bool]] = {}  # job directory: (clash, earlier) of a job not yet ended
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from tapelab.sweep import planned_jobs
@@ -154,20 +155,21 @@ class JobLines(Callback):
 
         job_dir = Path(config.hydra.runtime.output_dir)
         # Hydra has saved this job's overrides, unless the directory is another job's or finished.
-        self.clash = holds_other_job(job_dir, OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
-        self.earlier = not self.clash and is_finished(job_dir)
+        clash = holds_other_job(job_dir, OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
+        self.started[str(job_dir)] = (clash, not clash and is_finished(job_dir))
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         from tapelab.resume import read_summary
 
-        if config.hydra.mode != RunMode.MULTIRUN or self.clash:
-            return
         job_dir = Path(config.hydra.runtime.output_dir)
+        clash, earlier = self.started.pop(str(job_dir), (False, False))
+        if config.hydra.mode != RunMode.MULTIRUN or clash:
+            return
         summary = read_summary(job_dir)
         if self.quiet and (summary or {}).get("status") != "failed":
             return
-        line = job_line(int(config.hydra.job.num) + 1, self.total, job_dir.name, summary, self.earlier)
-        if self.earlier:
+        line = job_line(int(config.hydra.job.num) + 1, self.total, job_dir.name, summary, earlier)
+        if earlier:
             to_console(log, line)
         else:
             log.info("%s", line)
