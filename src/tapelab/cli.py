@@ -10,12 +10,16 @@ import logging
 import os
 import sys
 import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
+from tapelab import batching
 from tapelab.config import register_configs
 from tapelab.errors import ConfigError, config_errors_exit_with_usage_error, exit_on_user_error
 
@@ -58,21 +62,48 @@ def configure_process() -> None:
     warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/ray' is validated against ConfigStore schema")
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")
-def experiment(cfg: DictConfig) -> float:
-    """Run one job (`tapelab.job.run_job`) and return its final loss, for sweepers.
-
-    A single run's config mistake is one line and exit 2; a run stopped by SIGINT or SIGTERM exits with 130
-    or 143 after saving everything (a sweep stops too).
-    """
+@contextmanager
+def exits_as_the_command_line() -> Iterator[None]:
+    """Around the command line's jobs: a single run's config mistake is one line and exit 2; a run stopped by
+    SIGINT or SIGTERM exits with 130 or 143 after saving everything (a sweep stops too), with a line that
+    names the directory of the job HydraConfig holds."""
     from tapelab.interrupts import Interrupted
-    from tapelab.job import run_job
 
     try:
-        return run_job(cfg)
+        yield
     except Interrupted as stop:
         run_dir = HydraConfig.get().runtime.output_dir
         log.warning("%s; continue with resume=true hydra.run.dir=%s (or re-launch the sweep)", stop, run_dir)
         raise SystemExit(stop.exit_code) from None
     except (ConfigError, OmegaConfBaseException) as mistake:
         exit_on_user_error(mistake)
+
+
+class CommandLineBatching:
+    """`tapelab.batching` for `hydra/launcher=batched`, with the command line's exits around each batch."""
+
+    @staticmethod
+    def group_key(task_cfg: DictConfig) -> str:
+        return batching.group_key(task_cfg)
+
+    @staticmethod
+    def run_group(jobs: Sequence[batching.Job]) -> list[Any]:
+        with exits_as_the_command_line():
+            return batching.run_group(jobs)
+
+
+def batchable(task_function: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
+    """Announce to `hydra/launcher=batched` that the jobs of `task_function` can train in batches."""
+    task_function.batching = CommandLineBatching  # type: ignore[attr-defined]
+    return task_function
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")
+@batchable
+def experiment(cfg: DictConfig) -> float:
+    """Run one job (`tapelab.job.run_job`) and return its final loss, for sweepers; see
+    `exits_as_the_command_line` for how a mistake or a stop ends the process."""
+    from tapelab.job import run_job
+
+    with exits_as_the_command_line():
+        return run_job(cfg)
