@@ -112,6 +112,7 @@ def plain_values(schema: Any) -> dict[str, Any]:
 PLUGINS = {
     "hydra_plugins.tapelab_sweeper.grid_sweeper": "GridSweeper",
     "hydra_plugins.tapelab_ray_launcher.ray_launcher": "PrivateClusterRayLauncher",
+    "hydra_plugins.tapelab_batched_launcher.batched_launcher": "BatchedLauncher",
 }
 
 

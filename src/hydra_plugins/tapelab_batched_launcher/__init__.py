@@ -1,0 +1,1 @@
+"""tapelab's Hydra plugins: `hydra/launcher=batched`, which trains a sweep's jobs in batches."""
