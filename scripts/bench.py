@@ -22,6 +22,10 @@ Set-up, in seconds:
 - a 24-job Rosenbrock grid (4 optimizers × 6 learning rates, 1000 steps, pictures and TensorBoard on, the
   basic launcher) against a 1-job sweep: the cost of each job beyond the first, and where it goes (the
   phases every job's summary.json records, averaged over the jobs beyond the first);
+- `hydra/launcher=batched` on a 24-job Rosenbrock grid (adam, sgd, rmsprop × 8 learning rates, 1000 steps,
+  pictures and TensorBoard on; also under the basic launcher) and on a 256-job learning-rate grid (Adam, 1000
+  steps, `log.every=10`, `log.plots=false`), each against a single run of its first job: (sweep − single run)
+  / (jobs − 1), the cost of each job beyond a single run;
 - jit_compile=auto at 1000 and at 10⁶ steps against XLA and the plain graph forced, by the runner's own time
   (summary.json's wall_time_s, which leaves out Python's and TensorFlow's start): auto passes when it chose
   the faster of the two, or when they are within 15% of each other.
@@ -46,6 +50,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"  # before anything imports TensorFlow
 logging.getLogger("tensorflow").setLevel(logging.ERROR)  # every measurement traces its own loop: no retracing warnings
@@ -75,6 +81,24 @@ GRID_JOB = ["objective=rosenbrock", "epochs=1000"]
 GRID = [*GRID_JOB, "optimizer=sgd,adam,rmsprop,adagrad", "lr=0.001,0.003,0.01,0.03,0.1,0.3"]
 QUICK_GRID = [*GRID_JOB, "optimizer=sgd,adam,rmsprop,adagrad", "lr=0.01,0.1"]
 PHASES = ["trace", "compile", "steps", "pictures", "tensorboard", "csv", "summary", "checkpoint"]
+
+# hydra/launcher=batched: each grid against a single run of its first job; the small grid under the basic launcher too.
+BATCHED = ["hydra/launcher=batched"]
+BASIC = ["hydra/launcher=basic"]
+BATCH_GRIDS = {
+    # name: (a job's overrides, its swept values, the same with --quick), for "per job beyond a single run"
+    "24-job grid": (
+        ["objective=rosenbrock", "epochs=1000"],
+        ["optimizer=adam,sgd,rmsprop", "lr=0.0001,0.0003,0.001,0.003,0.01,0.03,0.1,0.3"],
+        ["optimizer=adam,sgd,rmsprop", "lr=0.001,0.01"],
+    ),
+    "256-job grid": (
+        ["objective=rosenbrock", "optimizer=adam", "epochs=1000", "log.every=10", "log.plots=false"],
+        [f"lr={','.join(f'{lr:.4g}' for lr in np.geomspace(1e-4, 0.3, 256))}"],
+        [f"lr={','.join(f'{lr:.4g}' for lr in np.geomspace(1e-4, 0.3, 32))}"],
+    ),
+}
+BATCH_TARGETS = {"24-job grid": 0.2, "256-job grid": 0.05}  # seconds per job beyond a single run's time
 
 # jit_compile=auto against its two choices, by the runner's own time, at both ends of the run lengths.
 AUTO_PROBLEM = ["objective=rosenbrock", "optimizer=adam", "lr=0.001", "log.plots=false"]
@@ -360,7 +384,7 @@ class Grid:
         """Wall time of one `python run.py -m OVERRIDES`."""
         sweep_dir = fresh_dir(self.workdir)
         elapsed = python(["run.py", "-m", *overrides, f"hydra.sweep.dir={sweep_dir}"])
-        jobs = sorted(sweep_dir.glob("*/summary.json"), key=lambda path: int(path.parent.name.rsplit("_", 1)[1]))
+        jobs = sorted(sweep_dir.glob("*/summary.json"), key=lambda path: int(path.parent.name.rpartition("_")[2]))
         if len(jobs) > 1:
             later = [json.loads(path.read_text()).get("timings_s", {}) for path in jobs[1:]]
             self.phases.append({phase: statistics.mean(job.get(phase, 0.0) for job in later) for phase in PHASES})
@@ -371,15 +395,24 @@ AUTO_CHOICES: dict[str, list[bool]] = {length: [] for length in AUTO_EPOCHS}  # 
 
 
 def extra_tasks(quick: bool, workdir: Path, grid: Grid) -> list[Task]:
-    """Start-up against importing TensorFlow, a grid against a 1-job sweep, and jit_compile=auto."""
+    """Start-up against importing TensorFlow, a grid against a 1-job sweep, the batched launcher's grids against a
+    single run, and jit_compile=auto."""
     swept = QUICK_GRID if quick else GRID
     jobs = len(swept[-2].split(",")) * len(swept[-1].split(","))
     tasks = [
         Task("start-up", IMPORT, "s", None, lambda: python(["-c", "import tensorflow"])),
         Task("start-up", STARTUP, "s", None, lambda: run_py(["epochs=1"], workdir)),
-        Task("grid", ONE_JOB, "s", 1, lambda: grid.sweep(GRID_JOB)),
-        Task("grid", f"{jobs}-job sweep", "s", jobs, lambda: grid.sweep(swept)),
+        Task("grid", ONE_JOB, "s", 1, partial(grid.sweep, GRID_JOB)),
+        Task("grid", f"{jobs}-job sweep", "s", jobs, partial(grid.sweep, swept)),
     ]
+    batch_sweeps = Grid(workdir)  # its phases are not the basic grid's
+    for name, (job, values, quick_values) in BATCH_GRIDS.items():
+        chosen = quick_values if quick else values
+        first = [override.split(",")[0] for override in values]
+        tasks.append(Task(name, "single run", "s", 1, partial(run_py, [*job, *first], workdir)))
+        for launcher, choice in (("batched launcher", BATCHED), ("basic launcher", BASIC)):
+            sweep = partial(batch_sweeps.sweep, [*choice, *job, *chosen])
+            tasks.append(Task(name, launcher, "s", jobs_in(chosen), sweep))
     for length, steps in AUTO_EPOCHS.items():
         epochs = steps[1 if quick else 0]
         for choice, overrides in JIT.items():
@@ -387,6 +420,11 @@ def extra_tasks(quick: bool, workdir: Path, grid: Grid) -> list[Task]:
             record = AUTO_CHOICES[length] if choice == "auto" else None
             tasks.append(Task(f"jit {length}", choice, "s", epochs, partial(runner_seconds, command, workdir, record)))
     return tasks
+
+
+def jobs_in(swept: Sequence[str]) -> int:
+    """The jobs of a grid of these swept overrides (`key=a,b,c` each)."""
+    return int(np.prod([len(override.split(",")) for override in swept]))
 
 
 def measure_all(tasks: list[Task], repeats: int) -> dict[Task, list[float]]:
@@ -460,6 +498,12 @@ def checks(results: dict[Task, list[float]]) -> list[Check]:
         Check(f"start-up: {STARTUP} / {IMPORT}", median["start-up", STARTUP] / median["start-up", IMPORT], 1.3),
         Check("grid: seconds per job beyond the first", extra_job_seconds(median, results), 0.3),
     ]
+    for name, target in BATCH_TARGETS.items():
+        jobs = next(task.count for task in results if task.group == name and task.label == "batched launcher")
+        for launcher in ("batched launcher", "basic launcher"):
+            beyond = (median[name, launcher] - median[name, "single run"]) / (jobs - 1)
+            wanted = target if launcher == "batched launcher" else None  # the basic one for comparison
+            found.append(Check(f"{name}, {launcher}: s per job beyond a single run", beyond, wanted))
     for length in AUTO_EPOCHS:
         group = f"jit {length}"
         faster = "XLA" if median[group, "XLA"] < median[group, "plain graph"] else "plain graph"
@@ -473,7 +517,7 @@ def checks(results: dict[Task, list[float]]) -> list[Check]:
 def print_checks(found: list[Check]) -> None:
     """One line per check, with PASS or FAIL against its target."""
     for check in found:
-        print(f"{check.label:<52} {check.value:12.3f}  {check.verdict()}")
+        print(f"{check.label:<62} {check.value:12.3f}  {check.verdict()}")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

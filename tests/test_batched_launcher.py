@@ -11,6 +11,7 @@ import re
 import shutil
 import signal
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,7 +27,7 @@ from hydra._internal.utils import create_automatic_config_search_path
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn
 from hydra.test_utils.launcher_common_tests import BatchedSweeperTestSuite, IntegrationTestSuite, LauncherTestSuite
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from conftest import ROOT, compose_config
 from hydra_plugins.tapelab_batched_launcher import batched_launcher
@@ -36,7 +37,7 @@ from tapelab import cli
 from tapelab.api import own_global_hydra
 from tapelab.batching import CannotBatch, group_key
 from tapelab.config import register_configs
-from test_interrupts import SLOW_RUN, interrupt_after_first_checkpoint, start
+from test_interrupts import SLOW_RUN, start
 
 pytestmark = pytest.mark.usefixtures("hydra_restore_singletons")
 TAPELAB_TASK = cli.experiment.__wrapped__  # the function Hydra's launchers get
@@ -107,21 +108,41 @@ def test_jobs_group_by_their_keys_in_sweep_order_and_split_by_max_batch():
     assert batches([], None) == []
 
 
-def test_jobs_that_differ_only_in_lr_share_a_group():
+def test_jobs_that_differ_only_in_batchable_values_share_a_group():
     adam = group_key(compose_config("objective=rosenbrock", "optimizer=adam", "lr=0.1"))
-    assert group_key(compose_config("objective=rosenbrock", "optimizer=adam", "lr=0.001")) == adam
-    for other in (["optimizer=sgd"], ["optimizer=adam", "epochs=7"], ["optimizer=adam", "optimizer.clipvalue=1.0"]):
+    for same in (["lr=0.001"], ["objective.a=2.0", "objective.init=[0.5,0.5]"], ["seed=7"]):
+        assert group_key(compose_config("objective=rosenbrock", "optimizer=adam", "lr=0.1", *same)) == adam, same
+    quadratic = group_key(compose_config("objective=quadratic", "optimizer=adam", "lr=0.1", "stop.grad_tol=1e-3"))
+    assert group_key(compose_config("objective=quadratic", "optimizer=adam", "lr=0.1", "stop.grad_tol=1e-6")) == (
+        quadratic
+    )
+    for other in (
+        ["optimizer=sgd"],
+        ["optimizer=adam", "epochs=7"],
+        ["optimizer=adam", "optimizer.clipvalue=1.0"],
+        ["optimizer=adam", "optimizer.beta_1=0.8"],  # the optimizer's own values are the batch's
+        ["optimizer=adam", "stop.grad_tol=1e-3"],  # a stop rule on or off is the loop's structure
+        ["optimizer=adam", "log.every=10"],
+        ["optimizer=adam", "objective=himmelblau"],
+    ):
         assert group_key(compose_config("objective=rosenbrock", "lr=0.1", *other)) != adam, other
 
 
 @pytest.mark.parametrize(
     ("overrides", "reason"),
     [
-        (["optimizer=lamb"], "lamb's trust ratio couples the members"),
-        (["optimizer=newton"], "newton's Hessian would span every member's parameters"),
-        (["optimizer=adam", "optimizer.clipnorm=1.0"], "optimizer.clipnorm would clip the members' gradients together"),
-        (["optimizer=sgd", "optimizer.global_clipnorm=1.0"], "optimizer.global_clipnorm would clip the members' "
-         "gradients together"),
+        (["optimizer=lamb"], "lamb's trust ratio (the norm of a whole variable) would couple the members"),
+        (["optimizer=newton"], "newton's Hessian over all elements would couple the members"),
+        (["optimizer=adam", "optimizer.clipnorm=1.0"], "optimizer.clipnorm (a norm over many elements) would couple "
+         "the members"),
+        (["optimizer=sgd", "optimizer.global_clipnorm=1.0"], "optimizer.global_clipnorm (a norm over many elements) "
+         "would couple the members"),
+        (["objective=rosenbrock", "objective.starts=4"], "objective.starts > 1 trains its starts as a batch of their "
+         "own"),
+        (["jit_compile=false"], "jit_compile=false, and batches train under XLA"),
+        (["resume=true"], "resume=true continues one run"),
+        (["lr=-1"], "its config has a mistake (lr: must be a finite number > 0 (in float32, so 1e-45 to 3.4e38), "
+         "got -1.0)"),
     ],
 )  # fmt: skip
 def test_jobs_that_must_train_alone_say_why(overrides, reason):
@@ -160,8 +181,10 @@ def launcher_records() -> Iterator[list[logging.LogRecord]]:
         logger.setLevel(level)
 
 
-# lr=-1 fails (tapelab refuses it), lamb runs alone and diverges at lr=10, Adam's three jobs form batches of 2 and 1.
-SWEEP = ["objective=rosenbrock", "lr=-1,0.01,10", "optimizer=adam,lamb", "epochs=20", "log.plots=false"]
+# lr=-1 fails (tapelab refuses it), and its jobs run alone, as lamb's do; SGD's other three jobs form batches of 2
+# (lr=10 diverges at step 1, lr=0.0001 completes 20 steps) and 1. Batches train under XLA: here, so do the runs
+# under the basic launcher.
+SWEEP = ["objective=rosenbrock", "lr=-1,10,0.0001,0.001", "optimizer=sgd,lamb", "epochs=20", "jit_compile=true"]
 SWEEP += ["hydra/launcher=batched", "hydra.launcher.max_batch=2"]
 
 
@@ -190,9 +213,15 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
 
 
 def file_names(job_dir: Path) -> list[str]:
-    """The files in a job's directory, with the time, host and process in the names of event files as `*`."""
+    """The files in a job's directory but its checkpoint's, with the time, host and process in the names of event
+    files as `*`."""
     names = [str(path.relative_to(job_dir)) for path in job_dir.rglob("*") if path.is_file()]
+    names = [name for name in names if not name.startswith("checkpoint/")]
     return sorted(re.sub(r"^events\.out\.tfevents\.\d+\..*", "events.out.tfevents.*", name) for name in names)
+
+
+def checkpoint_files(job_dir: Path) -> list[str]:
+    return sorted(str(path.relative_to(job_dir / "checkpoint")) for path in job_dir.glob("checkpoint/**/*"))
 
 
 def result(job_dir: Path) -> tuple[Any, ...]:
@@ -210,7 +239,7 @@ def log_lines(job_dir: Path) -> list[str]:
 def test_each_job_gets_the_files_and_result_the_basic_launcher_gives_it(sweeps):
     batched, basic = sweeps["batched"], sweeps["basic"]
     assert [job.name for job in job_dirs(batched)] == [job.name for job in job_dirs(basic)]
-    assert len(job_dirs(batched)) == 6
+    assert len(job_dirs(batched)) == 8
     for batched_job, basic_job in zip(job_dirs(batched), job_dirs(basic), strict=True):
         saved = sorted(path.name for path in (basic_job / ".hydra").iterdir())
         assert saved == ["config.yaml", "hydra.yaml", "overrides.yaml"]
@@ -223,7 +252,15 @@ def test_each_job_gets_the_files_and_result_the_basic_launcher_gives_it(sweeps):
             )
         assert result(batched_job) == result(basic_job)
         assert log_lines(batched_job) == log_lines(basic_job) != []
-    assert sorted(result(job)[0] for job in job_dirs(batched)) == ["completed"] * 3 + ["diverged", "failed", "failed"]
+    # A batch saves one checkpoint in its first job's directory; each of its jobs points there.
+    assert checkpoint_files(batched / "lr=10,optimizer=sgd_2") == [
+        "batch", "batch/checkpoint", "batch/ckpt-20.data-00000-of-00001", "batch/ckpt-20.index", "member.json",
+    ]  # fmt: skip
+    assert checkpoint_files(batched / "lr=0.0001,optimizer=sgd_4") == ["member.json"]
+    assert checkpoint_files(basic / "lr=0.0001,optimizer=sgd_4") == [
+        "checkpoint", "ckpt-20.data-00000-of-00001", "ckpt-20.index",
+    ]  # fmt: skip
+    assert sorted(result(job)[0] for job in job_dirs(batched)) == ["completed"] * 4 + ["diverged"] * 2 + ["failed"] * 2
     assert (batched / "multirun.yaml").read_bytes() == (basic / "multirun.yaml").read_bytes()
     columns = ["job", "lr", "optimizer", "status", "final_loss", "steps", "dir"]
     pd.testing.assert_frame_equal(
@@ -235,31 +272,78 @@ def test_each_job_gets_the_files_and_result_the_basic_launcher_gives_it(sweeps):
 
 
 def returned(job_return: JobReturn) -> tuple[Any, ...]:
-    """What a JobReturn holds."""
-    fields = ("overrides", "return_value", "status", "cfg", "hydra_cfg", "working_dir", "task_name")
-    return tuple(getattr(job_return, field) for field in fields)
+    """What a JobReturn holds; its configs as they are, unresolved (`hydra.run.dir` resolves to the time)."""
+    fields = ("overrides", "return_value", "status", "working_dir", "task_name")
+    configs = (OmegaConf.to_container(config) for config in (job_return.cfg, job_return.hydra_cfg))
+    return (*(getattr(job_return, field) for field in fields), *configs)
 
 
 def test_jobs_that_cannot_batch_run_alone_with_a_line_that_says_why(sweeps):
     info = [record.getMessage() for record in sweeps["records"] if record.levelno == logging.INFO]
+    mistake = "its config has a mistake (lr: must be a finite number > 0 (in float32, so 1e-45 to 3.4e38), got -1.0)"
+    lamb = "lamb's trust ratio (the norm of a whole variable) would couple the members"
     assert info == [
-        f"job {num} (lr={lr},optimizer=lamb) runs alone: lamb's trust ratio couples the members"
-        for num, lr in ((2, -1), (4, 0.01), (6, 10))
+        f"job 1 (lr=-1,optimizer=sgd) runs alone: {mistake}",
+        f"job 2 (lr=-1,optimizer=lamb) runs alone: {mistake}",
+        *(f"job {num} (lr={lr},optimizer=lamb) runs alone: {lamb}" for num, lr in ((4, 10), (6, 0.0001), (8, 0.001))),
     ]
     lamb_jobs = [job for job in job_dirs(sweeps["batched"]) if "lamb" in job.name]
-    assert [result(job)[0] for job in lamb_jobs] == ["failed", "completed", "diverged"]  # lr=-1, 0.01, 10
+    assert [result(job)[0] for job in lamb_jobs] == ["failed", "completed", "completed", "diverged"]
 
 
 def test_max_batch_splits_a_group_into_consecutive_batches(sweeps):
     debug = [record.getMessage() for record in sweeps["records"] if record.levelno == logging.DEBUG]
-    assert debug == ["batch of 2: jobs 1, 3", "batch of 1: jobs 5"]  # Adam's jobs; lamb's run alone
+    assert debug == ["batch of 2: jobs 3, 5", "batch of 1: jobs 7"]  # SGD's; lamb's and lr=-1's run alone
+    jobs = job_dirs(sweeps["batched"])
+    batch = {job.name: json.loads((job / "summary.json").read_text()).get("batch") for job in jobs}
+    assert batch == {
+        "lr=-1,optimizer=sgd_0": None,
+        "lr=-1,optimizer=lamb_1": None,
+        "lr=10,optimizer=sgd_2": {"group": 2, "size": 2},
+        "lr=10,optimizer=lamb_3": None,
+        "lr=0.0001,optimizer=sgd_4": {"group": 2, "size": 2},
+        "lr=0.0001,optimizer=lamb_5": None,
+        "lr=0.001,optimizer=sgd_6": {"group": 6, "size": 1},
+        "lr=0.001,optimizer=lamb_7": None,
+    }
+    # In the batch of two, lr=10 diverged at its first step while lr=0.0001 went on to the end.
+    assert result(sweeps["batched"] / "lr=10,optimizer=sgd_2")[:2] == ("diverged", 1)
+    assert result(sweeps["batched"] / "lr=0.0001,optimizer=sgd_4")[:2] == ("completed", 20)
+
+
+ELEMENTWISE = ["gd", "sgd", "adam", "adamw", "adamax", "nadam", "adagrad", "adadelta", "rmsprop", "ftrl", "lion"]
+
+
+def test_every_elementwise_optimizer_trains_each_job_of_its_batch_as_the_basic_launcher_does(tmp_path):
+    sweep = ["objective=rosenbrock", f"optimizer={','.join(ELEMENTWISE)}", "lr=0.001,0.1,10", "epochs=40"]
+    sweep += ["jit_compile=true", "log.plots=false", "stop.grad_tol=0.5", "stop.loss_tol=0.001", "stop.patience=3"]
+    with launcher_records() as records:
+        multirun(TAPELAB_TASK, *sweep, "hydra/launcher=batched", f"hydra.sweep.dir={tmp_path / 'batched'}")
+    multirun(TAPELAB_TASK, *sweep, "hydra/launcher=basic", f"hydra.sweep.dir={tmp_path / 'basic'}")
+    assert [record.getMessage() for record in records] == [
+        f"batch of 3: jobs {3 * n + 1}, {3 * n + 2}, {3 * n + 3}" for n in range(len(ELEMENTWISE))
+    ]  # each optimizer's three learning rates as one batch
+    statuses = set()
+    for batched, basic in zip(job_dirs(tmp_path / "batched"), job_dirs(tmp_path / "basic"), strict=True):
+        assert batched.name == basic.name
+        pd.testing.assert_frame_equal(
+            pd.read_csv(batched / "metrics.csv"), pd.read_csv(basic / "metrics.csv"), check_exact=True
+        )
+        summary, alone = (json.loads((job / "summary.json").read_text()) for job in (batched, basic))
+        assert summary.pop("batch")["size"] == 3 and summary["xla"] is True
+        times = ("wall_time_s", "steps_per_s", "timings_s")
+        assert {key: value for key, value in summary.items() if key not in times} == {
+            key: value for key, value in alone.items() if key not in times
+        }  # status, steps, losses, parameters, distance to the minimum, …
+        statuses.add(summary["status"])
+    assert statuses == {"completed", "converged", "diverged"}
 
 
 def test_relaunching_a_finished_batched_sweep_skips_its_jobs(sweeps, tmp_path):
     sweep_dir = tmp_path / "sweep"
     shutil.copytree(sweeps["batched"], sweep_dir)  # with the files' times
     finished = [job for job in job_dirs(sweep_dir) if result(job)[0] != "failed"]  # a failed job runs again
-    assert len(finished) == 4
+    assert len(finished) == 6
     job_files = [path for job in finished for path in job.rglob("*") if path.is_file()]
     before = {path: path.stat().st_mtime_ns for path in job_files if path.name != "events.out.tfevents.experiment"}
     returns = multirun(TAPELAB_TASK, *SWEEP, f"hydra.sweep.dir={sweep_dir}")
@@ -272,9 +356,16 @@ def test_relaunching_a_finished_batched_sweep_skips_its_jobs(sweeps, tmp_path):
 def test_an_optuna_search_runs_its_trials_in_batches(tmp_path):
     arguments = ["hparams_search=optuna", "objective=rosenbrock", "epochs=20", "log.plots=false"]
     arguments += ["hydra/launcher=batched", "hydra.sweeper.n_jobs=2", "hydra.sweeper.n_trials=4"]
+    arguments += ["hydra.sweeper.params.optimizer='choice(adam)'"]  # so that each launch's two trials batch
     multirun(TAPELAB_TASK, *arguments, f"hydra.sweep.dir={tmp_path}")
     table = pd.read_csv(tmp_path / "sweep.csv")
     assert len(table) == 4 and len(job_dirs(tmp_path)) == 4
+    batch = {
+        job.name.rpartition("_")[2]: json.loads((job / "summary.json").read_text())["batch"]
+        for job in job_dirs(tmp_path)
+    }
+    assert batch == {"0": {"group": 0, "size": 2}, "1": {"group": 0, "size": 2}, "2": {"group": 2, "size": 2},
+                     "3": {"group": 2, "size": 2}}  # fmt: skip
     best = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
     best_row = table.loc[table["final_loss"].idxmin()]
     assert best["best_value"] == pytest.approx(best_row["final_loss"])
@@ -294,20 +385,49 @@ def test_a_max_batch_below_1_is_refused_in_one_line(tmp_path, monkeypatch, capsy
     assert not list(tmp_path.glob("*/.hydra"))  # no job started
 
 
+# Three Adam runs (their moments must survive the checkpoints) that take a few seconds as one batch.
+LONG_SWEEP = ["-m", "hydra/launcher=batched", *SLOW_RUN, "optimizer=adam", "lr=0.05,0.02,0.01", "epochs=20000"]
+
+
+@pytest.fixture(scope="module")
+def straight_sweep(tmp_path_factory) -> Path:
+    """LONG_SWEEP, run to its end without a stop."""
+    sweep_dir = tmp_path_factory.mktemp("straight")
+    process = start(*LONG_SWEEP, f"hydra.sweep.dir={sweep_dir}")
+    assert process.wait(timeout=300) == 0, process.communicate()[1][-3000:]
+    return sweep_dir
+
+
 @pytest.mark.e2e
-def test_ctrl_c_stops_a_batched_sweep_as_it_stops_a_sweep_under_the_basic_launcher(tmp_path):
-    sweep = ["-m", "hydra/launcher=batched", *SLOW_RUN, "optimizer=gd", "lr=0.05,0.02", "epochs=1000000"]
-    process = start(*sweep, f"hydra.sweep.dir={tmp_path}")
-    interrupt_after_first_checkpoint(process, tmp_path / "*lr=0.05*_0", signal.SIGINT)
+@pytest.mark.parametrize("relaunch", ["hydra/launcher=batched", "hydra/launcher=basic"])
+def test_an_interrupted_batched_sweep_is_finished_by_a_relaunch_as_if_never_stopped(tmp_path, straight_sweep, relaunch):
+    process = start(*LONG_SWEEP, f"hydra.sweep.dir={tmp_path}")
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "lr=0.01_2" / "checkpoint" / "member.json").exists():  # once the batch's first is saved
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1][-3000:]
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate()
     assert process.returncode == 130
     assert "Traceback" not in stderr + stdout
-    (job_dir,) = tmp_path.glob("*lr=0.05*_0")
-    warning = re.compile(
-        r"interrupted by SIGINT after \d+ steps; continue with resume=true "
-        rf"hydra.run.dir={re.escape(str(job_dir))} \(or re-launch the sweep\)$"
-    )
-    assert [line for line in stdout.splitlines() if warning.search(line)]
-    assert json.loads((job_dir / "summary.json").read_text())["status"] == "interrupted"
-    (next_job,) = tmp_path.glob("*lr=0.02*_1")  # started with the first, in its batch: the batched way
-    assert (next_job / ".hydra" / "overrides.yaml").is_file() and not (next_job / "summary.json").exists()
+    assert re.search(r"interrupted by SIGINT after \d+ steps; continue with resume=true hydra.run.dir=\S+ "
+                     r"\(or re-launch the sweep\)$", stdout, re.MULTILINE)  # fmt: skip
+    jobs = job_dirs(tmp_path)
+    assert [job.name for job in jobs] == ["lr=0.01_2", "lr=0.02_1", "lr=0.05_0"]
+    batch = tmp_path / "lr=0.05_0" / "checkpoint" / "batch"  # the batch's checkpoint, in its first job's directory
+    for member, job in enumerate(reversed(jobs)):  # every job stopped after the same chunk, pointing to it
+        summary = json.loads((job / "summary.json").read_text())
+        assert summary["status"] == "interrupted" and 0 < summary["steps"] < 20000
+        pointer = json.loads((job / "checkpoint" / "member.json").read_text())
+        assert (job / "checkpoint" / pointer.pop("batch")).resolve() == batch.resolve()
+        assert pointer == {"member": member, "members": 3}
+    assert len({json.loads((job / "summary.json").read_text())["steps"] for job in jobs}) == 1
+
+    process = start(*[argument for argument in LONG_SWEEP if "launcher" not in argument], relaunch,
+                    f"hydra.sweep.dir={tmp_path}")  # fmt: skip
+    assert process.wait(timeout=300) == 0, process.communicate()[1][-3000:]
+    for job, straight in zip(jobs, job_dirs(straight_sweep), strict=True):
+        assert result(job) == result(straight) and result(job)[:2] == ("completed", 20000)
+        pd.testing.assert_frame_equal(
+            pd.read_csv(job / "metrics.csv"), pd.read_csv(straight / "metrics.csv"), check_exact=True
+        )

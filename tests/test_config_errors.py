@@ -95,7 +95,7 @@ def test_unknown_names_and_wrong_types_fail_at_composition(overrides, expected):
     ("overrides", "line"),
     [
         (["optimizer=nope"], "optimizer: no option 'nope'; choose from adadelta, adagrad, adam, adamax, adamw,"),
-        (["hydra/launcher=nope"], "hydra/launcher: no option 'nope'; choose from basic, joblib,"),
+        (["hydra/launcher=nope"], "hydra/launcher: no option 'nope'; choose from basic, batched, joblib,"),
         (["objective.nope=1"], "objective.nope: not a key of the config; objective has starts, domain, a, b, c, init"),
         (["optimizer.momentun=0.9"], "optimizer.momentun: not a key of the config; optimizer has weight_decay,"),
         (["epochs=1.5"], "epochs: '1.5' is not an integer"),

@@ -1,10 +1,13 @@
 """A group of runs trained as one batch: each member writes into its own run directory what it would write
-alone (metrics.csv, TensorBoard events, a checkpoint, summary.json, pictures, its HParams session)."""
+alone (metrics.csv, TensorBoard events, summary.json, pictures, its HParams session); the batch saves one
+checkpoint of every member, from which any launcher resumes each of them alone."""
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
 import signal
 import time
 from collections.abc import Sequence
@@ -19,6 +22,7 @@ from tapelab.record import RunRecord
 from tapelab.resume import CHECKPOINTS
 from tapelab.rundir import check_unused
 from tapelab.runner import checked_problem
+from tapelab.sinks.summary import write_json_atomically
 from tapelab.stopwatch import Stopwatch
 from tapelab.tensorflow_start import import_tensorflow
 
@@ -26,6 +30,9 @@ if TYPE_CHECKING:
     from tapelab.batch_training import BatchTrainer
 
 log = logging.getLogger(__name__)
+
+BATCH_CHECKPOINTS = "batch"  # in the first member's checkpoint directory
+MEMBER_FILE = "member.json"  # in each member's: where its batch's checkpoint is, and which member it is
 
 
 class Member:
@@ -38,7 +45,7 @@ class Member:
 
     @property
     def step_seconds(self) -> float:
-        return self.trainer.step_seconds  # the batch's compiled calls: every member's time
+        return self.trainer.step_seconds / self.trainer.members  # its share of the batch's compiled calls
 
     @property
     def step(self) -> int:
@@ -58,26 +65,68 @@ class Member:
         return self.trainer.graph_def()
 
 
-class MemberCheckpoint:
-    """A member's checkpoint in `run_dir`, in the layout of a run alone, so that any launcher resumes it."""
+class BatchCheckpoint:
+    """One checkpoint of every member's state, saved once per chunk into the first member's
+    `checkpoint/batch/`, and in each member's `checkpoint/` a `member.json` that points there, so that any
+    launcher resumes each job alone (`restore_member`)."""
 
-    def __init__(self, state: dict[str, Any], run_dir: Path) -> None:
+    def __init__(self, trainer: BatchTrainer, run_dirs: Sequence[Path]) -> None:
         import tensorflow as tf
 
-        self.variables = tf.nest.map_structure(lambda value: tf.Variable(value, trainable=False), state)
-        checkpoint = tf.train.Checkpoint(**self.variables)
-        self.manager = tf.train.CheckpointManager(checkpoint, run_dir / CHECKPOINTS, max_to_keep=1)
+        self.trainer, self.run_dirs = trainer, run_dirs
+        self.variables = tf.nest.map_structure(
+            lambda value: tf.Variable(value, trainable=False), trainer.member_states()
+        )
+        directory = run_dirs[0] / CHECKPOINTS / BATCH_CHECKPOINTS
+        self.manager = tf.train.CheckpointManager(tf.train.Checkpoint(**self.variables), directory, max_to_keep=1)
+        self.pointed = False
 
-    def save(self, state: dict[str, Any], step: int) -> None:
+    def save(self, step: int) -> None:
+        """Save every member's state as the batch's checkpoint of `step`."""
         import tensorflow as tf
 
-        tf.nest.map_structure(lambda variable, value: variable.assign(value), self.variables, state)
+        states = self.trainer.member_states()
+        tf.nest.map_structure(lambda variable, value: variable.assign(value), self.variables, states)
         self.manager.save(checkpoint_number=step)
+        if not self.pointed:  # after the first save: a member's checkpoint directory always holds a checkpoint
+            batch = self.run_dirs[0] / CHECKPOINTS / BATCH_CHECKPOINTS
+            for member, run_dir in enumerate(self.run_dirs):
+                (run_dir / CHECKPOINTS).mkdir(exist_ok=True)
+                pointer = {"batch": os.path.relpath(batch, run_dir / CHECKPOINTS), "member": member}
+                write_json_atomically(run_dir / CHECKPOINTS / MEMBER_FILE, {**pointer, "members": len(self.run_dirs)})
+            self.pointed = True
 
 
-def train_batch(experiments: Sequence[Experiment], run_dirs: Sequence[Path], trials: Sequence[str]) -> list[float]:
-    """Train new runs that share a loop structure, epochs and logging as one batch; return each one's final
-    loss (inf if it diverged). Raises `Interrupted` after saving every member if a signal stopped the batch."""
+def restore_member(state_variables: dict[str, Any], run_dir: Path) -> int | None:
+    """Load the state of the batch member whose run is in `run_dir` into a run alone's `state_variables`, from
+    its batch's latest checkpoint; return the checkpoint's step, or None if the run was no batch member or its
+    batch saved no complete checkpoint. Raises ValueError if the checkpoint doesn't fit."""
+    import tensorflow as tf
+
+    pointer_file = run_dir / CHECKPOINTS / MEMBER_FILE
+    if not pointer_file.exists():
+        return None
+    pointer = json.loads(pointer_file.read_text())
+    latest = tf.train.latest_checkpoint(str(run_dir / CHECKPOINTS / pointer["batch"]))
+    if latest is None:
+        return None
+    members = pointer["members"]
+    stacked = tf.nest.map_structure(
+        lambda variable: tf.Variable(tf.zeros([members, *variable.shape], variable.dtype), trainable=False),
+        state_variables,
+    )
+    tf.train.Checkpoint(**stacked).restore(latest).assert_consumed()
+    member = pointer["member"]
+    tf.nest.map_structure(lambda variable, batch: variable.assign(batch[member]), state_variables, stacked)
+    return int(latest.rpartition("-")[2])
+
+
+def train_batch(
+    experiments: Sequence[Experiment], run_dirs: Sequence[Path], trials: Sequence[str], group: int
+) -> list[float]:
+    """Train new runs that share a loop structure, epochs and logging as one batch, under XLA; return each one's
+    final loss (inf if it diverged). Each summary.json records `batch: {group, size}`. Raises `Interrupted`
+    after saving every member if a signal stopped the batch."""
     for run_dir in run_dirs:
         check_unused(run_dir)
     checked = [checked_problem(experiment) for experiment in experiments]
@@ -86,29 +135,36 @@ def train_batch(experiments: Sequence[Experiment], run_dirs: Sequence[Path], tri
     problems = [problem for problem, _ in checked]
     first = experiments[0]
     log_every = first.log_every()
+    batch = {"group": group, "size": len(experiments)}
     import_tensorflow()
     from tapelab.batch_training import BatchTrainer
-    from tapelab.training import quiet_tensorflow_logs, wants_xla
+    from tapelab.training import borrowed, loop_key, quiet_tensorflow_logs
 
-    xla = wants_xla(first.jit_compile, first.epochs, problems[0])
-    with StopRequests() as stop_requests, quiet_tensorflow_logs():
-        started = time.perf_counter(), time.time()
-        trainer = BatchTrainer(problems[0], len(experiments), first.optimizer, first.stop, xla)
+    members = len(experiments)
+    key = f"{loop_key(problems[0], first.optimizer, first.stop, jit_compile=True)} batch of {members}"
+    make = lambda: BatchTrainer(problems[0], members, first.optimizer, first.stop, jit_compile=True)  # noqa: E731
+    started = time.perf_counter(), time.time()
+    with StopRequests() as stop_requests, quiet_tensorflow_logs(), borrowed(key, make) as trainer:
         lrs, stops = [experiment.lr for experiment in experiments], [experiment.stop for experiment in experiments]
         trainer.load(problems, first.optimizer, lrs, log_every, stops)
-        records = []
-        for index, (experiment, problem, run_dir) in enumerate(zip(experiments, problems, run_dirs, strict=True)):
+        for run_dir in run_dirs:
             run_dir.mkdir(parents=True, exist_ok=True)
-            checkpoint = MemberCheckpoint(trainer.member_state(index), run_dir)
-            save = lambda step, index=index, checkpoint=checkpoint: checkpoint.save(  # noqa: E731
-                trainer.member_state(index), step
-            )
-            member = Member(trainer, index)
-            records.append(RunRecord(experiment, problem, member, run_dir, None, log_every, Stopwatch(), save, started))
+        checkpoint = BatchCheckpoint(trainer, run_dirs)
+        records = [
+            RunRecord(
+                experiment, problem, Member(trainer, index), run_dir, None, log_every, Stopwatch(), None, started, batch
+            )  # fmt: skip
+            for index, (experiment, problem, run_dir) in enumerate(zip(experiments, problems, run_dirs, strict=True))
+        ]
         for members in trainer.chunks(first.epochs):
             for record, chunks in zip(records, members, strict=True):
                 for chunk in chunks:
                     record.take(chunk)
+            if any(chunk.updates for chunks in members for chunk in chunks):  # after every member's summary
+                saving = time.perf_counter()
+                checkpoint.save(trainer.step)
+                for record in records:  # each member's share
+                    record.timings.add("checkpoint", (time.perf_counter() - saving) / len(records))
             if stop_requests.received is not None:
                 break
         summaries = [record.finish(trial) for record, trial in zip(records, trials, strict=True)]

@@ -179,6 +179,7 @@ class BatchTrainer:
         with tf.name_scope("gradients"):
             sources = variables if values is None else list(values)
             gradients = tape.gradient(total, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            gradients = [tf.convert_to_tensor(gradient) for gradient in gradients]  # one member's may be sparse
         with tf.name_scope("row"):
             wide = [tf.cast(gradient, tf.float64) for gradient in gradients]
             # Each member's global norm, in float64 as a run alone computes it.
@@ -375,21 +376,24 @@ class BatchTrainer:
             self._step_graph_def = gradients_in_their_scope(graph_def).SerializeToString()
         return self._step_graph_def
 
-    def member_state(self, member: int) -> dict[str, Any]:
-        """A member's state in a run alone's layout (`Trainer.checkpoint`): its parameters in their shapes, its
-        step, best loss and plateau counter, and the optimizer's variables, a slot as its rows of the member."""
+    def member_states(self) -> dict[str, Any]:
+        """Every member's state, stacked on a first axis of members, in a run alone's layout
+        (`Trainer.state_variables`): the parameters in their shapes, the steps, best losses and plateau
+        counters, and the optimizer's variables, a slot as its members' rows and a shared value repeated."""
+        members, shapes = self.members, list(self._shapes.values())
         params = {
-            name: variable.numpy()[member].reshape(self._shapes[name]) for name, variable in self.variables.items()
+            name: variable.numpy().reshape([members, *self._shapes[name]]) for name, variable in self.variables.items()
         }
-        shapes = list(self._shapes.values())
         optimizer, slot = [], 0  # Keras makes each kind of slot for the variables in their order
         for variable in self._update.state():
             value = variable.numpy()
-            if value.shape == (self.members, int(np.prod(shapes[slot]))):
-                value, slot = value[member].reshape(shapes[slot]), (slot + 1) % len(shapes)
+            if value.shape == (members, int(np.prod(shapes[slot]))):
+                value, slot = value.reshape([members, *shapes[slot]]), (slot + 1) % len(shapes)
+            else:
+                value = np.broadcast_to(value, [members, *value.shape])
             optimizer.append(value)
-        state = {"params": params, "step": self.steps[member], "best_loss": self.best_losses[member]}
-        state.update(plateau_best=self._plateau_best.numpy()[member], plateau_steps=self._plateau_steps.numpy()[member])
+        state = {"params": params, "step": self.steps, "best_loss": self.best_losses}
+        state.update(plateau_best=self._plateau_best.numpy(), plateau_steps=self._plateau_steps.numpy())
         return {**state, **({"optimizer": optimizer} if optimizer else {})}
 
     def _frame(self, steps: np.ndarray, rows: np.ndarray) -> pd.DataFrame:

@@ -1,24 +1,26 @@
 """Which jobs of a sweep train together, and training them: the protocol of `hydra/launcher=batched`.
 
 Jobs whose configs have the same `group_key` form a group, which the launcher hands to `run_group` in
-batches. For now `run_group` trains a batch's jobs one after another, each exactly as under Hydra's basic
-launcher; the batches will train as one compiled loop.
+batches. A batch's new runs train as one compiled loop (`tapelab.batch_run.train_batch`); a job that an
+earlier launch finished, interrupted or failed is handled as `tapelab.job.run_job` handles it, alone.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-# Optimizers that couple the members of a batch, by their schema's name.
-ALONE = {
-    "lamb": "lamb's trust ratio couples the members",
-    "newton": "newton's Hessian would span every member's parameters",
-}
-NORM_CLIPS = ("clipnorm", "global_clipnorm")  # a norm over a batch's gradients couples its members
+from tapelab.errors import ConfigError, one_line
+
+log = logging.getLogger("tapelab")
 
 
 class CannotBatch(Exception):
@@ -34,42 +36,92 @@ class Job:
 
 
 def group_key(task_cfg: DictConfig) -> str:
-    """The key that jobs must share to train as one batch (equal keys = same batch group).
-    Raises CannotBatch(reason) for a job that must train alone."""
-    optimizer = getattr(OmegaConf.get_type(task_cfg, "optimizer"), "name", None)
-    if optimizer in ALONE:
-        raise CannotBatch(ALONE[optimizer])
-    for key in NORM_CLIPS:
-        if OmegaConf.select(task_cfg, f"optimizer.{key}") is not None:
-            raise CannotBatch(f"optimizer.{key} would clip the members' gradients together")
-    return OmegaConf.to_yaml(OmegaConf.masked_copy(task_cfg, [key for key in task_cfg if key != "lr"]))
+    """The key that jobs must share to train as one batch: the loop's structure, epochs, logging and the
+    optimizer's values. Members may differ in `lr`, the objective's values (start, constants, data, seed) and
+    the stop rules' thresholds. Raises CannotBatch(reason) for a job that must train alone."""
+    from tapelab.config import to_experiment
+    from tapelab.runner import checked_problem
+    from tapelab.training import loop_key
+
+    if task_cfg.resume:
+        raise CannotBatch("resume=true continues one run")
+    try:
+        experiment = to_experiment(task_cfg)
+        problem, starts = checked_problem(experiment)
+    except (ConfigError, OmegaConfBaseException) as mistake:
+        raise CannotBatch(f"its config has a mistake ({one_line(mistake)})") from None
+    coupling = experiment.optimizer.coupling()
+    if coupling is not None:
+        raise CannotBatch(f"{coupling} would couple the members")
+    if starts is not None:
+        raise CannotBatch("objective.starts > 1 trains its starts as a batch of their own")
+    if experiment.jit_compile is False:
+        raise CannotBatch("jit_compile=false, and batches train under XLA")
+    loop = loop_key(problem, experiment.optimizer, experiment.stop, jit_compile=True)
+    shared = (experiment.epochs, experiment.log_every(), dataclasses.asdict(experiment.log))
+    return repr((loop, *shared, experiment.optimizer.hyperparameters()))
 
 
-def run_group(jobs: Sequence[Job]) -> list[Any]:
-    """Train the jobs of one group; return one result per job, in order: the job's return value
-    (a float, the final loss; inf if diverged) or the BaseException instance it failed with.
+def run_group(jobs: Sequence[Job], group: int) -> list[Any]:
+    """Train the jobs of one batch, named `group` (its first job's number); return one result per job, in order:
+    the job's return value (a float, the final loss; inf if diverged) or the BaseException it failed with.
 
-    Each job runs as Hydra's `run_job` runs it: with HydraConfig holding its config and its log records
-    going to its own log file. `Interrupted` propagates, with HydraConfig still holding the interrupted
-    job's config (the message that names its directory reads it there).
+    The new runs train as one batch. Any other job (one that an earlier launch finished or left to continue,
+    or whose directory holds another job) runs as Hydra's `run_job` runs it, with HydraConfig holding its
+    config and its log records going to its own log file. `Interrupted` propagates, with HydraConfig holding
+    an interrupted job's config (the message that names its directory reads it there).
     """
     from hydra.core.hydra_config import HydraConfig
     from hydra.core.utils import configure_log
 
     from tapelab.interrupts import Interrupted
-    from tapelab.job import run_job
+    from tapelab.job import new_sweep_run, run_job, task_overrides
 
     hydra_config = HydraConfig.instance()
     before = hydra_config.cfg
-    results: list[Any] = []
-    for job in jobs:
+    results: list[Any] = [None] * len(jobs)
+    new: list[tuple[int, Path]] = []
+    for index, job in enumerate(jobs):
         hydra_config.cfg = job.hydra_cfg
+        run_dir = Path(job.hydra_cfg.hydra.runtime.output_dir)
+        if new_sweep_run(run_dir, task_overrides()):
+            new.append((index, run_dir))
+            continue
         configure_log(job.hydra_cfg.hydra.job_logging, job.hydra_cfg.hydra.verbose)
         try:
-            results.append(run_job(job.task_cfg))
+            results[index] = run_job(job.task_cfg)
         except Interrupted:
             raise
         except Exception as error:
-            results.append(error)
+            results[index] = error
+    if new:
+        hydra_config.cfg = jobs[new[0][0]].hydra_cfg
+        for index, loss in zip([index for index, _ in new], train_new_runs(jobs, new, group), strict=True):
+            results[index] = loss
     hydra_config.cfg = before
     return results
+
+
+def train_new_runs(jobs: Sequence[Job], new: list[tuple[int, Path]], group: int) -> list[float]:
+    """Train the jobs at these indices, new runs in these directories, as one batch; a batch that fails
+    (not by a signal) records each of them as failed, as `tapelab.job.run_job` records a job."""
+    from tapelab.batch_run import train_batch
+    from tapelab.config import to_experiment
+    from tapelab.interrupts import Interrupted
+    from tapelab.runner import record_failure
+    from tapelab.sinks.hparams import trial_id
+
+    experiments = [to_experiment(jobs[index].task_cfg) for index, _ in new]
+    run_dirs = [run_dir for _, run_dir in new]
+    trials = [trial_id(run_dir, in_sweep=True) for run_dir in run_dirs]
+    try:
+        return train_batch(experiments, run_dirs, trials, group)
+    except Interrupted:
+        raise
+    except Exception as error:
+        log.exception("the batch failed")
+        for (index, run_dir), trial in zip(new, trials, strict=True):
+            overrides = list(OmegaConf.to_container(jobs[index].hydra_cfg.hydra.overrides.task, resolve=False))
+            tensorboard = experiments[0].log.tensorboard
+            record_failure(run_dir, error, trial, overrides if tensorboard else None)
+        return [math.inf] * len(new)

@@ -16,6 +16,23 @@ from tapelab.errors import ConfigError, one_line
 log = logging.getLogger("tapelab")
 
 
+def task_overrides() -> list[str]:
+    """The job's overrides as typed, from the HydraConfig that holds it."""
+    return list(OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False))
+
+
+def new_sweep_run(run_dir: Path, overrides: list[str]) -> bool:
+    """Whether this sweep job starts a new run in `run_dir`: it holds no other job's files, no run that an
+    earlier launch finished and no checkpoint to continue. An earlier launch's failure before any checkpoint is
+    forgotten, so that the job runs again."""
+    from tapelab.resume import CHECKPOINTS, forget_failure, holds_other_job, is_finished
+
+    if holds_other_job(run_dir, overrides) or is_finished(run_dir) or (run_dir / CHECKPOINTS).is_dir():
+        return False
+    forget_failure(run_dir)
+    return True
+
+
 def run_job(cfg: DictConfig) -> float:
     """Run one experiment in Hydra's output directory and return its final loss (inf if it diverged).
 
@@ -41,7 +58,7 @@ def run_job(cfg: DictConfig) -> float:
     hydra_config = HydraConfig.get()
     run_dir = Path(hydra_config.runtime.output_dir)
     multirun = hydra_config.mode == RunMode.MULTIRUN
-    overrides = list(OmegaConf.to_container(hydra_config.overrides.task, resolve=False))  # as typed
+    overrides = task_overrides()
     trial = trial_id(run_dir, multirun)
     try:
         if multirun:

@@ -2,7 +2,7 @@
 trains; the final summary, pictures, TensorBoard's last events and the HParams session when it ends.
 
 The rows flow one way: trainer → the run's chunk → its record → its sinks. A run alone (`tapelab.runner`)
-and each member of a batch (`tapelab.batching`) have a record of their own; the trainer a record reads is
+and each member of a batch (`tapelab.batch_run`) have a record of their own; the trainer a record reads is
 anything with the `TrainedRun` attributes, a `Trainer` or a batch member's view of its `BatchTrainer`.
 """
 
@@ -63,10 +63,13 @@ class RunRecord:
         previous: dict[str, Any] | None,
         log_every: int,
         timings: Stopwatch,
-        save_checkpoint: Callable[[int], None],
+        save_checkpoint: Callable[[int], None] | None,
         started: tuple[float, float],
+        batch: dict[str, int] | None = None,
     ) -> None:
-        """`started` is when this session of the run began, as `time.perf_counter()` and `time.time()`."""
+        """`save_checkpoint(step)` saves the run's state after a chunk's updates (None: a batch saves its members'
+        states itself); `started` is when this session of the run began, as `time.perf_counter()` and
+        `time.time()`; `batch` the `{group, size}` of the batch the run is a member of, for its summary."""
         self.experiment, self.problem, self.trained, self.run_dir = experiment, problem, trained, run_dir
         self.log_every, self.timings, self.save_checkpoint = log_every, timings, save_checkpoint
         self.started, self.started_at = started
@@ -75,6 +78,7 @@ class RunRecord:
         self.last_logged = last_logged_step(run_dir)
         self.status: str = "interrupted"
         self.last_finite: pd.DataFrame | None = None
+        self.batch = batch
 
     @property
     def ended(self) -> bool:
@@ -102,8 +106,9 @@ class RunRecord:
                        "xla": self.trained.jit_compile, "wall_time_s": self.elapsed()}  # fmt: skip
             with self.timings.measure("summary"):  # first: a checkpoint is never without its summary
                 write_json_atomically(self.run_dir / SUMMARY, {**running, **self.experiment.describe()})
-            with self.timings.measure("checkpoint"):
-                self.save_checkpoint(self.trained.step)
+            if self.save_checkpoint is not None:
+                with self.timings.measure("checkpoint"):
+                    self.save_checkpoint(self.trained.step)
         if chunk.status is not None:
             self.status = chunk.status
 
@@ -124,6 +129,8 @@ class RunRecord:
             write_table(table, run_dir / STARTS_CSV)
         summary = summarise(self.experiment, self.problem, trained, self.last_finite, table, status, wall_time)
         summary["log_every"] = self.log_every
+        if self.batch is not None:
+            summary["batch"] = self.batch
         pictures = []
         if self.experiment.log.plots and self.last_finite is not None and status != "interrupted":
             with self.timings.measure("pictures"):

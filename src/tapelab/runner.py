@@ -72,7 +72,7 @@ def train(
             run_dir.mkdir(parents=True, exist_ok=True)
             checkpoints = tf.train.CheckpointManager(trainer.checkpoint(), run_dir / CHECKPOINTS, max_to_keep=1)
             if previous is not None:
-                restore(checkpoints, run_dir)
+                restore(checkpoints, trainer, run_dir)
                 log.info("continuing %s from step %d to %d", run_dir, trainer.step, experiment.epochs)
             timings.add("trace", trainer.trace())
             timings.add("compile", trainer.compile())
@@ -104,21 +104,34 @@ def checked_problem(experiment: Experiment) -> tuple[Problem, np.ndarray | None]
     return problem, draw_starts(box, experiment.objective.starts, experiment.seed)
 
 
-def restore(checkpoints: Any, run_dir: Path) -> None:
-    """Load the latest checkpoint in `run_dir` into the trainer, or raise ConfigError if it doesn't fit.
+def restore(checkpoints: Any, trainer: Any, run_dir: Path) -> None:
+    """Load the run's latest checkpoint in `run_dir` into the trainer (a batch member that saved none of its own:
+    its batch's), or raise ConfigError if it doesn't fit.
 
     A run killed while it saved its first checkpoint has none that is complete; it starts again from its first
     step, which gives the same history, and its rows already written are kept."""
+    from tapelab.batch_run import restore_member
+
     if checkpoints.latest_checkpoint is None:
-        log.info("%s holds no complete checkpoint: continuing from the first step", run_dir)
+        try:
+            member_of = restore_member(trainer.state_variables(), run_dir)
+        except (AssertionError, ValueError) as error:
+            raise unfit_checkpoint(run_dir, error) from None
+        if member_of is None:
+            log.info("%s holds no complete checkpoint: continuing from the first step", run_dir)
         return
     status = checkpoints.checkpoint.restore(checkpoints.latest_checkpoint)
     try:
         status.assert_consumed()
     except (AssertionError, ValueError) as error:  # another structure, or an older tapelab's layout
         status.expect_partial()  # TensorFlow would log each unmatched value again; the error names them
-        problem = " ".join(str(error).split())[:200]
-        raise ConfigError("resume", f"the checkpoint in {run_dir} does not fit this run's loop: {problem}") from None
+        raise unfit_checkpoint(run_dir, error) from None
+
+
+def unfit_checkpoint(run_dir: Path, error: Exception) -> ConfigError:
+    """The mistake of resuming a run whose checkpoint doesn't fit its loop, with TensorFlow's reason in brief."""
+    problem = " ".join(str(error).split())[:200]
+    return ConfigError("resume", f"the checkpoint in {run_dir} does not fit this run's loop: {problem}")
 
 
 @contextmanager

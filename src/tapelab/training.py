@@ -25,10 +25,10 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -229,14 +229,18 @@ class Trainer:
         """The lowest finite loss of every step so far (inf before the first)."""
         return float(self._best.numpy())
 
-    def checkpoint(self) -> tf.train.Checkpoint:
+    def state_variables(self) -> dict[str, Any]:
         """Everything a resumed run needs: parameters, optimizer state, step, best loss, plateau counter."""
-        import tensorflow as tf
-
         state = {"params": self.variables, "step": self._step, "best_loss": self._best}
         state.update(plateau_best=self._plateau_best, plateau_steps=self._plateau_steps)
         optimizer = self._update.state()
-        return tf.train.Checkpoint(**state, **({"optimizer": optimizer} if optimizer else {}))
+        return {**state, **({"optimizer": optimizer} if optimizer else {})}
+
+    def checkpoint(self) -> tf.train.Checkpoint:
+        """A checkpoint of `state_variables`."""
+        import tensorflow as tf
+
+        return tf.train.Checkpoint(**self.state_variables())
 
     def _evaluate(self, values=None):
         """The row at the current state (without `step`), the gradients, and the loss (one per start); or at
@@ -544,8 +548,28 @@ def as_traced() -> Iterator[None]:
         context.context().function_call_options = saved
 
 
-_idle: OrderedDict[str, list[Trainer]] = OrderedDict()  # loop key -> trainers no run is using
+_idle: OrderedDict[str, list[Any]] = OrderedDict()  # loop key -> trainers no run is using
 _idle_lock = threading.Lock()
+TrainerT = TypeVar("TrainerT")
+
+
+@contextmanager
+def borrowed(key: str, make: Callable[[], TrainerT]) -> Iterator[TrainerT]:
+    """The process's idle trainer of loop key `key` if it has one, else `make()`; kept for later runs when the
+    block ends (at most MAX_IDLE_TRAINERS keys, the least recently used dropped first)."""
+    with _idle_lock:
+        waiting = _idle.get(key)
+        trainer = waiting.pop() if waiting else None
+    if trainer is None:
+        trainer = make()
+    try:
+        yield trainer
+    finally:
+        with _idle_lock:
+            _idle.setdefault(key, []).append(trainer)
+            _idle.move_to_end(key)
+            while len(_idle) > MAX_IDLE_TRAINERS:
+                _idle.popitem(last=False)
 
 
 @contextmanager
@@ -555,17 +579,6 @@ def trainer_for(
     """A trainer for `problem` and `optimizer`, loaded with this run's values: the process's trainer of that
     loop structure if it has an idle one, else a new one, kept for later runs when this one ends."""
     key = loop_key(problem, optimizer, stop, jit_compile)
-    with _idle_lock:
-        waiting = _idle.get(key)
-        trainer = waiting.pop() if waiting else None
-    if trainer is None:
-        trainer = Trainer(problem, optimizer, stop, jit_compile)
-    trainer.load(problem, optimizer, lr, log_every, stop)
-    try:
+    with borrowed(key, lambda: Trainer(problem, optimizer, stop, jit_compile)) as trainer:
+        trainer.load(problem, optimizer, lr, log_every, stop)
         yield trainer
-    finally:
-        with _idle_lock:
-            _idle.setdefault(key, []).append(trainer)
-            _idle.move_to_end(key)
-            while len(_idle) > MAX_IDLE_TRAINERS:
-                _idle.popitem(last=False)
