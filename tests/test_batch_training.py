@@ -94,3 +94,23 @@ def test_a_batch_that_reuses_an_earlier_batch_s_loop_equals_its_runs_alone(tmp_p
             pd.read_csv(batch / "metrics.csv"), pd.read_csv(alone / "metrics.csv"), check_exact=True
         )
         assert summary_of(batch) == summary_of(alone)
+
+
+def test_a_member_with_parameters_of_two_shapes_resumes_alone_as_its_run_alone_does(tmp_path):
+    # Adam keeps two slots per parameter; Keras makes them parameter by parameter, the scalar a's before v's.
+    python = ["objective=python", "objective.function=user_objectives.neuron_and_vector"]
+    python += ["objective.init={a: 0.5, v: [1.0, -3.0]}", "optimizer=adam", "jit_compile=true", "log.plots=false"]
+    lrs = ["0.01", "0.1"]
+    short = [to_experiment(compose_config(*python, f"lr={lr}", "epochs=30")) for lr in lrs]
+    batch = [tmp_path / "batch" / lr for lr in lrs]
+    train_batch(short, batch, lrs, group=0)
+    for lr, run_dir in zip(lrs, batch, strict=True):
+        longer = to_experiment(compose_config(*python, f"lr={lr}", "epochs=60"))
+        train(longer, run_dir, resume=True, trial=lr)
+        train(longer, tmp_path / "straight" / lr, trial=lr)
+        # A loss with a reduction (Σ vᵢ²) is mapped over the members' rows, where XLA may round its sum unlike a
+        # run alone's in the last bit: to float32 rounding, and Adam's moments restored into the right slots
+        # (a wrong one would not even fit: a is a scalar, v a vector).
+        resumed, straight = (pd.read_csv(path / "metrics.csv") for path in (run_dir, tmp_path / "straight" / lr))
+        assert resumed["step"].tolist() == list(range(61))
+        pd.testing.assert_frame_equal(resumed, straight, rtol=1e-6)

@@ -168,9 +168,9 @@ def unbatched(cfg: DictConfig) -> float:
 
 
 @contextmanager
-def launcher_records() -> Iterator[list[logging.LogRecord]]:
-    """The batched launcher's log records, DEBUG and up, while the block runs."""
-    logger = logging.getLogger(batched_launcher.__name__)
+def launcher_records(logger: logging.Logger | None = None) -> Iterator[list[logging.LogRecord]]:
+    """The log records of `logger` (default: the batched launcher's), DEBUG and up, while the block runs."""
+    logger = logger or logging.getLogger(batched_launcher.__name__)
     handler, level = logging.handlers.BufferingHandler(capacity=10**6), logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)
@@ -337,6 +337,39 @@ def test_every_elementwise_optimizer_trains_each_job_of_its_batch_as_the_basic_l
         }  # status, steps, losses, parameters, distance to the minimum, …
         statuses.add(summary["status"])
     assert statuses == {"completed", "converged", "diverged"}
+
+
+def test_a_job_left_with_files_fails_alone_and_the_others_still_train_as_a_batch(tmp_path):
+    left = tmp_path / "lr=0.02_1"
+    left.mkdir()
+    (left / "metrics.csv").write_text("step,loss\n0,1.0\n")  # e.g. killed before its first checkpoint
+    multirun(TAPELAB_TASK, "lr=0.05,0.02,0.01", "epochs=5", "log.plots=false", "hydra/launcher=batched",
+             f"hydra.sweep.dir={tmp_path}")  # fmt: skip
+    summaries = {job.name: json.loads((job / "summary.json").read_text()) for job in job_dirs(tmp_path)}
+    assert summaries["lr=0.02_1"]["status"] == "failed"
+    assert "already holds a run (metrics.csv)" in summaries["lr=0.02_1"]["error"]
+    assert (left / "metrics.csv").read_text() == "step,loss\n0,1.0\n"  # kept as it was
+    for name in ("lr=0.05_0", "lr=0.01_2"):
+        assert summaries[name]["status"] == "completed" and summaries[name]["batch"] == {"group": 0, "size": 2}
+
+
+def test_jobs_whose_loop_xla_cannot_compile_run_alone_on_the_plain_graph(tmp_path):
+    python = [
+        "objective=python",
+        "objective.function=user_objectives.bowl_through_python",
+        "objective.init={w: [0, 0]}",
+    ]
+    with launcher_records(logging.getLogger("tapelab")) as records:
+        multirun(TAPELAB_TASK, *python, "optimizer=gd", "lr=0.1,0.2", "epochs=10", "log.plots=false",
+                 "hydra/launcher=batched", f"hydra.sweep.dir={tmp_path}")  # fmt: skip
+    assert any(
+        record.getMessage().startswith("jobs 1, 2 run alone: XLA can't compile their loop (") for record in records
+    )
+    for job in job_dirs(tmp_path):
+        summary = json.loads((job / "summary.json").read_text())
+        assert summary["status"] == "completed" and summary["xla"] is False and "batch" not in summary
+        shrink = 0.8 if job.name.startswith("lr=0.1_") else 0.6  # w ← w − lr·2(w − t): (1 − 2·lr) a step
+        assert summary["final_loss"] == pytest.approx(5.0 * (shrink**10) ** 2, rel=1e-4)  # float32 steps
 
 
 def test_relaunching_a_finished_batched_sweep_skips_its_jobs(sweeps, tmp_path):

@@ -5,10 +5,8 @@ checkpoint of every member, from which any launcher resumes each of them alone."
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
-import signal
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,8 +26,6 @@ from tapelab.tensorflow_start import import_tensorflow
 
 if TYPE_CHECKING:
     from tapelab.batch_training import BatchTrainer
-
-log = logging.getLogger(__name__)
 
 BATCH_CHECKPOINTS = "batch"  # in the first member's checkpoint directory
 MEMBER_FILE = "member.json"  # in each member's: where its batch's checkpoint is, and which member it is
@@ -97,19 +93,19 @@ class BatchCheckpoint:
             self.pointed = True
 
 
-def restore_member(state_variables: dict[str, Any], run_dir: Path) -> int | None:
+def restore_member(state_variables: dict[str, Any], run_dir: Path) -> bool:
     """Load the state of the batch member whose run is in `run_dir` into a run alone's `state_variables`, from
-    its batch's latest checkpoint; return the checkpoint's step, or None if the run was no batch member or its
-    batch saved no complete checkpoint. Raises ValueError if the checkpoint doesn't fit."""
+    its batch's latest checkpoint; return False if the run was no batch member or its batch saved no complete
+    checkpoint. Raises AssertionError or ValueError if the checkpoint doesn't fit."""
     import tensorflow as tf
 
     pointer_file = run_dir / CHECKPOINTS / MEMBER_FILE
     if not pointer_file.exists():
-        return None
+        return False
     pointer = json.loads(pointer_file.read_text())
     latest = tf.train.latest_checkpoint(str(run_dir / CHECKPOINTS / pointer["batch"]))
     if latest is None:
-        return None
+        return False
     members = pointer["members"]
     stacked = tf.nest.map_structure(
         lambda variable: tf.Variable(tf.zeros([members, *variable.shape], variable.dtype), trainable=False),
@@ -118,15 +114,30 @@ def restore_member(state_variables: dict[str, Any], run_dir: Path) -> int | None
     tf.train.Checkpoint(**stacked).restore(latest).assert_consumed()
     member = pointer["member"]
     tf.nest.map_structure(lambda variable, batch: variable.assign(batch[member]), state_variables, stacked)
-    return int(latest.rpartition("-")[2])
+    return True
+
+
+class CannotCompile(Exception):
+    """XLA can't compile a batch's loop (an objective with an op XLA lacks); str(error) is XLA's reason."""
+
+
+def compile_before_writing(trainer: BatchTrainer) -> None:
+    """Compile the batch's loop before its members write anything, or raise CannotCompile."""
+    import tensorflow as tf
+
+    try:
+        trainer.compile()
+    except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as error:
+        raise CannotCompile(str(error).strip().splitlines()[0][:300]) from None
 
 
 def train_batch(
     experiments: Sequence[Experiment], run_dirs: Sequence[Path], trials: Sequence[str], group: int
 ) -> list[float]:
     """Train new runs that share a loop structure, epochs and logging as one batch, under XLA; return each one's
-    final loss (inf if it diverged). Each summary.json records `batch: {group, size}`. Raises `Interrupted`
-    after saving every member if a signal stopped the batch."""
+    final loss (inf if it diverged). Each summary.json records `batch: {group, size}`. Raises CannotCompile,
+    before anything is written, if XLA can't compile the loop, and `Interrupted` after saving every member if a
+    signal came while the batch trained or ended."""
     for run_dir in run_dirs:
         check_unused(run_dir)
     checked = [checked_problem(experiment) for experiment in experiments]
@@ -140,13 +151,14 @@ def train_batch(
     from tapelab.batch_training import BatchTrainer
     from tapelab.training import borrowed, loop_key, quiet_tensorflow_logs
 
-    members = len(experiments)
-    key = f"{loop_key(problems[0], first.optimizer, first.stop, jit_compile=True)} batch of {members}"
-    make = lambda: BatchTrainer(problems[0], members, first.optimizer, first.stop, jit_compile=True)  # noqa: E731
+    size = len(experiments)
+    key = f"{loop_key(problems[0], first.optimizer, first.stop, jit_compile=True)} batch of {size}"
+    make = lambda: BatchTrainer(problems[0], size, first.optimizer, first.stop, jit_compile=True)  # noqa: E731
     started = time.perf_counter(), time.time()
     with StopRequests() as stop_requests, quiet_tensorflow_logs(), borrowed(key, make) as trainer:
         lrs, stops = [experiment.lr for experiment in experiments], [experiment.stop for experiment in experiments]
         trainer.load(problems, first.optimizer, lrs, log_every, stops)
+        compile_before_writing(trainer)
         for run_dir in run_dirs:
             run_dir.mkdir(parents=True, exist_ok=True)
         checkpoint = BatchCheckpoint(trainer, run_dirs)
@@ -164,12 +176,12 @@ def train_batch(
                 saving = time.perf_counter()
                 checkpoint.save(trainer.step)
                 for record in records:  # each member's share
-                    record.timings.add("checkpoint", (time.perf_counter() - saving) / len(records))
+                    record.timings.add("checkpoint", (time.perf_counter() - saving) / size)
             if stop_requests.received is not None:
                 break
         summaries = [record.finish(trial) for record, trial in zip(records, trials, strict=True)]
-    if any(record.status == "interrupted" for record in records):
-        raise Interrupted(stop_requests.received or signal.SIGINT, trainer.step)
+    if stop_requests.received is not None:  # also one that came while the members ended: the sweep stops
+        raise Interrupted(stop_requests.received, trainer.step)
     return [
         math.inf if record.status == "diverged" else summary["final_loss"]
         for record, summary in zip(records, summaries, strict=True)

@@ -272,15 +272,19 @@ class BatchTrainer:
         with tf.name_scope("update"):
             self._update.apply(gradients, list(self.variables.values()))
 
+    def compile(self) -> None:
+        """Compile the loop now, if it isn't yet, by a call of no steps. Raises TensorFlow's InvalidArgumentError or
+        UnimplementedError if XLA can't compile it (a batch has no plain graph to fall back to)."""
+        if not self._compiled:
+            self._call_chunk(0)
+
     def _call_chunk(self, n_steps: int):
         """Call the compiled chunk (the first call compiles it)."""
         import tensorflow as tf
 
-        try:
-            with as_traced(), xla_without_fma() if self.jit_compile and not self._compiled else nullcontext():
-                outputs = self._chunk(tf.constant(n_steps, tf.int64))
-        finally:
-            self._compiled = True
+        with as_traced(), xla_without_fma() if self.jit_compile and not self._compiled else nullcontext():
+            outputs = self._chunk(tf.constant(n_steps, tf.int64))
+        self._compiled = True
         *_, end_rows, end_losses = outputs
         self._end = (end_rows.numpy(), end_losses.numpy())
         return outputs
@@ -380,21 +384,29 @@ class BatchTrainer:
         """Every member's state, stacked on a first axis of members, in a run alone's layout
         (`Trainer.state_variables`): the parameters in their shapes, the steps, best losses and plateau
         counters, and the optimizer's variables, a slot as its members' rows and a shared value repeated."""
-        members, shapes = self.members, list(self._shapes.values())
+        members = self.members
         params = {
             name: variable.numpy().reshape([members, *self._shapes[name]]) for name, variable in self.variables.items()
         }
-        optimizer, slot = [], 0  # Keras makes each kind of slot for the variables in their order
+        optimizer = []
         for variable in self._update.state():
-            value = variable.numpy()
-            if value.shape == (members, int(np.prod(shapes[slot]))):
-                value, slot = value.reshape([members, *shapes[slot]]), (slot + 1) % len(shapes)
-            else:
-                value = np.broadcast_to(value, [members, *value.shape])
-            optimizer.append(value)
+            value, name = variable.numpy(), self._slot_of(variable)
+            if name is not None:
+                optimizer.append(value.reshape([members, *self._shapes[name]]))
+            else:  # shared by the members (the iteration count)
+                optimizer.append(np.broadcast_to(value, [members, *value.shape]))
         state = {"params": params, "step": self.steps, "best_loss": self.best_losses}
         state.update(plateau_best=self._plateau_best.numpy(), plateau_steps=self._plateau_steps.numpy())
         return {**state, **({"optimizer": optimizer} if optimizer else {})}
+
+    def _slot_of(self, variable: Any) -> str | None:
+        """The parameter whose slot (momentum, velocity, …) an optimizer variable is, or None. Keras names a slot
+        after its parameter's variable (`x:0` → `x_0_momentum`): the longest parameter name that prefixes it."""
+        if tuple(variable.shape) not in {(self.members, int(np.prod(shape))) for shape in self._shapes.values()}:
+            return None
+        prefixes = {name: param.name.replace(":", "_") + "_" for name, param in self.variables.items()}
+        names = [name for name, prefix in prefixes.items() if variable.name.startswith(prefix)]
+        return max(names, key=lambda name: len(prefixes[name]), default=None)
 
     def _frame(self, steps: np.ndarray, rows: np.ndarray) -> pd.DataFrame:
         frame = pd.DataFrame(rows, columns=self.columns[1:])

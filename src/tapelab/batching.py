@@ -62,20 +62,22 @@ def group_key(task_cfg: DictConfig) -> str:
     return repr((loop, *shared, experiment.optimizer.hyperparameters()))
 
 
-def run_group(jobs: Sequence[Job], group: int) -> list[Any]:
-    """Train the jobs of one batch, named `group` (its first job's number); return one result per job, in order:
-    the job's return value (a float, the final loss; inf if diverged) or the BaseException it failed with.
+def run_group(jobs: Sequence[Job]) -> list[Any]:
+    """Train the jobs of one batch; return one result per job, in order: the job's return value (a float, the
+    final loss; inf if diverged) or the BaseException it failed with.
 
-    The new runs train as one batch. Any other job (one that an earlier launch finished or left to continue,
-    or whose directory holds another job) runs as Hydra's `run_job` runs it, with HydraConfig holding its
-    config and its log records going to its own log file. `Interrupted` propagates, with HydraConfig holding
-    an interrupted job's config (the message that names its directory reads it there).
+    The new runs train as one batch, named after the first one's job number, while HydraConfig holds that job
+    and its log file takes the batch's log records. Any other job (one that an earlier launch finished or left
+    to continue, or whose directory holds another job's files) runs as Hydra's `run_job` runs it, with
+    HydraConfig holding its config and its log records going to its own log file; so do the new runs if XLA
+    can't compile their loop. `Interrupted` propagates, with HydraConfig holding an interrupted job's config
+    (the message that names its directory reads it there).
     """
     from hydra.core.hydra_config import HydraConfig
-    from hydra.core.utils import configure_log
 
-    from tapelab.interrupts import Interrupted
-    from tapelab.job import new_sweep_run, run_job, task_overrides
+    from tapelab.batch_run import CannotCompile
+    from tapelab.job import new_sweep_run, task_overrides
+    from tapelab.rundir import check_unused
 
     hydra_config = HydraConfig.instance()
     before = hydra_config.cfg
@@ -85,43 +87,83 @@ def run_group(jobs: Sequence[Job], group: int) -> list[Any]:
         hydra_config.cfg = job.hydra_cfg
         run_dir = Path(job.hydra_cfg.hydra.runtime.output_dir)
         if new_sweep_run(run_dir, task_overrides()):
-            new.append((index, run_dir))
-            continue
-        configure_log(job.hydra_cfg.hydra.job_logging, job.hydra_cfg.hydra.verbose)
-        try:
-            results[index] = run_job(job.task_cfg)
-        except Interrupted:
-            raise
-        except Exception as error:
-            results[index] = error
+            try:
+                check_unused(run_dir)
+                new.append((index, run_dir))
+                continue
+            except ConfigError:  # left with files but no checkpoint: it fails alone, as under any launcher
+                pass
+        results[index] = run_alone(job)
     if new:
-        hydra_config.cfg = jobs[new[0][0]].hydra_cfg
-        for index, loss in zip([index for index, _ in new], train_new_runs(jobs, new, group), strict=True):
-            results[index] = loss
+        try:
+            for index, loss in zip([index for index, _ in new], train_new_runs(jobs, new), strict=True):
+                results[index] = loss
+        except CannotCompile as reason:
+            log.info("jobs %s run alone: XLA can't compile their loop (%s)", job_numbers(jobs, new), reason)
+            for index, _ in new:
+                results[index] = run_alone(jobs[index])
     hydra_config.cfg = before
     return results
 
 
-def train_new_runs(jobs: Sequence[Job], new: list[tuple[int, Path]], group: int) -> list[float]:
-    """Train the jobs at these indices, new runs in these directories, as one batch; a batch that fails
-    (not by a signal) records each of them as failed, as `tapelab.job.run_job` records a job."""
-    from tapelab.batch_run import train_batch
+def job_numbers(jobs: Sequence[Job], new: list[tuple[int, Path]]) -> str:
+    """The numbers of these jobs, as the job lines count them (from 1)."""
+    return ", ".join(str(jobs[index].hydra_cfg.hydra.job.num + 1) for index, _ in new)
+
+
+def run_alone(job: Job) -> Any:
+    """Run a job as Hydra's `run_job` runs it, with HydraConfig holding it and logging to its own file; return
+    its result or the exception it failed with (`Interrupted` propagates)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.utils import configure_log
+
+    from tapelab.interrupts import Interrupted
+    from tapelab.job import run_job
+
+    HydraConfig.instance().cfg = job.hydra_cfg
+    configure_log(job.hydra_cfg.hydra.job_logging, job.hydra_cfg.hydra.verbose)
+    try:
+        return run_job(job.task_cfg)
+    except Interrupted:
+        raise
+    except Exception as error:
+        return error
+
+
+def train_new_runs(jobs: Sequence[Job], new: list[tuple[int, Path]]) -> list[float]:
+    """Train the jobs at these indices, new runs in these directories, as one batch, logging into the first
+    one's log file. If the batch fails (not by a signal, and not because XLA can't compile it: CannotCompile
+    propagates), a job that had ended keeps its result and each other one is recorded as failed, as
+    `tapelab.job.run_job` records a job."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.utils import configure_log
+
+    from tapelab.batch_run import CannotCompile, train_batch
     from tapelab.config import to_experiment
     from tapelab.interrupts import Interrupted
-    from tapelab.runner import record_failure
+    from tapelab.resume import is_finished
+    from tapelab.runner import record_failure, stored_result
     from tapelab.sinks.hparams import trial_id
 
+    first = jobs[new[0][0]].hydra_cfg
+    HydraConfig.instance().cfg = first
+    configure_log(first.hydra.job_logging, first.hydra.verbose)
     experiments = [to_experiment(jobs[index].task_cfg) for index, _ in new]
     run_dirs = [run_dir for _, run_dir in new]
     trials = [trial_id(run_dir, in_sweep=True) for run_dir in run_dirs]
     try:
-        return train_batch(experiments, run_dirs, trials, group)
-    except Interrupted:
+        return train_batch(experiments, run_dirs, trials, group=first.hydra.job.num)
+    except (Interrupted, CannotCompile):
         raise
     except Exception as error:
         log.exception("the batch failed")
+        results = []
         for (index, run_dir), trial in zip(new, trials, strict=True):
+            if is_finished(run_dir):
+                results.append(stored_result(run_dir))
+                continue
             overrides = list(OmegaConf.to_container(jobs[index].hydra_cfg.hydra.overrides.task, resolve=False))
             tensorboard = experiments[0].log.tensorboard
             record_failure(run_dir, error, trial, overrides if tensorboard else None)
-        return [math.inf] * len(new)
+            results.append(math.inf)
+        return results

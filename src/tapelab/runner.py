@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig
@@ -28,9 +28,6 @@ from tapelab.sinks.summary import given_hparams, write_json_atomically
 from tapelab.stopwatch import Stopwatch
 from tapelab.sweep import parse_overrides
 from tapelab.tensorflow_start import import_tensorflow
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 
@@ -114,10 +111,10 @@ def restore(checkpoints: Any, trainer: Any, run_dir: Path) -> None:
 
     if checkpoints.latest_checkpoint is None:
         try:
-            member_of = restore_member(trainer.state_variables(), run_dir)
+            restored = restore_member(trainer.state_variables(), run_dir)
         except (AssertionError, ValueError) as error:
             raise unfit_checkpoint(run_dir, error) from None
-        if member_of is None:
+        if not restored:
             log.info("%s holds no complete checkpoint: continuing from the first step", run_dir)
         return
     status = checkpoints.checkpoint.restore(checkpoints.latest_checkpoint)

@@ -109,8 +109,7 @@ class BatchedLauncher(BasicLauncher):
                 numbers = ", ".join(str(configs[index].hydra.job.num + 1) for index in batch)
                 log.debug("batch of %d: jobs %s", len(batch), numbers)
                 batch_jobs = [jobs[i] for i in batch]
-                group = configs[batch[0]].hydra.job.num  # the batch's name: its first job's number
-                batch_returns = self.run_batch(protocol, [configs[i] for i in batch], batch_jobs, group)
+                batch_returns = self.run_batch(protocol, [configs[i] for i in batch], batch_jobs)
                 for index, job_return in zip(batch, batch_returns, strict=True):
                     returns[index] = job_return
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
@@ -121,9 +120,8 @@ class BatchedLauncher(BasicLauncher):
         name = config.hydra.job.override_dirname
         log.info("job %d%s runs alone: %s", config.hydra.job.num + 1, f" ({name})" if name else "", reason)
 
-    def run_batch(self, protocol: Any, configs: list[DictConfig], jobs: list[Job], group: int) -> list[JobReturn]:
-        """Start every job of the batch `group` (its first job's number) as Hydra's `run_job` starts a job, train
-        them, and end each job."""
+    def run_batch(self, protocol: Any, configs: list[DictConfig], jobs: list[Job]) -> list[JobReturn]:
+        """Start every job of a batch as Hydra's `run_job` starts a job, train them, and end each job."""
         assert self.hydra_context is not None
         callbacks = self.hydra_context.callbacks
         hydra_config = HydraConfig.instance()
@@ -134,7 +132,7 @@ class BatchedLauncher(BasicLauncher):
                     hydra_config.cfg = job.hydra_cfg
                     start(config, job)
                     callbacks.on_job_start(config=config, task_function=self.task_function)
-                results = protocol.run_group(jobs, group)
+                results = protocol.run_group(jobs)
             returns = []
             for config, job, result in zip(configs, jobs, results, strict=True):
                 hydra_config.cfg = job.hydra_cfg
