@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from conftest import compose_config
+from conftest import ROOT, compose_config
 from tapelab import training
 from tapelab.batch_run import train_batch
 from tapelab.config import to_experiment
@@ -114,3 +114,26 @@ def test_a_member_with_parameters_of_two_shapes_resumes_alone_as_its_run_alone_d
         resumed, straight = (pd.read_csv(path / "metrics.csv") for path in (run_dir, tmp_path / "straight" / lr))
         assert resumed["step"].tolist() == list(range(61))
         pd.testing.assert_frame_equal(resumed, straight, rtol=1e-6)
+
+
+BUILT_IN = sorted(path.stem for path in (ROOT / "conf" / "objective").glob("*.yaml"))
+BUILT_IN = [name for name in BUILT_IN if name not in ("expression", "python")]  # those are yours
+
+
+def test_a_member_equals_its_run_alone_on_every_built_in_objective(tmp_path):
+    assert len(BUILT_IN) == 20
+    lrs = ["0.001", "0.01", "0.1"]
+    for objective in BUILT_IN:
+        overrides = [f"objective={objective}", "optimizer=adam", "epochs=30", "jit_compile=true", "log.plots=false"]
+        overrides.append("log.tensorboard=false")  # the histories are the point here
+        experiments = [to_experiment(compose_config(*overrides, f"lr={lr}")) for lr in lrs]
+        batch = [tmp_path / objective / "batch" / lr for lr in lrs]
+        train_batch(experiments, batch, lrs, group=0)
+        for experiment, run_dir, lr in zip(experiments, batch, lrs, strict=True):
+            train(experiment, tmp_path / objective / "alone" / lr, trial=lr)
+            pd.testing.assert_frame_equal(
+                pd.read_csv(run_dir / "metrics.csv"),
+                pd.read_csv(tmp_path / objective / "alone" / lr / "metrics.csv"),
+                check_exact=True,
+                obj=f"{objective}, lr={lr}",
+            )

@@ -77,7 +77,7 @@ def run_group(jobs: Sequence[Job]) -> list[Any]:
 
     from tapelab.batch_run import CannotCompile
     from tapelab.job import new_sweep_run, task_overrides
-    from tapelab.rundir import check_unused
+    from tapelab.rundir import results_in
 
     hydra_config = HydraConfig.instance()
     before = hydra_config.cfg
@@ -86,14 +86,10 @@ def run_group(jobs: Sequence[Job]) -> list[Any]:
     for index, job in enumerate(jobs):
         hydra_config.cfg = job.hydra_cfg
         run_dir = Path(job.hydra_cfg.hydra.runtime.output_dir)
-        if new_sweep_run(run_dir, task_overrides()):
-            try:
-                check_unused(run_dir)
-                new.append((index, run_dir))
-                continue
-            except ConfigError:  # left with files but no checkpoint: it fails alone, as under any launcher
-                pass
-        results[index] = run_alone(job)
+        if new_sweep_run(run_dir, task_overrides()) and not results_in(run_dir):
+            new.append((index, run_dir))
+        else:  # also a directory left with results but no checkpoint: it fails alone, as under any launcher
+            results[index] = run_alone(job)
     if new:
         try:
             for index, loss in zip([index for index, _ in new], train_new_runs(jobs, new), strict=True):

@@ -11,9 +11,14 @@ METRICS = "metrics.csv"
 SUMMARY = "summary.json"
 
 
+def results_in(run_dir: Path) -> list[str]:
+    """The names of the run results `run_dir` holds (metrics.csv, summary.json)."""
+    return [name for name in (METRICS, SUMMARY) if (run_dir / name).exists()]
+
+
 def check_unused(run_dir: Path) -> None:
     """Raise `ConfigError` if `run_dir` already holds a run's results."""
-    existing = [name for name in (METRICS, SUMMARY) if (run_dir / name).exists()]
+    existing = results_in(run_dir)
     if existing:
         raise ConfigError(
             "hydra.run.dir", f"{run_dir} already holds a run ({', '.join(existing)}); choose a new directory"
