@@ -108,9 +108,9 @@ def test_a_member_with_parameters_of_two_shapes_resumes_alone_as_its_run_alone_d
         longer = to_experiment(compose_config(*python, f"lr={lr}", "epochs=60"))
         train(longer, run_dir, resume=True, trial=lr)
         train(longer, tmp_path / "straight" / lr, trial=lr)
-        # A loss with a reduction (Σ vᵢ²) is mapped over the members' rows, where XLA may round its sum unlike a
-        # run alone's in the last bit: to float32 rounding, and Adam's moments restored into the right slots
-        # (a wrong one would not even fit: a is a scalar, v a vector).
+        # This loss, mapped over the members, rounds unlike its run alone in the last bit now and then (README):
+        # to float32 rounding, and Adam's moments restored into the right slots (a wrong one would not even
+        # fit: a is a scalar, v a vector).
         resumed, straight = (pd.read_csv(path / "metrics.csv") for path in (run_dir, tmp_path / "straight" / lr))
         assert resumed["step"].tolist() == list(range(61))
         pd.testing.assert_frame_equal(resumed, straight, rtol=1e-6)
