@@ -35,9 +35,9 @@ from tapelab.training import (
     ROW_BUFFER_FLOATS,
     RUNNING,
     Chunk,
+    LoopGraphs,
     as_traced,
     element_columns,
-    gradients_in_their_scope,
     next_chunk_steps,
     xla_without_fma,
 )
@@ -45,7 +45,7 @@ from tapelab.training import (
 STATUS_NAMES = {RUNNING: None, DIVERGED: "diverged", CONVERGED: "converged"}
 
 
-class BatchTrainer:
+class BatchTrainer(LoopGraphs):
     """The variables and the compiled chunk loop of a batch of `members` runs of one structure.
 
     `load` readies them for a batch: one problem, learning rate and stop config per member.
@@ -361,25 +361,6 @@ class BatchTrainer:
                     members.append([chunk])
             yield members
 
-    def graph_def(self) -> bytes:
-        """The serialized graph of the compiled chunk loop, for TensorBoard."""
-        import tensorflow as tf
-
-        if self._graph_def is None:
-            graph = self._chunk.get_concrete_function(tf.TensorSpec([], tf.int64)).graph
-            self._graph_def = graph.as_graph_def().SerializeToString()
-        return self._graph_def
-
-    def step_graph_def(self) -> bytes:
-        """The serialized graph of one training step of the batch, in the scopes of `Trainer.step_graph_def`."""
-        import tensorflow as tf
-
-        if self._step_graph_def is None:
-            step = tf.function(lambda: self._apply(self._evaluate()[1]), autograph=False)
-            graph_def = step.get_concrete_function().graph.as_graph_def()
-            self._step_graph_def = gradients_in_their_scope(graph_def).SerializeToString()
-        return self._step_graph_def
-
     def member_states(self) -> dict[str, Any]:
         """Every member's state, stacked on a first axis of members, in a run alone's layout
         (`Trainer.state_variables`): the parameters in their shapes, the steps, best losses and plateau
@@ -407,8 +388,3 @@ class BatchTrainer:
         prefixes = {name: param.name.replace(":", "_") + "_" for name, param in self.variables.items()}
         names = [name for name, prefix in prefixes.items() if variable.name.startswith(prefix)]
         return max(names, key=lambda name: len(prefixes[name]), default=None)
-
-    def _frame(self, steps: np.ndarray, rows: np.ndarray) -> pd.DataFrame:
-        frame = pd.DataFrame(rows, columns=self.columns[1:])
-        frame.insert(0, "step", steps.astype(np.int64))
-        return frame

@@ -156,7 +156,42 @@ class Chunk:
     last_finite: pd.DataFrame | None  # the chunk's last finite row, logged or not; None if it had none
 
 
-class Trainer:
+class LoopGraphs:
+    """What `Trainer` and `BatchTrainer` share beyond their loops: TensorBoard's graphs of the loop and of one
+    step, each traced once and kept, and history frames. Reads `_chunk`, `_evaluate`, `_apply` and `columns`;
+    keeps `_graph_def` and `_step_graph_def` (None until first asked for)."""
+
+    _graph_def: bytes | None
+    _step_graph_def: bytes | None
+    columns: list[str]
+
+    def graph_def(self) -> bytes:
+        """The serialized graph of the compiled chunk loop, for TensorBoard (from the loop's own trace)."""
+        import tensorflow as tf
+
+        if self._graph_def is None:
+            graph = self._chunk.get_concrete_function(tf.TensorSpec([], tf.int64)).graph
+            self._graph_def = graph.as_graph_def().SerializeToString()
+        return self._graph_def
+
+    def step_graph_def(self) -> bytes:
+        """The serialized graph of one training step, in the name scopes `loss`, `gradients`, `row` and `update`,
+        for TensorBoard: the loop's body without its bookkeeping, traced once per structure and never run."""
+        import tensorflow as tf
+
+        if self._step_graph_def is None:
+            step = tf.function(lambda: self._apply(self._evaluate()[1]), autograph=False)
+            graph_def = step.get_concrete_function().graph.as_graph_def()
+            self._step_graph_def = gradients_in_their_scope(graph_def).SerializeToString()
+        return self._step_graph_def
+
+    def _frame(self, steps: np.ndarray, rows: np.ndarray) -> pd.DataFrame:
+        frame = pd.DataFrame(rows, columns=self.columns[1:])
+        frame.insert(0, "step", steps.astype(np.int64))
+        return frame
+
+
+class Trainer(LoopGraphs):
     """The variables and the compiled chunk loop of one loop structure; `load` readies them for a run.
 
     TensorFlow is imported here, not at module import, so that config errors and `--help` stay fast.
@@ -441,26 +476,6 @@ class Trainer:
         self._best.assign(min(self.best_loss, float(row["loss"].iat[0])))
         return Chunk(row, 0, status, row)
 
-    def graph_def(self) -> bytes:
-        """The serialized graph of the compiled chunk loop, for TensorBoard (from the loop's own trace)."""
-        import tensorflow as tf
-
-        if self._graph_def is None:
-            graph = self._chunk.get_concrete_function(tf.TensorSpec([], tf.int64)).graph
-            self._graph_def = graph.as_graph_def().SerializeToString()
-        return self._graph_def
-
-    def step_graph_def(self) -> bytes:
-        """The serialized graph of one training step, in the name scopes `loss`, `gradients`, `row` and `update`,
-        for TensorBoard: the loop's body without its bookkeeping, traced once per structure and never run."""
-        import tensorflow as tf
-
-        if self._step_graph_def is None:
-            step = tf.function(lambda: self._apply(self._evaluate()[1]), autograph=False)
-            graph_def = step.get_concrete_function().graph.as_graph_def()
-            self._step_graph_def = gradients_in_their_scope(graph_def).SerializeToString()
-        return self._step_graph_def
-
     def start_values(self) -> np.ndarray:
         """For a batch of starts: each start's current flat parameters, one row per start."""
         flat = [np.reshape(variable.numpy(), (self.starts, -1)) for variable in self.variables.values()]
@@ -485,11 +500,6 @@ class Trainer:
                 status = "converged"
                 break
         yield self.final_chunk(status)
-
-    def _frame(self, steps: np.ndarray, rows: np.ndarray) -> pd.DataFrame:
-        frame = pd.DataFrame(rows, columns=self.columns[1:])
-        frame.insert(0, "step", steps.astype(np.int64))
-        return frame
 
 
 TAPE_OPS = re.compile(r"^(\^?)((?:gradient_tape/)+)(update/)?")  # a tape's op name, as an input (^: control)
