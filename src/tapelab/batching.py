@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from tapelab.errors import ConfigError, one_line
@@ -86,7 +86,7 @@ def run_group(jobs: Sequence[Job]) -> list[Any]:
     for index, job in enumerate(jobs):
         hydra_config.cfg = job.hydra_cfg
         run_dir = Path(job.hydra_cfg.hydra.runtime.output_dir)
-        if new_sweep_run(run_dir, task_overrides()) and not results_in(run_dir):
+        if new_sweep_run(run_dir, task_overrides(job.hydra_cfg.hydra)) and not results_in(run_dir):
             new.append((index, run_dir))
         else:  # also a directory left with results but no checkpoint: it fails alone, as under any launcher
             results[index] = run_alone(job)
@@ -137,6 +137,7 @@ def train_new_runs(jobs: Sequence[Job], new: list[tuple[int, Path]]) -> list[flo
     from tapelab.batch_run import CannotCompile, train_batch
     from tapelab.config import to_experiment
     from tapelab.interrupts import Interrupted
+    from tapelab.job import task_overrides
     from tapelab.resume import is_finished
     from tapelab.runner import record_failure, stored_result
     from tapelab.sinks.hparams import trial_id
@@ -158,8 +159,7 @@ def train_new_runs(jobs: Sequence[Job], new: list[tuple[int, Path]]) -> list[flo
             if is_finished(run_dir):
                 results.append(stored_result(run_dir))
                 continue
-            overrides = list(OmegaConf.to_container(jobs[index].hydra_cfg.hydra.overrides.task, resolve=False))
-            tensorboard = experiments[0].log.tensorboard
-            record_failure(run_dir, error, trial, overrides if tensorboard else None)
+            overrides = task_overrides(jobs[index].hydra_cfg.hydra) if experiments[0].log.tensorboard else None
+            record_failure(run_dir, error, trial, overrides)
             results.append(math.inf)
         return results

@@ -16,9 +16,9 @@ from tapelab.errors import ConfigError, one_line
 log = logging.getLogger("tapelab")
 
 
-def task_overrides() -> list[str]:
-    """The job's overrides as typed, from the HydraConfig that holds it."""
-    return list(OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False))
+def task_overrides(hydra_node: DictConfig) -> list[str]:
+    """A job's overrides as typed, from its `hydra` node (HydraConfig's, or a JobReturn's `hydra_cfg.hydra`)."""
+    return list(OmegaConf.to_container(hydra_node.overrides.task, resolve=False))
 
 
 def new_sweep_run(run_dir: Path, overrides: list[str]) -> bool:
@@ -58,7 +58,7 @@ def run_job(cfg: DictConfig) -> float:
     hydra_config = HydraConfig.get()
     run_dir = Path(hydra_config.runtime.output_dir)
     multirun = hydra_config.mode == RunMode.MULTIRUN
-    overrides = task_overrides()
+    overrides = task_overrides(hydra_config)
     trial = trial_id(run_dir, multirun)
     try:
         if multirun:
