@@ -12,8 +12,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
 from tapelab.config import Experiment
 from tapelab.interrupts import Interrupted, StopRequests
 from tapelab.record import RunRecord
@@ -25,40 +23,10 @@ from tapelab.stopwatch import Stopwatch
 from tapelab.tensorflow_start import import_tensorflow
 
 if TYPE_CHECKING:
-    from tapelab.batch_training import BatchTrainer
+    from tapelab.training import Trainer
 
 BATCH_CHECKPOINTS = "batch"  # in the first member's checkpoint directory
 MEMBER_FILE = "member.json"  # in each member's: where its batch's checkpoint is, and which member it is
-
-
-class Member:
-    """One member of a batch, seen as the run it stands for (what a `RunRecord` reads)."""
-
-    def __init__(self, trainer: BatchTrainer, index: int) -> None:
-        self.trainer, self.index = trainer, index
-        self.columns, self.param_columns = trainer.columns, trainer.param_columns
-        self.jit_compile = trainer.jit_compile
-
-    @property
-    def step_seconds(self) -> float:
-        return self.trainer.step_seconds / self.trainer.members  # its share of the batch's compiled calls
-
-    @property
-    def step(self) -> int:
-        return int(self.trainer.steps[self.index])
-
-    @property
-    def best_loss(self) -> float:
-        return float(self.trainer.best_losses[self.index])
-
-    def current_row(self) -> pd.DataFrame | None:
-        return self.trainer.current_row(self.index)
-
-    def step_graph_def(self) -> bytes:
-        return self.trainer.step_graph_def()
-
-    def graph_def(self) -> bytes:
-        return self.trainer.graph_def()
 
 
 class BatchCheckpoint:
@@ -66,7 +34,7 @@ class BatchCheckpoint:
     `checkpoint/batch/`, and in each member's `checkpoint/` a `member.json` that points there, so that any
     launcher resumes each job alone (`restore_member`)."""
 
-    def __init__(self, trainer: BatchTrainer, run_dirs: Sequence[Path]) -> None:
+    def __init__(self, trainer: Trainer, run_dirs: Sequence[Path]) -> None:
         import tensorflow as tf
 
         self.trainer, self.run_dirs = trainer, run_dirs
@@ -121,12 +89,12 @@ class CannotCompile(Exception):
     """XLA can't compile a batch's loop (an objective with an op XLA lacks); str(error) is XLA's reason."""
 
 
-def compile_before_writing(trainer: BatchTrainer) -> None:
+def compile_before_writing(trainer: Trainer) -> None:
     """Compile the batch's loop before its members write anything, or raise CannotCompile."""
     import tensorflow as tf
 
     try:
-        trainer.compile()
+        trainer.compile(fallback=False)
     except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as error:
         raise CannotCompile(str(error).strip().splitlines()[0][:300]) from None
 
@@ -148,25 +116,21 @@ def train_batch(
     log_every = first.log_every()
     batch = {"group": group, "size": len(experiments)}
     import_tensorflow()
-    from tapelab.batch_training import BatchTrainer
-    from tapelab.training import borrowed, loop_key, quiet_tensorflow_logs
+    from tapelab.training import quiet_tensorflow_logs, trainer_for
 
     size = len(experiments)
-    key = f"{loop_key(problems[0], first.optimizer, first.stop, jit_compile=True)} batch of {size}"
-    make = lambda: BatchTrainer(problems[0], size, first.optimizer, first.stop, jit_compile=True)  # noqa: E731
+    lrs, stops = [experiment.lr for experiment in experiments], [experiment.stop for experiment in experiments]
     started = time.perf_counter(), time.time()
-    with StopRequests() as stop_requests, quiet_tensorflow_logs(), borrowed(key, make) as trainer:
-        lrs, stops = [experiment.lr for experiment in experiments], [experiment.stop for experiment in experiments]
-        trainer.load(problems, first.optimizer, lrs, log_every, stops)
+    loop = trainer_for(problems, first.optimizer, lrs, log_every, stops, jit_compile=True)
+    with StopRequests() as stop_requests, quiet_tensorflow_logs(), loop as trainer:
         compile_before_writing(trainer)
         for run_dir in run_dirs:
             run_dir.mkdir(parents=True, exist_ok=True)
         checkpoint = BatchCheckpoint(trainer, run_dirs)
+        runs = zip(experiments, problems, trainer.runs(), run_dirs, strict=True)
         records = [
-            RunRecord(
-                experiment, problem, Member(trainer, index), run_dir, None, log_every, Stopwatch(), None, started, batch
-            )  # fmt: skip
-            for index, (experiment, problem, run_dir) in enumerate(zip(experiments, problems, run_dirs, strict=True))
+            RunRecord(experiment, problem, trained, run_dir, None, log_every, Stopwatch(), None, started, batch)
+            for experiment, problem, trained, run_dir in runs
         ]
         for members in trainer.chunks(first.epochs):
             for record, chunks in zip(records, members, strict=True):

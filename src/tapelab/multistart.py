@@ -1,8 +1,8 @@
-"""objective.starts=N: N start points drawn from the search box, optimised as one batch in one graph.
+"""objective.starts=N: N start points drawn from the search box, trained as one pooled batch of N members.
 
-Each parameter gains a leading axis of N starts, and the loss is the per-start loss mapped over that axis
-(`tf.vectorized_map`). The trainer minimises their sum, whose gradient for one start is that start's own
-gradient, so an elementwise optimizer makes the batch exactly N independent runs.
+Each start is a member with its own status and stop rules (`tapelab.training.Trainer`); the members share
+one report: the batch's best, mean and worst loss per step, and starts.csv and starts.png at the end. An
+elementwise optimizer makes the batch exactly N independent runs.
 """
 
 from __future__ import annotations
@@ -51,26 +51,26 @@ def draw_starts(box: np.ndarray, starts: int, seed: int) -> np.ndarray:
     return rng.uniform(box[:, 0], box[:, 1], size=(starts, len(box))).astype(np.float32)
 
 
-def batched(problem: Problem, flat_starts: np.ndarray) -> Problem:
-    """`problem` as one batch over the rows of `flat_starts`: its loss gives one value per start."""
-    columns = [problem.split(row) for row in flat_starts]
-    start = {name: np.stack([values[name] for values in columns]).astype(np.float32) for name in problem.start}
-    loss = problem.loss
-
-    def losses(params, constants):
-        import tensorflow as tf
-
-        return tf.vectorized_map(lambda one: loss(one, constants), dict(params))
-
-    return dataclasses.replace(problem, start=start, loss=losses, starts=len(flat_starts))
+def member_problems(problem: Problem, flat_starts: np.ndarray) -> list[Problem]:
+    """`problem` once from each row of `flat_starts`: the members of a multi-start batch."""
+    return [dataclasses.replace(problem, start=problem.split(row.astype(np.float32))) for row in flat_starts]
 
 
-def starts_table(problem: Problem, flat_starts: np.ndarray, flat_ends: np.ndarray, losses: np.ndarray) -> pd.DataFrame:
-    """starts.csv: per start, its number, `start_<column>` and `end_<column>` for each parameter column, and
-    `final_loss` (the loss at the end)."""
+def starts_table(
+    problem: Problem,
+    flat_starts: np.ndarray,
+    flat_ends: np.ndarray,
+    losses: np.ndarray,
+    steps: np.ndarray,
+    statuses: list[str],
+) -> pd.DataFrame:
+    """starts.csv: per start, its number, `start_<column>` and `end_<column>` for each parameter column,
+    `final_loss` (the loss at the end), and the start's own `status` and `steps`."""
     columns = element_columns(problem.start)
     table = pd.DataFrame(flat_starts, columns=[f"start_{column}" for column in columns])
     table[[f"end_{column}" for column in columns]] = flat_ends
     table["final_loss"] = losses
+    table["status"] = statuses
+    table["steps"] = steps
     table.insert(0, "start", np.arange(len(table)))
     return table

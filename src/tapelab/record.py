@@ -1,9 +1,9 @@
 """One run's outputs, fed by its chunks as they come: the sinks, summary.json and the checkpoint while it
 trains; the final summary, pictures, TensorBoard's last events and the HParams session when it ends.
 
-The rows flow one way: trainer → the run's chunk → its record → its sinks. A run alone (`tapelab.runner`)
-and each member of a batch (`tapelab.batch_run`) have a record of their own; the trainer a record reads is
-anything with the `TrainedRun` attributes, a `Trainer` or a batch member's view of its `BatchTrainer`.
+The rows flow one way: trainer → the run's chunk → its record → its sinks (`tapelab.sinks.Sink`). A run
+alone and a multi-start run (`tapelab.runner`) and each member of a batched sweep (`tapelab.batch_run`) are
+one report of a trainer (`tapelab.training.TrainedRun`), and have a record of their own.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,34 +21,13 @@ from tapelab.multistart import STARTS_CSV, search_box, starts_table
 from tapelab.objectives import Problem
 from tapelab.resume import last_logged_step
 from tapelab.rundir import METRICS, SUMMARY
+from tapelab.sinks import RunEnd, Sink
 from tapelab.sinks.csv_sink import CsvSink
-from tapelab.sinks.hparams import write_session
 from tapelab.sinks.summary import flat_hparams, write_json_atomically
 from tapelab.sinks.tensorboard_sink import TensorBoardSink
 from tapelab.stopwatch import Stopwatch
 from tapelab.sweep import write_table
-from tapelab.training import Chunk
-
-
-class TrainedRun(Protocol):
-    """What a record reads of the run it records."""
-
-    columns: list[str]
-    param_columns: list[str]
-    jit_compile: bool
-    step_seconds: float
-
-    @property
-    def step(self) -> int: ...
-
-    @property
-    def best_loss(self) -> float: ...
-
-    def current_row(self) -> pd.DataFrame | None: ...
-
-    def step_graph_def(self) -> bytes: ...
-
-    def graph_def(self) -> bytes: ...
+from tapelab.training import Chunk, TrainedRun
 
 
 class RunRecord:
@@ -112,20 +91,19 @@ class RunRecord:
         if chunk.status is not None:
             self.status = chunk.status
 
-    def finish(self, trial: str, starts: tuple[np.ndarray, Any] | None = None) -> dict[str, Any]:
-        """Write what a run writes when it ends (or is interrupted), and return its summary.
-
-        `starts` is a batch of starts' flat start values and its trainer, for starts.csv.
-        """
+    def finish(self, trial: str) -> dict[str, Any]:
+        """Write what a run writes when it ends (or is interrupted), and return its summary."""
         trained, status, run_dir = self.trained, self.status, self.run_dir
         if status == "interrupted":
             self.last_finite = trained.current_row()
         self.timings.add("steps", trained.step_seconds)
         wall_time = self.elapsed()
         table = None
-        if starts is not None:
-            flat_starts, trainer = starts
-            table = starts_table(self.problem, flat_starts, trainer.start_values(), trainer.current_losses())
+        if trained.pooled:
+            starts, ends, losses, steps, statuses = trained.member_ends()
+            still = "interrupted" if status == "interrupted" else "completed"  # the members that ran to the end
+            statuses = [member or still for member in statuses]
+            table = starts_table(self.problem, starts, ends, losses, steps, statuses)
             write_table(table, run_dir / STARTS_CSV)
         summary = summarise(self.experiment, self.problem, trained, self.last_finite, table, status, wall_time)
         summary["log_every"] = self.log_every
@@ -135,19 +113,10 @@ class RunRecord:
         if self.experiment.log.plots and self.last_finite is not None and status != "interrupted":
             with self.timings.measure("pictures"):
                 pictures = draw_pictures(self.experiment, self.problem, trained.param_columns, table, run_dir, status)
-        tensorboard = next((sink for sink in self.sinks if isinstance(sink, TensorBoardSink)), None)
-        if tensorboard is not None:
-            with self.timings.measure("tensorboard"):
-                tensorboard.write_images(pictures, step=summary["steps"])
-                if summary["final_loss"] is not None and status != "interrupted":
-                    metrics = {
-                        f"summary/{key}": summary[key]
-                        for key in ("final_loss", "best_loss", "steps")
-                        if summary[key] is not None
-                    }
-                    tensorboard.write_metrics(metrics, step=summary["steps"])
-                tensorboard.close()
-                write_session(run_dir, flat_hparams(self.experiment.describe()), trial, status, self.started_at)
+        end = RunEnd(summary, pictures, flat_hparams(self.experiment.describe()), trial, self.started_at)
+        for sink in self.sinks:
+            with self.timings.measure(sink.kind):
+                sink.finish(end)
         summary["timings_s"] = self.timings.seconds
         write_json_atomically(run_dir / SUMMARY, summary)
         return summary
@@ -155,14 +124,14 @@ class RunRecord:
 
 def open_sinks(
     experiment: Experiment, problem: Problem, trained: TrainedRun, run_dir: Path, new: bool, timings: Stopwatch
-) -> list[Any]:
+) -> list[Sink]:
     """metrics.csv and, unless turned off, TensorBoard; a new run also records its graphs."""
-    sinks: list[Any] = [CsvSink(run_dir / METRICS, append=not new)]
+    sinks: list[Sink] = [CsvSink(run_dir / METRICS, append=not new)]
     if experiment.log.tensorboard:
         from tapelab.training import vector_slices
 
         with timings.measure("tensorboard"):
-            vectors = vector_slices(problem.start) if experiment.objective.starts == 1 else {}
+            vectors = {} if trained.pooled else vector_slices(problem.start)
             tensorboard = TensorBoardSink(run_dir, trained.columns, trained.param_columns, vectors)
             if new and experiment.log.graph:
                 tensorboard.write_graphs(trained.step_graph_def(), trained.graph_def())
@@ -211,7 +180,8 @@ def summarise(
         flat = row[trainer.param_columns].to_numpy(np.float32)
     summary: dict[str, Any] = {"status": status, "steps": steps, "final_loss": final_loss, "best_loss": best}
     if starts is not None:  # a batch: the best start that ended finite, at the step the batch stopped
-        finite = starts[np.isfinite(starts.drop(columns="start").to_numpy()).all(axis=1)]
+        finite = starts[np.isfinite(starts.filter(regex="^(start_|end_|final_loss)").to_numpy()).all(axis=1)]
+        summary["starts"] = {key: int(count) for key, count in starts["status"].value_counts().sort_index().items()}
         summary["best_start"] = None if finite.empty else int(finite["final_loss"].idxmin())
         summary["steps"] = trainer.step
         if finite.empty:

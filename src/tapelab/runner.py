@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from tapelab.config import Experiment, to_experiment
 from tapelab.errors import ConfigError
 from tapelab.interrupts import Interrupted, StopRequests
-from tapelab.multistart import batched, check_elementwise, draw_starts, search_box
+from tapelab.multistart import check_elementwise, draw_starts, member_problems, search_box
 from tapelab.objectives import Problem
 from tapelab.record import RunRecord
 from tapelab.resume import CHECKPOINTS, FINISHED, read_summary
@@ -49,7 +49,7 @@ def train(
     if previous is None:
         check_unused(run_dir)
     problem, flat_starts = checked_problem(experiment)
-    trained = problem if flat_starts is None else batched(problem, flat_starts)
+    members = [problem] if flat_starts is None else member_problems(problem, flat_starts)
     log_every = (previous or {}).get("log_every", experiment.log_every())  # a resumed run keeps its grid
     if log_every != experiment.log.every and previous is None:
         log.info("log.every raised to %d so that at most log.max_rows=%d rows are written", log_every,
@@ -57,15 +57,18 @@ def train(
     import_tensorflow()
     from tapelab.training import quiet_tensorflow_logs, trainer_for, wants_xla
 
-    xla = (previous or {}).get("xla", wants_xla(experiment.jit_compile, experiment.epochs, trained))  # kept, too
+    auto_xla = wants_xla(experiment.jit_compile, experiment.epochs, problem, len(members))
+    xla = (previous or {}).get("xla", auto_xla)  # kept, too
     timings = Stopwatch((previous or {}).get("timings_s"))
 
     with StopRequests() as stop_requests, quiet_tensorflow_logs():
         import tensorflow as tf
 
         started = time.perf_counter(), time.time()
-        loop = trainer_for(trained, experiment.optimizer, experiment.lr, log_every, experiment.stop, xla)
+        lrs, stops = [experiment.lr] * len(members), [experiment.stop] * len(members)
+        loop = trainer_for(members, experiment.optimizer, lrs, log_every, stops, xla, pooled=flat_starts is not None)
         with loop as trainer:
+            (trained,) = trainer.runs()
             run_dir.mkdir(parents=True, exist_ok=True)
             checkpoints = tf.train.CheckpointManager(trainer.checkpoint(), run_dir / CHECKPOINTS, max_to_keep=1)
             if previous is not None:
@@ -74,15 +77,15 @@ def train(
             timings.add("trace", trainer.trace())
             timings.add("compile", trainer.compile())
             save = lambda step: checkpoints.save(checkpoint_number=step)  # noqa: E731
-            record = RunRecord(experiment, problem, trainer, run_dir, previous, log_every, timings, save, started)
+            record = RunRecord(experiment, problem, trained, run_dir, previous, log_every, timings, save, started)
             with progress_bar(experiment.epochs, trainer.step, progress) as bar:
-                for chunk in trainer.chunks(experiment.epochs):
-                    record.take(chunk)
-                    bar.update(chunk.updates)
+                for (chunks,) in trainer.chunks(experiment.epochs):
+                    for chunk in chunks:
+                        record.take(chunk)
+                        bar.update(chunk.updates)
                     if not record.ended and stop_requests.received is not None:
                         break
-            starts = None if flat_starts is None else (flat_starts, trainer)
-            summary = record.finish(trial or trial_id(run_dir, in_sweep=False), starts)
+            summary = record.finish(trial or trial_id(run_dir, in_sweep=False))
         status = record.status
     if status == "interrupted":
         raise Interrupted(stop_requests.received or signal.SIGINT, summary["steps"])
@@ -116,6 +119,7 @@ def restore(checkpoints: Any, trainer: Any, run_dir: Path) -> None:
             raise unfit_checkpoint(run_dir, error) from None
         if not restored:
             log.info("%s holds no complete checkpoint: continuing from the first step", run_dir)
+        trainer.restored()
         return
     status = checkpoints.checkpoint.restore(checkpoints.latest_checkpoint)
     try:
@@ -123,6 +127,7 @@ def restore(checkpoints: Any, trainer: Any, run_dir: Path) -> None:
     except (AssertionError, ValueError) as error:  # another structure, or an older tapelab's layout
         status.expect_partial()  # TensorFlow would log each unmatched value again; the error names them
         raise unfit_checkpoint(run_dir, error) from None
+    trainer.restored()
 
 
 def unfit_checkpoint(run_dir: Path, error: Exception) -> ConfigError:

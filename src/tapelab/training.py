@@ -1,19 +1,32 @@
-"""The compiled training loop: chunks of update steps, each one `tf.function` call.
+"""The compiled training loop: a batch of independent members, trained in chunks of update steps, each one
+`tf.function` call. A run alone is a batch of one member; a multi-start run and a batched sweep's group are
+batches of many.
 
-Row t of the history is the state after t updates: the loss, the gradient's global norm, the learning
+Row t of a member's history is its state after t updates: the loss, the gradient's global norm, the learning
 rate, every parameter element and every gradient element, all evaluated at that state.
 
-Inside a chunk every step writes its row into a fixed-size buffer, at the slot after the rows kept so far,
-and a row on the `log.every` grid is kept; so the loop compiles with XLA (no conditional write) and the
-history is written after the call. The loop is an explicit `tf.while_loop`, traced without AutoGraph, and
-the plain graph runs as traced (`as_traced`).
+A batch of several keeps each parameter as one [members, elements] variable; its loss is the objective's
+loss mapped over the members (`tf.vectorized_map`), and the trainer minimises the sum of the members' losses,
+whose gradient for one member is that member's own. So with an elementwise optimizer the batch is exactly its
+members' runs side by side: under XLA each member's history is bit for bit the one it has alone.
 
-A trainer holds the loop of one structure: the objective's structure and shapes, the optimizer's structure,
-which stop rules are on, and XLA or not. Everything else is a variable that the loop reads: the start
-values, the objective's constants and data, the learning rate and the optimizer's inputs, `log.every` and
-the stop rules' thresholds. So the runs of one process borrow the trainer of their structure
-(`trainer_for`), load their values, reset the state (parameters, optimizer slots, step, best loss, plateau
-counter) and reuse the traced and compiled loop.
+Every member has its own status, best loss, plateau counter and stop rules. A member that diverges or
+converges stops at its own step: from then on its update is undone at every step (`tf.where` on the
+parameters, not a conditional update, which is slow under XLA), its rows end, and the others go on. The loop
+ends when every member has stopped or the chunk's steps are done. The rows go to one report per member, or
+(pooled: a multi-start run) to one report of the batch's best, mean and worst loss.
+
+Inside a chunk every step writes its reports' rows into a fixed-size buffer, at the slot after the rows
+kept so far, and a row on the `log.every` grid is kept; so the loop compiles with XLA (no conditional
+write) and the history is written after the call. The loop is an explicit `tf.while_loop`, traced without
+AutoGraph, and the plain graph runs as traced (`as_traced`).
+
+A trainer holds the loop of one structure and size: the objective's structure and shapes, the optimizer's
+structure, which stop rules are on, XLA or not, and the members and reports. Everything else is a variable
+that the loop reads: the start values, the objective's constants and data, the learning rates and the
+optimizer's inputs, `log.every` and the stop rules' thresholds. So the batches of one process borrow the
+trainer of their structure (`trainer_for`), load their values, reset the state (parameters, optimizer slots,
+steps, best losses, plateau counters) and reuse the traced and compiled loop.
 """
 
 from __future__ import annotations
@@ -25,7 +38,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -57,6 +70,7 @@ XLA_MIN_WORK = 3000
 XLA_ELEMENTS_PER_STEP = 5000
 
 RUNNING, DIVERGED, CONVERGED = 0, 1, 2
+STATUS_NAMES = {RUNNING: None, DIVERGED: "diverged", CONVERGED: "converged"}
 
 
 XLA_ISA_CAP = "--xla_cpu_max_isa=AVX"
@@ -104,11 +118,12 @@ def xla_without_fma() -> Iterator[None]:
         yield
 
 
-def wants_xla(setting: bool | None, epochs: int, problem: Problem) -> bool:
-    """`jit_compile`: true or false as set; auto (None) turns XLA on where its compile pays for itself."""
+def wants_xla(setting: bool | None, epochs: int, problem: Problem, members: int = 1) -> bool:
+    """`jit_compile`: true or false as set; auto (None) turns XLA on where its compile pays for itself, for a
+    batch of `members` copies of `problem`."""
     if setting is not None:
         return setting
-    elements = sum(np.size(value) for value in (*problem.start.values(), *problem.constants.values()))
+    elements = members * sum(np.size(value) for value in (*problem.start.values(), *problem.constants.values()))
     return epochs * (1 + elements / XLA_ELEMENTS_PER_STEP) >= XLA_MIN_WORK
 
 
@@ -142,7 +157,7 @@ def loop_key(problem: Problem, optimizer: Optimizer, stop: StopConfig, jit_compi
     def shapes(values: dict[str, np.ndarray]) -> tuple:
         return tuple((name, np.shape(value)) for name, value in values.items())
 
-    parts = (problem.structure, shapes(problem.start), shapes(problem.constants), problem.starts)
+    parts = (problem.structure, shapes(problem.start), shapes(problem.constants))
     return repr((*parts, optimizer.structure(), stop.grad_tol is not None, stop.plateau_active(), jit_compile))
 
 
@@ -156,14 +171,306 @@ class Chunk:
     last_finite: pd.DataFrame | None  # the chunk's last finite row, logged or not; None if it had none
 
 
-class LoopGraphs:
-    """What `Trainer` and `BatchTrainer` share beyond their loops: TensorBoard's graphs of the loop and of one
-    step, each traced once and kept, and history frames. Reads `_chunk`, `_evaluate`, `_apply` and `columns`;
-    keeps `_graph_def` and `_step_graph_def` (None until first asked for)."""
+class Trainer:
+    """The variables and the compiled chunk loop of a batch of `members` runs of one loop structure; `load`
+    readies them for a batch's values. A run alone is a batch of one.
 
-    _graph_def: bytes | None
-    _step_graph_def: bytes | None
-    columns: list[str]
+    A batch of several keeps each parameter as one [members, elements] variable; a run alone keeps its
+    parameters in their own shapes, so that its loop computes exactly what the seeds compute. The rows go to
+    one report per member, or (`pooled`, a multi-start run) to one report of the whole batch.
+
+    TensorFlow is imported here, not at module import, so that config errors and `--help` stay fast.
+    """
+
+    def __init__(
+        self,
+        problem: Problem,
+        optimizer: Optimizer,
+        stop: StopConfig,
+        jit_compile: bool,
+        members: int = 1,
+        pooled: bool = False,
+    ) -> None:
+        import tensorflow as tf
+
+        self.members, self.pooled = members, pooled
+        self._shapes = {name: np.shape(value) for name, value in problem.start.items()}
+        self._sizes = {name: int(np.size(value)) for name, value in problem.start.items()}
+        batched = lambda shape: [members, *shape] if members > 1 else shape  # noqa: E731
+        self.variables = {
+            name: tf.Variable(np.zeros(batched([self._sizes[name]] if members > 1 else self._shapes[name]), np.float32),
+                              name=name)
+            for name in problem.start
+        }  # fmt: skip
+        self.constants = {
+            name: tf.Variable(np.zeros(batched(np.shape(value)), np.float32), trainable=False, name=name)
+            for name, value in problem.constants.items()
+        }
+        self.param_columns = [] if pooled else element_columns(problem.start)
+        if pooled:  # `loss` is the best member's, then the mean and the worst over the members not diverged
+            self.columns = ["step", "loss", "grad_norm", "lr", "loss_mean", "loss_worst"]
+        else:
+            self.columns = ["step", "loss", "grad_norm", "lr", *self.param_columns]
+            self.columns += [f"grad_{column}" for column in self.param_columns]
+        self.reports = 1 if pooled else members
+        self.jit_compile = jit_compile
+        self._loss = problem.loss
+        self._update = optimizer.build()
+        if members > 1:
+            self._update.for_members(members)
+        self._checks_gradient = stop.grad_tol is not None
+        self._checks_plateau = stop.plateau_active()
+        self._capacity = int(np.clip(ROW_BUFFER_FLOATS // (self.reports * len(self.columns)), 2, MAX_ROWS_PER_CHUNK))
+        per_member = lambda value, dtype, name: tf.Variable(  # noqa: E731
+            tf.fill([members], tf.constant(value, dtype)), trainable=False, name=name
+        )
+        self._clock = tf.Variable(0, dtype=tf.int64, trainable=False, name="clock")  # the batch's steps
+        self._steps = per_member(0, tf.int64, "step")  # each member's updates
+        self._status = per_member(RUNNING, tf.int32, "status")
+        self._best = per_member(np.inf, tf.float32, "best_loss")
+        self._plateau_best = per_member(np.inf, tf.float32, "plateau_best")
+        self._plateau_steps = per_member(0, tf.int64, "plateau_steps")
+        self._grad_tol = per_member(0.0, tf.float32, "grad_tol")
+        self._min_progress = per_member(0.0, tf.float32, "min_progress")
+        self._patience = per_member(1, tf.int64, "patience")
+        self._log_every = tf.Variable(1, dtype=tf.int64, trainable=False, name="log_every")
+        self._update.prepare(list(self.variables.values()), lambda: tf.reduce_sum(self._losses()))
+        self._chunk = tf.function(self._run_chunk, jit_compile=jit_compile, autograph=False)
+        self._compiled = False
+        self._graph_def: bytes | None = None
+        self._step_graph_def: bytes | None = None
+        self._max_chunk_steps = self._capacity - 1
+        self._starts = np.zeros((members, sum(self._sizes.values())), np.float32)
+        self._end: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # member rows, reports, losses at the end
+        self.step_seconds = 0.0  # the batch's time in the chunks' compiled calls since `load`
+
+    def load(
+        self,
+        problems: Sequence[Problem],
+        optimizer: Optimizer,
+        lrs: Sequence[float],
+        log_every: int,
+        stops: Sequence[StopConfig],
+    ) -> None:
+        """Set each member's values (one problem, learning rate and stop config each) and return the state to
+        before the first step. The optimizer's own inputs are the batch's: its members share them."""
+        if not len(problems) == len(lrs) == len(stops) == self.members:
+            raise ValueError(f"a batch of {self.members} members needs as many problems, learning rates and stops")
+        stacked = lambda values: np.stack(values) if self.members > 1 else values[0]  # noqa: E731
+        for name, variable in self.variables.items():
+            variable.assign(stacked([np.ravel(problem.start[name]) for problem in problems]).reshape(variable.shape))
+        for name, variable in self.constants.items():
+            variable.assign(stacked([problem.constants[name] for problem in problems]))
+        self._starts = np.stack([problem.flat_start() for problem in problems]).astype(np.float32)
+        lr = np.array(lrs, np.float32)[:, None] if self.members > 1 else lrs[0]
+        self._update.load(lr, optimizer.hyperparameters())
+        self._clock.assign(0)
+        for variable, value in (
+            (self._steps, 0),
+            (self._status, RUNNING),
+            (self._best, np.inf),
+            (self._plateau_best, np.inf),
+            (self._plateau_steps, 0),
+        ):
+            variable.assign(np.full(self.members, value, variable.dtype.as_numpy_dtype))
+        self._grad_tol.assign(np.array([stop.grad_tol or 0.0 for stop in stops], np.float32))
+        self._min_progress.assign(np.array([stop.min_progress() for stop in stops], np.float32))
+        self._patience.assign(np.array([stop.steps_without_progress() for stop in stops], np.int64))
+        self._log_every.assign(log_every)
+        self._max_chunk_steps = (self._capacity - 1) * log_every  # the kept rows, and the slot after them
+        self._end = None
+        self.step_seconds = 0.0
+
+    @property
+    def step(self) -> int:
+        """The batch's steps so far: the updates of every member still running."""
+        return int(self._clock.numpy())
+
+    @property
+    def steps(self) -> np.ndarray:
+        """Each member's updates so far."""
+        return self._steps.numpy()
+
+    @property
+    def best_losses(self) -> np.ndarray:
+        """Each member's lowest finite loss so far (inf before its first)."""
+        return self._best.numpy()
+
+    @property
+    def statuses(self) -> list[str | None]:
+        """Each member's status: None while it runs, else "diverged" or "converged"."""
+        return [STATUS_NAMES[int(status)] for status in self._status.numpy()]
+
+    def runs(self) -> list[TrainedRun]:
+        """The runs this batch trains, one per report: each member, or the pooled batch."""
+        return [TrainedRun(self, report) for report in range(self.reports)]
+
+    def _losses(self, values=None):
+        """Each member's loss, at the current state or at `values` (the parameters in the variables' order)."""
+        import tensorflow as tf
+
+        params = dict(self.variables) if values is None else dict(zip(self.variables, values, strict=True))
+        if self.members == 1:
+            return tf.reshape(self._loss(params, self.constants), [1])
+        constants = {name: variable.read_value() for name, variable in self.constants.items()}
+        shapes, loss = self._shapes, self._loss
+
+        def member_loss(member):  # one member's parameters in their own shapes, and its constants
+            params, constants = member
+            return loss({name: tf.reshape(value, shapes[name]) for name, value in params.items()}, constants)
+
+        return tf.vectorized_map(member_loss, (params, constants))
+
+    def _evaluate(self, values=None):
+        """Each member's row (without `step`) at the current state or at `values`, the gradients, and the losses."""
+        import tensorflow as tf
+
+        variables = list(self.variables.values())
+        sources = variables if values is None else list(values)
+        with tf.GradientTape() as tape:
+            if values is not None:
+                tape.watch(sources)
+            with tf.name_scope("loss"):
+                losses = tf.cast(self._losses(values), tf.float32)
+                total = tf.reduce_sum(losses)  # a member's gradient is its own
+        with tf.name_scope("gradients"):
+            gradients = tape.gradient(total, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            gradients = [tf.convert_to_tensor(gradient) for gradient in gradients]  # one member's may be sparse
+        with tf.name_scope("row"):
+            wide = [tf.cast(gradient, tf.float64) for gradient in gradients]
+            # In float64, so that large but finite gradients don't overflow into a false divergence.
+            if self.members == 1:
+                grad_norm = tf.reshape(tf.cast(tf.linalg.global_norm(wide), tf.float32), [1])
+            else:
+                grad_norm = tf.cast(tf.sqrt(tf.add_n([tf.reduce_sum(g * g, axis=1) for g in wide])), tf.float32)
+            lr = tf.reshape(self._update.learning_rate(), [self.members])
+            flat = lambda tensors: [tf.reshape(t, [self.members, -1]) for t in tensors]  # noqa: E731
+            rows = tf.concat([tf.stack([losses, grad_norm, lr], axis=1), *flat(sources), *flat(gradients)], axis=1)
+        return rows, gradients, losses
+
+    def _report(self, rows, status):
+        """The reports' rows: each member's own, or (pooled) the best member's loss, gradient norm and learning
+        rate, and the mean and worst loss, over the members that have not diverged."""
+        import tensorflow as tf
+
+        if not self.pooled:
+            return rows
+        kept = tf.not_equal(status, DIVERGED)
+        losses = tf.where(kept, rows[:, 0], tf.constant(np.inf, tf.float32))
+        best = tf.argmin(losses)
+        # The mean in float64: the sum of large finite losses would overflow float32. NaN once all diverged.
+        total = tf.reduce_sum(tf.cast(tf.where(kept, rows[:, 0], tf.zeros_like(losses)), tf.float64))
+        mean = tf.cast(total / tf.reduce_sum(tf.cast(kept, tf.float64)), tf.float32)
+        worst = tf.reduce_max(tf.where(kept, rows[:, 0], tf.constant(-np.inf, tf.float32)))
+        return tf.stack([losses[best], rows[best, 1], rows[best, 2], mean, worst])[None, :]
+
+    def _apply(self, gradients) -> Any:
+        """One update of every member; returns a dummy tensor so that it can be a branch of tf.cond."""
+        import tensorflow as tf
+
+        with tf.name_scope("update"):
+            self._update.apply(gradients, list(self.variables.values()))
+        return tf.constant(True)
+
+    def _converged(self, rows, running, plateau_best, plateau_steps):
+        """The stop rules on each member's row: (converged, plateau best, steps without progress)."""
+        import tensorflow as tf
+
+        converged = tf.zeros([self.members], tf.bool)
+        if self._checks_gradient:
+            converged = rows[:, 1] <= self._grad_tol
+        if self._checks_plateau:
+            progress = rows[:, 0] < plateau_best - self._min_progress
+            plateau_best = tf.where(running & progress, rows[:, 0], plateau_best)
+            counted = tf.where(progress, tf.zeros_like(plateau_steps), plateau_steps + 1)
+            plateau_steps = tf.where(running, counted, plateau_steps)
+            converged = converged | (plateau_steps >= self._patience)
+        return converged, plateau_best, plateau_steps
+
+    def _run_chunk(self, n_steps):
+        import tensorflow as tf
+
+        stops = self._checks_gradient or self._checks_plateau
+        width = len(self.columns) - 1
+        first_step = self._clock.read_value()
+        log_every = self._log_every.read_value()
+        variables = list(self.variables.values())
+        # XLA (TensorFlow 2.21) reads variables written under a tape over tf.vectorized_map in a loop's body as
+        # they were before the loop: a batch's loop carries the parameters' values out.
+        carried = self.members > 1
+
+        def take_step(done, status, member_steps, n_rows, last_row, last_step, steps, rows, best, *rest):
+            plateau_best, plateau_steps, _ = rest
+            row, gradients, _ = self._evaluate()
+            running = tf.equal(status, RUNNING)
+            finite = tf.reduce_all(tf.math.is_finite(row), axis=1)
+            status = tf.where(running & ~finite, DIVERGED, status)
+            if stops:
+                converged, plateau_best, plateau_steps = self._converged(row, running, plateau_best, plateau_steps)
+                status = tf.where(running & finite & converged, CONVERGED, status)
+            moving = tf.equal(status, RUNNING)
+            report = self._report(row, status)
+            # Every row is written, to the slot after the kept ones; it is kept (the count moves on) if it is on
+            # the log.every grid and an update follows it. Not a conditional write: that is slow under XLA.
+            step = first_step + done
+            steps = steps.write(n_rows, step)
+            rows = rows.write(n_rows, report)
+            n_rows += tf.cast(tf.equal(step % log_every, 0) & tf.reduce_any(moving), tf.int32)
+            # A report's last finite row: a member's while it runs, the pool's while any member runs.
+            fresh = running & finite if not self.pooled else tf.reduce_any(running, keepdims=True)
+            fresh &= tf.reduce_all(tf.math.is_finite(report), axis=1)
+            last_row = tf.where(fresh[:, None], report, last_row)
+            last_step = tf.where(fresh, step, last_step)
+            best = tf.where(running & finite, tf.minimum(best, row[:, 0]), best)
+            if carried:  # a stopped member keeps its state (not a conditional update: that is slow under XLA)
+                before = [variable.read_value() for variable in variables]
+                self._apply(gradients)
+                for variable, value in zip(variables, before, strict=True):
+                    variable.assign(tf.where(moving[:, None], variable.read_value(), value))
+            elif stops:  # a converged run ends on the state it converged at
+                tf.cond(moving[0], lambda: self._apply(gradients), lambda: tf.constant(False))
+            else:
+                # A diverging step applies its update too, but the state it leaves is never reported: the run
+                # ends, and its last row is the one before.
+                self._apply(gradients)
+            member_steps += tf.cast(moving, tf.int64)
+            done += tf.cast(tf.reduce_any(moving), tf.int64)
+            values = tuple(variable.read_value() for variable in variables) if carried else ()
+            return done, status, member_steps, n_rows, last_row, last_step, steps, rows, best, plateau_best, \
+                plateau_steps, values  # fmt: skip
+
+        # No `break`: stopping is in the loop's condition (a conditional in the body makes XLA ~10x slower).
+        outputs = tf.while_loop(
+            lambda done, status, *_: (done < n_steps) & tf.reduce_any(tf.equal(status, RUNNING)),
+            take_step,
+            (
+                tf.constant(0, tf.int64),
+                self._status.read_value(),
+                self._steps.read_value(),
+                tf.constant(0),
+                tf.fill([self.reports, width], tf.constant(np.nan, tf.float32)),
+                tf.fill([self.reports], tf.constant(-1, tf.int64)),
+                tf.TensorArray(tf.int64, size=self._capacity, element_shape=[]),
+                tf.TensorArray(tf.float32, size=self._capacity, element_shape=[self.reports, width]),
+                self._best.read_value(),
+                self._plateau_best.read_value(),
+                self._plateau_steps.read_value(),
+                tuple(variable.read_value() for variable in variables) if carried else (),
+            ),
+        )
+        done, status, member_steps, n_rows, last_row, last_step, steps, rows, best, plateau_best, *rest = outputs
+        plateau_steps, values = rest
+        self._clock.assign_add(done)
+        self._steps.assign(member_steps)
+        self._status.assign(status)
+        self._best.assign(best)
+        self._plateau_best.assign(plateau_best)
+        self._plateau_steps.assign(plateau_steps)
+        # Where the next chunk starts: each member's final row, if this is the last.
+        end_rows, _, end_losses = self._evaluate(list(values) if carried else None)
+        end_reports = self._report(end_rows, status)
+        outputs = steps.stack(), rows.stack(), n_rows, member_steps, status, last_row, last_step
+        return (*outputs, end_rows, end_reports, end_losses)
 
     def graph_def(self) -> bytes:
         """The serialized graph of the compiled chunk loop, for TensorBoard (from the loop's own trace)."""
@@ -185,88 +492,156 @@ class LoopGraphs:
             self._step_graph_def = gradients_in_their_scope(graph_def).SerializeToString()
         return self._step_graph_def
 
-    def _frame(self, steps: np.ndarray, rows: np.ndarray) -> pd.DataFrame:
-        frame = pd.DataFrame(rows, columns=self.columns[1:])
-        frame.insert(0, "step", steps.astype(np.int64))
-        return frame
-
-
-class Trainer(LoopGraphs):
-    """The variables and the compiled chunk loop of one loop structure; `load` readies them for a run.
-
-    TensorFlow is imported here, not at module import, so that config errors and `--help` stay fast.
-    """
-
-    def __init__(self, problem: Problem, optimizer: Optimizer, stop: StopConfig, jit_compile: bool) -> None:
+    def trace(self) -> float:
+        """Trace the loop if it isn't yet (the first batch of a structure); return the seconds it took."""
         import tensorflow as tf
 
-        self.variables = {name: tf.Variable(value, name=name) for name, value in problem.start.items()}
-        self.constants = {
-            name: tf.Variable(value, trainable=False, name=name) for name, value in problem.constants.items()
-        }
-        self.starts = problem.starts
-        if self.starts is None:
-            self.param_columns = element_columns(problem.start)
-            self.columns = ["step", "loss", "grad_norm", "lr", *self.param_columns]
-            self.columns += [f"grad_{column}" for column in self.param_columns]
-        else:  # a batch of starts: `loss` is the best start's, then the mean and the worst
-            self.param_columns = []
-            self.columns = ["step", "loss", "grad_norm", "lr", "loss_mean", "loss_worst"]
-        self.jit_compile = jit_compile
-        self._loss = problem.loss
-        self._update = optimizer.build()
-        self._checks_gradient = stop.grad_tol is not None
-        self._checks_plateau = stop.plateau_active()
-        self._capacity = int(np.clip(ROW_BUFFER_FLOATS // len(self.columns), 2, MAX_ROWS_PER_CHUNK))
-        self._step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-        self._best = tf.Variable(np.inf, dtype=tf.float32, trainable=False, name="best_loss")
-        self._plateau_best = tf.Variable(np.inf, dtype=tf.float32, trainable=False, name="plateau_best")
-        self._plateau_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="plateau_steps")
-        self._log_every = tf.Variable(1, dtype=tf.int64, trainable=False, name="log_every")
-        self._grad_tol = tf.Variable(0.0, trainable=False, name="grad_tol")
-        self._min_progress = tf.Variable(0.0, trainable=False, name="min_progress")
-        self._patience = tf.Variable(1, dtype=tf.int64, trainable=False, name="patience")
-        self._update.prepare(list(self.variables.values()), lambda: self._loss(self.variables, self.constants))
-        self._chunk = tf.function(self._run_chunk, jit_compile=jit_compile, autograph=False)
-        self._compiled = False
-        self._graph_def: bytes | None = None
-        self._step_graph_def: bytes | None = None
-        self._max_chunk_steps = self._capacity - 1
-        self._end: tuple[np.ndarray, np.ndarray] | None = None  # the row and the loss(es) where the last call ended
-        self.step_seconds = 0.0  # this run's time in the chunks' compiled calls
+        if self._compiled:
+            return 0.0
+        started = time.perf_counter()
+        self._chunk.get_concrete_function(tf.TensorSpec([], tf.int64))
+        return time.perf_counter() - started
 
-    def load(self, problem: Problem, optimizer: Optimizer, lr: float, log_every: int, stop: StopConfig) -> None:
-        """Set this run's values and return the state to before its first step."""
-        for name, variable in self.variables.items():
-            variable.assign(problem.start[name])
-        for name, variable in self.constants.items():
-            variable.assign(problem.constants[name])
-        self._update.load(lr, optimizer.hyperparameters())
-        self._step.assign(0)
-        self._best.assign(np.inf)
-        self._plateau_best.assign(np.inf)
-        self._plateau_steps.assign(0)
-        self._log_every.assign(log_every)
-        self._grad_tol.assign(stop.grad_tol or 0.0)
-        self._min_progress.assign(stop.min_progress())
-        self._patience.assign(stop.steps_without_progress())
-        self._max_chunk_steps = (self._capacity - 1) * log_every  # the kept rows, and the slot after them
-        self._end = None
-        self.step_seconds = 0.0
+    def compile(self, fallback: bool = True) -> float:
+        """Compile the loop if it isn't yet (XLA's compile, or the plain graph's instantiation) by a call of
+        no steps; return the seconds it took. If XLA can't compile it: with `fallback`, the plain graph runs
+        instead; without, TensorFlow's InvalidArgumentError or UnimplementedError is raised."""
+        if self._compiled:
+            return 0.0
+        started = time.perf_counter()
+        self._call_chunk(0, fallback)
+        return time.perf_counter() - started
 
-    @property
-    def step(self) -> int:
-        """Updates applied so far."""
-        return int(self._step.numpy())
+    def _call_chunk(self, n_steps: int, fallback: bool = True):
+        """Call the compiled chunk; if XLA can't compile it the first time, fall back to the plain graph."""
+        import tensorflow as tf
 
-    @property
-    def best_loss(self) -> float:
-        """The lowest finite loss of every step so far (inf before the first)."""
-        return float(self._best.numpy())
+        try:
+            with as_traced(), xla_without_fma() if self.jit_compile and not self._compiled else nullcontext():
+                outputs = self._chunk(tf.constant(n_steps, tf.int64))
+        except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as error:
+            if self._compiled or not self.jit_compile or not fallback:
+                raise
+            reason = str(error).strip().splitlines()[0][:300]
+            log.warning("XLA can't compile this objective and optimizer, so the plain graph runs instead: %s", reason)
+            self.jit_compile = False
+            self._graph_def = None
+            self._chunk = tf.function(self._run_chunk, autograph=False)
+            with as_traced():
+                outputs = self._chunk(tf.constant(n_steps, tf.int64))
+        self._compiled = True
+        *_, end_rows, end_reports, end_losses = outputs
+        self._end = (end_rows.numpy(), end_reports.numpy(), end_losses.numpy())
+        return outputs
+
+    def run_chunk(self, n_steps: int) -> list[Chunk | None]:
+        """Apply up to `n_steps` updates to every running member; one Chunk per report (None for a report that
+        had ended before)."""
+        first_step, before = self.step, self.steps
+        was_running = self._running_reports()
+        started = time.perf_counter()
+        steps, rows, n_rows, member_steps, status, last_row, last_step, *_ = self._call_chunk(n_steps)
+        self.step_seconds += time.perf_counter() - started
+        steps, rows, n_rows = steps.numpy()[: int(n_rows)], rows.numpy()[: int(n_rows)], int(n_rows)
+        last_row, last_step = last_row.numpy(), last_step.numpy()
+        if self.pooled:
+            updates, statuses = [self.step - first_step], [pooled_status(status.numpy())]
+        else:
+            updates, statuses = member_steps.numpy() - before, [STATUS_NAMES[int(code)] for code in status.numpy()]
+        chunks: list[Chunk | None] = []
+        for report in range(self.reports):
+            if not was_running[report]:
+                chunks.append(None)
+                continue
+            kept = steps < first_step + updates[report]  # a member's rows end at the step it stopped
+            last_finite = None
+            if last_step[report] >= first_step:
+                last_finite = self._frame(last_step[report : report + 1], last_row[report][None, :])
+            history = self._frame(steps[kept], rows[kept, report])
+            chunks.append(Chunk(history, int(updates[report]), statuses[report], last_finite))
+        return chunks
+
+    def _running_reports(self) -> list[bool]:
+        running = [status is None for status in self.statuses]
+        return [any(running)] if self.pooled else running
+
+    def report_step(self, report: int) -> int:
+        """A report's updates so far: its member's, or the pooled batch's."""
+        return self.step if self.pooled else int(self.steps[report])
+
+    def report_best_loss(self, report: int) -> float:
+        """A report's lowest finite loss so far: its member's, or the lowest of the pooled batch's members."""
+        best = self.best_losses
+        return float(best.min() if self.pooled else best[report])
+
+    def current_row(self, report: int) -> pd.DataFrame | None:
+        """A report's row at the current state as a one-row frame, or None if it isn't finite.
+
+        It comes from the last compiled call, which evaluates the state it ends on (a call of no steps if none
+        ran yet), so it is computed exactly as every other row.
+        """
+        if self._end is None:
+            self._call_chunk(0)
+        row = self._end[1][report]
+        return self._frame(np.array([self.report_step(report)]), row[None, :]) if np.all(np.isfinite(row)) else None
+
+    def final_chunk(self, report: int, status: str) -> Chunk:
+        """A report's row of its final state, which no update follows, and its end `status` ("diverged" instead
+        if that state isn't finite)."""
+        row = self.current_row(report)
+        if row is None:
+            empty = self._frame(np.zeros(0, np.int64), np.zeros((0, len(self.columns) - 1), np.float32))
+            return Chunk(empty, 0, "diverged", None)
+        if not self.pooled:
+            best = self.best_losses
+            best[report] = min(best[report], float(row["loss"].iat[0]))
+            self._best.assign(best)
+        return Chunk(row, 0, status, row)
+
+    def chunks(self, epochs: int) -> Iterator[list[list[Chunk]]]:
+        """Run until every member has done `epochs` updates (counting earlier ones) or stopped, in chunks sized
+        to CHUNK_SECONDS.
+
+        Yields, for each compiled call, each report's chunks: the call's chunk, then for a report that ended in
+        it (or, after the last call, for each report still running) the chunk of its final row. Its last
+        chunk's status is the report's: completed, converged or diverged. A report that ended earlier gets none.
+        The caller may stop early (an interrupt) by not asking for the next chunk.
+        """
+        size = min(FIRST_CHUNK_STEPS, self._max_chunk_steps)
+        if self.step >= epochs:  # a resumed run that had done its steps but not ended
+            yield [[self.final_chunk(report, "completed")] if running else [] for report, running in
+                   enumerate(self._running_reports())]  # fmt: skip
+            return
+        while self.step < epochs and any(self._running_reports()):
+            n_steps = min(size, epochs - self.step, self._max_chunk_steps)
+            before = self.step_seconds
+            chunks = self.run_chunk(n_steps)
+            size = next_chunk_steps(n_steps, self.step_seconds - before)
+            last = self.step >= epochs
+            reports = []
+            for report, chunk in enumerate(chunks):
+                if chunk is None:
+                    reports.append([])
+                elif chunk.status == "converged" or (chunk.status is None and last):
+                    reports.append([chunk, self.final_chunk(report, chunk.status or "completed")])
+                else:
+                    reports.append([chunk])
+            yield reports
+
+    def member_ends(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str | None]]:
+        """Each member's flat start and current parameters, its loss there, its steps and its status (None
+        while it runs)."""
+        if self._end is None:
+            self._call_chunk(0)
+        ends = np.concatenate(
+            [np.reshape(variable.numpy(), (self.members, -1)) for variable in self.variables.values()], axis=1
+        )
+        return self._starts, ends, self._end[2], self.steps, self.statuses
 
     def state_variables(self) -> dict[str, Any]:
-        """Everything a resumed run needs: parameters, optimizer state, step, best loss, plateau counter."""
-        state = {"params": self.variables, "step": self._step, "best_loss": self._best}
+        """Everything a resumed batch needs: parameters, optimizer state, each member's steps, status, best loss
+        and plateau counter."""
+        state = {"params": self.variables, "step": self._steps, "status": self._status, "best_loss": self._best}
         state.update(plateau_best=self._plateau_best, plateau_steps=self._plateau_steps)
         optimizer = self._update.state()
         return {**state, **({"optimizer": optimizer} if optimizer else {})}
@@ -277,229 +652,97 @@ class Trainer(LoopGraphs):
 
         return tf.train.Checkpoint(**self.state_variables())
 
-    def _evaluate(self, values=None):
-        """The row at the current state (without `step`), the gradients, and the loss (one per start); or at
-        `values`, the parameters' values in the variables' order."""
-        import tensorflow as tf
+    def restored(self) -> None:
+        """After `state_variables` were loaded from a checkpoint: the batch's clock is its furthest member's."""
+        self._clock.assign(int(self.steps.max()))
+        self._end = None
 
-        params = self.variables if values is None else dict(zip(self.variables, values, strict=True))
-        variables = list(params.values())
-        with tf.GradientTape() as tape:
-            if values is not None:
-                tape.watch(variables)
-            with tf.name_scope("loss"):
-                loss = tf.cast(self._loss(params, self.constants), tf.float32)
-                total = loss if self.starts is None else tf.reduce_sum(loss)  # a start's gradient is its own
-        with tf.name_scope("gradients"):
-            gradients = tape.gradient(total, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        with tf.name_scope("row"):
-            flat = lambda tensors: [tf.reshape(t, [-1]) for t in tensors]  # noqa: E731
-            # In float64, so that large but finite gradients don't overflow into a false divergence.
-            grad_norm = tf.cast(tf.linalg.global_norm([tf.cast(g, tf.float64) for g in gradients]), tf.float32)
-            lr = self._update.learning_rate()
-            if self.starts is not None:
-                spread = [tf.reduce_min(loss), grad_norm, lr, tf.reduce_mean(loss), tf.reduce_max(loss)]
-                return tf.stack(spread), gradients, loss
-            row = tf.concat([tf.stack([loss, grad_norm, lr]), *flat(variables), *flat(gradients)], axis=0)
-        return row, gradients, loss
+    def member_states(self) -> dict[str, Any]:
+        """Every member's state as a run alone's `state_variables`, stacked on a first axis of members: the
+        parameters in their shapes, a slot as its members' rows, and a value the members share repeated."""
+        members = self.members
+        if members == 1:
+            import tensorflow as tf
 
-    def _apply(self, gradients) -> Any:
-        """One update; returns a dummy tensor so that it can be a branch of tf.cond."""
-        import tensorflow as tf
+            return tf.nest.map_structure(lambda variable: variable.numpy()[None], self.state_variables())
+        params = {
+            name: variable.numpy().reshape([members, *self._shapes[name]]) for name, variable in self.variables.items()
+        }
+        optimizer = []
+        for variable in self._update.state():
+            value, name = variable.numpy(), self._slot_of(variable)
+            if name is not None:
+                optimizer.append(value.reshape([members, *self._shapes[name]]))
+            else:  # shared by the members (the iteration count)
+                optimizer.append(np.broadcast_to(value, [members, *value.shape]))
+        state = {"params": params}
+        bookkeeping = {"step": self._steps, "status": self._status, "best_loss": self._best,
+                       "plateau_best": self._plateau_best, "plateau_steps": self._plateau_steps}  # fmt: skip
+        for key, variable in bookkeeping.items():
+            state[key] = variable.numpy()[:, None]  # a run alone's is a vector of one member
+        return {**state, **({"optimizer": optimizer} if optimizer else {})}
 
-        with tf.name_scope("update"):
-            self._update.apply(gradients, list(self.variables.values()))
-        return tf.constant(True)
+    def _slot_of(self, variable: Any) -> str | None:
+        """The parameter whose slot (momentum, velocity, …) an optimizer variable is, or None. Keras names a slot
+        after its parameter's variable (`x:0` → `x_0_momentum`): the longest parameter name that prefixes it."""
+        if tuple(variable.shape) not in {(self.members, size) for size in self._sizes.values()}:
+            return None
+        prefixes = {name: param.name.replace(":", "_") + "_" for name, param in self.variables.items()}
+        names = [name for name, prefix in prefixes.items() if variable.name.startswith(prefix)]
+        return max(names, key=lambda name: len(prefixes[name]), default=None)
 
-    def _converged(self, row, plateau_best, plateau_steps):
-        """Apply the stop rules to a row: (converged, plateau best, steps without progress)."""
-        import tensorflow as tf
+    def _frame(self, steps: np.ndarray, rows: np.ndarray) -> pd.DataFrame:
+        frame = pd.DataFrame(rows, columns=self.columns[1:])
+        frame.insert(0, "step", steps.astype(np.int64))
+        return frame
 
-        converged = tf.constant(False)
-        if self._checks_gradient:
-            converged = row[1] <= self._grad_tol
-        if self._checks_plateau:
-            progress = row[0] < plateau_best - self._min_progress
-            plateau_best = tf.where(progress, row[0], plateau_best)
-            plateau_steps = tf.where(progress, tf.constant(0, tf.int64), plateau_steps + 1)
-            converged = tf.logical_or(converged, plateau_steps >= self._patience)
-        return converged, plateau_best, plateau_steps
 
-    def _run_chunk(self, n_steps):
-        import tensorflow as tf
+def pooled_status(codes: np.ndarray) -> str | None:
+    """A pooled batch's status: None while a member runs, else converged if one converged, else diverged."""
+    if (codes == RUNNING).any():
+        return None
+    return "converged" if (codes == CONVERGED).any() else "diverged"
 
-        stops = self._checks_gradient or self._checks_plateau
-        width = len(self.columns) - 1
-        first_step = self._step.read_value()
-        log_every = self._log_every.read_value()
 
-        # XLA (TensorFlow 2.21) reads a batch's variables after this loop as they were before it (a
-        # tf.vectorized_map under a tape in the loop's body): for a batch, the loop carries their values out.
-        # (A user's Python loss that calls tf.vectorized_map itself is not covered.)
-        carried = self.starts is not None
+class TrainedRun:
+    """One report of a batch seen as the run it stands for: what a `tapelab.record.RunRecord` reads."""
 
-        def take_step(done, status, n_rows, last_row, steps, rows, best, plateau_best, plateau_steps, _values):
-            row, gradients, _ = self._evaluate()
-            finite = tf.reduce_all(tf.math.is_finite(row))
-            status = tf.where(finite, status, DIVERGED)
-            if stops:
-                converged, plateau_best, plateau_steps = self._converged(row, plateau_best, plateau_steps)
-                status = tf.where(tf.logical_and(finite, converged), CONVERGED, status)
-            moving = tf.equal(status, RUNNING)
-            # Every row is written, to the slot after the kept ones; it is kept (the count moves on) if it is on
-            # the log.every grid and an update follows it. Not a conditional write: that is slow under XLA.
-            step = first_step + done
-            steps = steps.write(n_rows, step)
-            rows = rows.write(n_rows, row)
-            n_rows += tf.cast(tf.logical_and(tf.equal(step % log_every, 0), moving), tf.int32)
-            last_row = tf.where(finite, row, last_row)
-            best = tf.where(finite, tf.minimum(best, row[0]), best)
-            if stops or self.starts is not None:
-                # A converged run ends on the state it converged at; a batch, on the state it stopped at.
-                tf.cond(moving, lambda: self._apply(gradients), lambda: tf.constant(False))
-            else:
-                # A diverging step applies its update too (a conditional update is slow under XLA), but the
-                # state it leaves is never reported: the run ends, and its last row is the one before.
-                self._apply(gradients)
-            done += tf.cast(moving, tf.int64)
-            values = tuple(variable.read_value() for variable in self.variables.values()) if carried else ()
-            return done, status, n_rows, last_row, steps, rows, best, plateau_best, plateau_steps, values
+    def __init__(self, trainer: Trainer, report: int) -> None:
+        self.trainer, self.report = trainer, report
+        self.columns, self.param_columns = trainer.columns, trainer.param_columns
 
-        # No `break`: stopping is in the loop's condition (a conditional in the body makes XLA ~10x slower).
-        done, status, n_rows, last_row, steps, rows, best, plateau_best, plateau_steps, values = tf.while_loop(
-            lambda done, status, *_: tf.logical_and(done < n_steps, tf.equal(status, RUNNING)),
-            take_step,
-            (
-                tf.constant(0, tf.int64),
-                tf.constant(RUNNING),
-                tf.constant(0),
-                tf.fill([width], tf.constant(np.nan, tf.float32)),
-                tf.TensorArray(tf.int64, size=self._capacity, element_shape=[]),
-                tf.TensorArray(tf.float32, size=self._capacity, element_shape=[width]),
-                self._best.read_value(),
-                self._plateau_best.read_value(),
-                self._plateau_steps.read_value(),
-                tuple(variable.read_value() for variable in self.variables.values()) if carried else (),
-            ),
-        )
-        self._step.assign_add(done)
-        self._best.assign(best)
-        self._plateau_best.assign(plateau_best)
-        self._plateau_steps.assign(plateau_steps)
-        # Where the next chunk starts: the final row, if this is the last.
-        end_row, _, end_loss = self._evaluate(values if carried else None)
-        return steps.stack(), rows.stack(), n_rows, done, status, last_row, end_row, end_loss
+    @property
+    def jit_compile(self) -> bool:
+        return self.trainer.jit_compile
 
-    def trace(self) -> float:
-        """Trace the loop if it isn't yet (the first run of a structure); return the seconds it took."""
-        import tensorflow as tf
+    @property
+    def pooled(self) -> bool:
+        """Whether the run is a pooled batch of members (a multi-start run), with `member_ends`."""
+        return self.trainer.pooled
 
-        if self._compiled:
-            return 0.0
-        started = time.perf_counter()
-        self._chunk.get_concrete_function(tf.TensorSpec([], tf.int64))
-        return time.perf_counter() - started
+    @property
+    def step_seconds(self) -> float:
+        return self.trainer.step_seconds / self.trainer.reports  # its share of the batch's compiled calls
 
-    def compile(self) -> float:
-        """Compile the loop if it isn't yet (XLA's compile, or the plain graph's instantiation) by a call of
-        no steps; return the seconds it took."""
-        if self._compiled:
-            return 0.0
-        started = time.perf_counter()
-        self._call_chunk(0)
-        return time.perf_counter() - started
+    @property
+    def step(self) -> int:
+        return self.trainer.report_step(self.report)
 
-    def _call_chunk(self, n_steps: int):
-        """Call the compiled chunk; if XLA can't compile it the first time, fall back to the plain graph."""
-        import tensorflow as tf
-
-        try:
-            with as_traced(), xla_without_fma() if self.jit_compile and not self._compiled else nullcontext():
-                outputs = self._chunk(tf.constant(n_steps, tf.int64))
-        except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as error:
-            if self._compiled or not self.jit_compile:
-                raise
-            reason = str(error).strip().splitlines()[0][:300]
-            log.warning("XLA can't compile this objective and optimizer, so the plain graph runs instead: %s", reason)
-            self.jit_compile = False
-            self._graph_def = None
-            self._chunk = tf.function(self._run_chunk, autograph=False)
-            with as_traced():
-                outputs = self._chunk(tf.constant(n_steps, tf.int64))
-        finally:
-            self._compiled = True
-        *_, end_row, end_loss = outputs
-        self._end = (end_row.numpy(), end_loss.numpy())
-        return outputs
-
-    def run_chunk(self, n_steps: int) -> Chunk:
-        """Apply up to `n_steps` updates from the current state."""
-        first_step = self.step
-        started = time.perf_counter()
-        steps, rows, n_rows, updates, status, last_row, _, _ = self._call_chunk(n_steps)
-        n_rows, updates, status = int(n_rows), int(updates), int(status)
-        self.step_seconds += time.perf_counter() - started
-        # The last finite row is the last one an update followed, or the converged row (none follows it).
-        last_step = first_step + updates - (status != CONVERGED)
-        last_finite = self._frame(np.array([last_step]), last_row.numpy()[None, :]) if last_step >= first_step else None
-        return Chunk(
-            history=self._frame(steps.numpy()[:n_rows], rows.numpy()[:n_rows]),
-            updates=updates,
-            status={RUNNING: None, DIVERGED: "diverged", CONVERGED: "converged"}[status],
-            last_finite=last_finite,
-        )
+    @property
+    def best_loss(self) -> float:
+        return self.trainer.report_best_loss(self.report)
 
     def current_row(self) -> pd.DataFrame | None:
-        """The row of the current state as a one-row frame, or None if it isn't finite.
+        return self.trainer.current_row(self.report)
 
-        It comes from the last compiled call, which evaluates the state it ends on (a call of no steps if none
-        ran yet), so it is computed exactly as every other row.
-        """
-        if self._end is None:
-            self._call_chunk(0)
-        row = self._end[0]
-        return self._frame(np.array([self.step]), row[None, :]) if np.all(np.isfinite(row)) else None
+    def member_ends(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
+        return self.trainer.member_ends()
 
-    def current_losses(self) -> np.ndarray:
-        """The loss at the current state: one value, or one per start of a batch."""
-        if self._end is None:
-            self._call_chunk(0)
-        return self._end[1]
+    def step_graph_def(self) -> bytes:
+        return self.trainer.step_graph_def()
 
-    def final_chunk(self, status: str) -> Chunk:
-        """The row of the final state, which no update follows, and the run's end `status`
-        ("diverged" instead if that state isn't finite)."""
-        row = self.current_row()
-        if row is None:
-            empty = self._frame(np.zeros(0, np.int64), np.zeros((0, len(self.columns) - 1), np.float32))
-            return Chunk(empty, 0, "diverged", None)
-        self._best.assign(min(self.best_loss, float(row["loss"].iat[0])))
-        return Chunk(row, 0, status, row)
-
-    def start_values(self) -> np.ndarray:
-        """For a batch of starts: each start's current flat parameters, one row per start."""
-        flat = [np.reshape(variable.numpy(), (self.starts, -1)) for variable in self.variables.values()]
-        return np.concatenate(flat, axis=1)
-
-    def chunks(self, epochs: int) -> Iterator[Chunk]:
-        """Run until `epochs` updates are done in all (counting earlier ones) in chunks sized to CHUNK_SECONDS,
-        then yield the final row. The last chunk's status is the run's: completed, converged or diverged.
-
-        The caller may stop early (an interrupt) by not asking for the next chunk.
-        """
-        size, status = min(FIRST_CHUNK_STEPS, self._max_chunk_steps), "completed"
-        while self.step < epochs:
-            n_steps = min(size, epochs - self.step, self._max_chunk_steps)
-            before = self.step_seconds
-            chunk = self.run_chunk(n_steps)
-            size = next_chunk_steps(n_steps, self.step_seconds - before)
-            yield chunk
-            if chunk.status == "diverged":
-                return
-            if chunk.status == "converged":
-                status = "converged"
-                break
-        yield self.final_chunk(status)
+    def graph_def(self) -> bytes:
+        return self.trainer.graph_def()
 
 
 TAPE_OPS = re.compile(r"^(\^?)((?:gradient_tape/)+)(update/)?")  # a tape's op name, as an input (^: control)
@@ -584,11 +827,20 @@ def borrowed(key: str, make: Callable[[], TrainerT]) -> Iterator[TrainerT]:
 
 @contextmanager
 def trainer_for(
-    problem: Problem, optimizer: Optimizer, lr: float, log_every: int, stop: StopConfig, jit_compile: bool
+    problems: Sequence[Problem],
+    optimizer: Optimizer,
+    lrs: Sequence[float],
+    log_every: int,
+    stops: Sequence[StopConfig],
+    jit_compile: bool,
+    pooled: bool = False,
 ) -> Iterator[Trainer]:
-    """A trainer for `problem` and `optimizer`, loaded with this run's values: the process's trainer of that
-    loop structure if it has an idle one, else a new one, kept for later runs when this one ends."""
-    key = loop_key(problem, optimizer, stop, jit_compile)
-    with borrowed(key, lambda: Trainer(problem, optimizer, stop, jit_compile)) as trainer:
-        trainer.load(problem, optimizer, lr, log_every, stop)
+    """A trainer for a batch of `problems` (one per member, a run alone's one) and `optimizer`, loaded with
+    the members' values: the process's trainer of that loop structure and size if it has an idle one, else a
+    new one, kept for later batches when this one ends."""
+    members = len(problems)
+    key = f"{loop_key(problems[0], optimizer, stops[0], jit_compile)} members={members} pooled={pooled}"
+    make = lambda: Trainer(problems[0], optimizer, stops[0], jit_compile, members, pooled)  # noqa: E731
+    with borrowed(key, make) as trainer:
+        trainer.load(problems, optimizer, lrs, log_every, stops)
         yield trainer

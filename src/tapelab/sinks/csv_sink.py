@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from tapelab.sinks import RunEnd
+
 
 class CsvSink:
     """Appends history rows to `metrics.csv`. A new run's first write refuses to replace an existing file;
@@ -24,5 +26,5 @@ class CsvSink:
         history.to_csv(self.path, mode="a" if self._started else "x", header=not self._started, index=False)
         self._started = True
 
-    def close(self) -> None:
+    def finish(self, end: RunEnd) -> None:
         """Nothing to do: every write closes the file."""

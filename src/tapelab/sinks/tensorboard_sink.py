@@ -22,7 +22,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tapelab.sinks import RunEnd
+from tapelab.sinks.hparams import write_session
+
 HISTOGRAM_BUCKETS = 30  # TensorBoard's default bucket count
+SUMMARY_METRICS = ("final_loss", "best_loss", "steps")  # summary.json's, as `summary/<key>` at the end
 _file_numbers = itertools.count()
 
 
@@ -125,6 +129,7 @@ class TensorBoardSink:
         self._scalar_metadata = scalar_metadata.create_summary_metadata(display_name=None, description=None)
         self._histogram_metadata = histogram_metadata.create_summary_metadata(display_name=None, description=None)
         self._described: set[str] = set()  # tags whose metadata is written (once per file, as TensorFlow does)
+        self._log_dir = log_dir
         self._events = EventWriter(log_dir)
         self._value_columns = [column for column in columns if column != "step"]
         self._tags = [scalar_tag(column, param_columns) for column in self._value_columns]
@@ -197,6 +202,13 @@ class TensorBoardSink:
         if pictures:
             self._events.summary(summary, step)
 
-    def close(self) -> None:
-        """Flush and close the event file."""
+    def finish(self, end: RunEnd) -> None:
+        """The run's pictures and, if it ended with a loss, its summary metrics; then close the event file and
+        write the run's HParams session."""
+        summary, status = end.summary, end.summary["status"]
+        self.write_images(end.pictures, step=summary["steps"])
+        if summary["final_loss"] is not None and status != "interrupted":
+            metrics = {f"summary/{key}": summary[key] for key in SUMMARY_METRICS if summary[key] is not None}
+            self.write_metrics(metrics, step=summary["steps"])
         self._events.close()
+        write_session(self._log_dir, end.hparams, end.trial, status, end.started_at)
