@@ -213,6 +213,7 @@ class Trainer:
             self.columns = ["step", "loss", "grad_norm", "lr", *self.param_columns]
             self.columns += [f"grad_{column}" for column in self.param_columns]
         self.reports = 1 if pooled else members
+        self._row_width = 3 + 2 * sum(self._sizes.values())  # a member's row: loss, grad_norm, lr, elements, grads
         self.jit_compile = jit_compile
         self._loss = problem.loss
         self._update = optimizer.build()
@@ -305,13 +306,12 @@ class Trainer:
         """The runs this batch trains, one per report: each member, or the pooled batch."""
         return [TrainedRun(self, report) for report in range(self.reports)]
 
-    def _losses(self, values=None):
-        """Each member's loss, at the current state or at `values` (the parameters in the variables' order)."""
+    def _losses(self):
+        """Each member's loss at the current state."""
         import tensorflow as tf
 
-        params = dict(self.variables) if values is None else dict(zip(self.variables, values, strict=True))
         if self.members == 1:
-            return tf.reshape(self._loss(params, self.constants), [1])
+            return tf.reshape(self._loss(self.variables, self.constants), [1])
         constants = {name: variable.read_value() for name, variable in self.constants.items()}
         shapes, loss = self._shapes, self._loss
 
@@ -319,22 +319,19 @@ class Trainer:
             params, constants = member
             return loss({name: tf.reshape(value, shapes[name]) for name, value in params.items()}, constants)
 
-        return tf.vectorized_map(member_loss, (params, constants))
+        return tf.vectorized_map(member_loss, (dict(self.variables), constants))
 
-    def _evaluate(self, values=None):
-        """Each member's row (without `step`) at the current state or at `values`, the gradients, and the losses."""
+    def _evaluate(self):
+        """Each member's row (without `step`) at the current state, the gradients, and the losses."""
         import tensorflow as tf
 
         variables = list(self.variables.values())
-        sources = variables if values is None else list(values)
         with tf.GradientTape() as tape:
-            if values is not None:
-                tape.watch(sources)
             with tf.name_scope("loss"):
-                losses = tf.cast(self._losses(values), tf.float32)
+                losses = tf.cast(self._losses(), tf.float32)
                 total = tf.reduce_sum(losses)  # a member's gradient is its own
         with tf.name_scope("gradients"):
-            gradients = tape.gradient(total, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            gradients = tape.gradient(total, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
             gradients = [tf.convert_to_tensor(gradient) for gradient in gradients]  # one member's may be sparse
         with tf.name_scope("row"):
             wide = [tf.cast(gradient, tf.float64) for gradient in gradients]
@@ -345,7 +342,7 @@ class Trainer:
                 grad_norm = tf.cast(tf.sqrt(tf.add_n([tf.reduce_sum(g * g, axis=1) for g in wide])), tf.float32)
             lr = tf.reshape(self._update.learning_rate(), [self.members])
             flat = lambda tensors: [tf.reshape(t, [self.members, -1]) for t in tensors]  # noqa: E731
-            rows = tf.concat([tf.stack([losses, grad_norm, lr], axis=1), *flat(sources), *flat(gradients)], axis=1)
+            rows = tf.concat([tf.stack([losses, grad_norm, lr], axis=1), *flat(variables), *flat(gradients)], axis=1)
         return rows, gradients, losses
 
     def _report(self, rows, status):
@@ -394,21 +391,20 @@ class Trainer:
         width = len(self.columns) - 1
         first_step = self._clock.read_value()
         log_every = self._log_every.read_value()
-        variables = list(self.variables.values())
-        # XLA (TensorFlow 2.21) reads variables written under a tape over tf.vectorized_map in a loop's body as
-        # they were before the loop: a batch's loop carries the parameters' values out.
-        carried = self.members > 1
 
-        def take_step(done, status, member_steps, n_rows, last_row, last_step, steps, rows, best, *rest):
-            plateau_best, plateau_steps, _ = rest
+        def take_step(_, done, status, member_steps, n_rows, last_row, last_step, steps, rows, end_rows, *rest):
+            best, plateau_best, plateau_steps = rest
             row, gradients, _ = self._evaluate()
-            running = tf.equal(status, RUNNING)
+            # After `n_steps` updates one more pass only evaluates the state the chunk ends on, for its end rows:
+            # so the body holds the function's only evaluation, which is traced and compiled once.
+            counting = done < n_steps
+            running = tf.equal(status, RUNNING) & counting
             finite = tf.reduce_all(tf.math.is_finite(row), axis=1)
             status = tf.where(running & ~finite, DIVERGED, status)
             if stops:
                 converged, plateau_best, plateau_steps = self._converged(row, running, plateau_best, plateau_steps)
                 status = tf.where(running & finite & converged, CONVERGED, status)
-            moving = tf.equal(status, RUNNING)
+            moving = tf.equal(status, RUNNING) & counting
             report = self._report(row, status)
             # Every row is written, to the slot after the kept ones; it is kept (the count moves on) if it is on
             # the log.every grid and an update follows it. Not a conditional write: that is slow under XLA.
@@ -422,28 +418,19 @@ class Trainer:
             last_row = tf.where(fresh[:, None], report, last_row)
             last_step = tf.where(fresh, step, last_step)
             best = tf.where(running & finite, tf.minimum(best, row[:, 0]), best)
-            if carried:  # a stopped member keeps its state (not a conditional update: that is slow under XLA)
-                before = [variable.read_value() for variable in variables]
-                self._apply(gradients)
-                for variable, value in zip(variables, before, strict=True):
-                    variable.assign(tf.where(moving[:, None], variable.read_value(), value))
-            elif stops:  # a converged run ends on the state it converged at
-                tf.cond(moving[0], lambda: self._apply(gradients), lambda: tf.constant(False))
-            else:
-                # A diverging step applies its update too, but the state it leaves is never reported: the run
-                # ends, and its last row is the one before.
-                self._apply(gradients)
+            end_rows = tf.where(moving[:, None], end_rows, row)  # a member that stays: the row of its state
+            self._update_moving(gradients, moving)
             member_steps += tf.cast(moving, tf.int64)
             done += tf.cast(tf.reduce_any(moving), tf.int64)
-            values = tuple(variable.read_value() for variable in variables) if carried else ()
-            return done, status, member_steps, n_rows, last_row, last_step, steps, rows, best, plateau_best, \
-                plateau_steps, values  # fmt: skip
+            outputs = done, status, member_steps, n_rows, last_row, last_step, steps, rows, end_rows, best
+            return (tf.reduce_any(moving), *outputs, plateau_best, plateau_steps)
 
         # No `break`: stopping is in the loop's condition (a conditional in the body makes XLA ~10x slower).
         outputs = tf.while_loop(
-            lambda done, status, *_: (done < n_steps) & tf.reduce_any(tf.equal(status, RUNNING)),
+            lambda going, *_: going,
             take_step,
             (
+                tf.constant(True),
                 tf.constant(0, tf.int64),
                 self._status.read_value(),
                 self._steps.read_value(),
@@ -452,25 +439,44 @@ class Trainer:
                 tf.fill([self.reports], tf.constant(-1, tf.int64)),
                 tf.TensorArray(tf.int64, size=self._capacity, element_shape=[]),
                 tf.TensorArray(tf.float32, size=self._capacity, element_shape=[self.reports, width]),
+                tf.fill([self.members, self._row_width], tf.constant(np.nan, tf.float32)),
                 self._best.read_value(),
                 self._plateau_best.read_value(),
                 self._plateau_steps.read_value(),
-                tuple(variable.read_value() for variable in variables) if carried else (),
             ),
         )
-        done, status, member_steps, n_rows, last_row, last_step, steps, rows, best, plateau_best, *rest = outputs
-        plateau_steps, values = rest
+        _, done, status, member_steps, n_rows, last_row, last_step, steps, rows, end_rows, *rest = outputs
+        best, plateau_best, plateau_steps = rest
         self._clock.assign_add(done)
         self._steps.assign(member_steps)
         self._status.assign(status)
         self._best.assign(best)
         self._plateau_best.assign(plateau_best)
         self._plateau_steps.assign(plateau_steps)
-        # Where the next chunk starts: each member's final row, if this is the last.
-        end_rows, _, end_losses = self._evaluate(list(values) if carried else None)
-        end_reports = self._report(end_rows, status)
         outputs = steps.stack(), rows.stack(), n_rows, member_steps, status, last_row, last_step
-        return (*outputs, end_rows, end_reports, end_losses)
+        return (*outputs, end_rows, self._report(end_rows, status), end_rows[:, 0])
+
+    def _update_moving(self, gradients, moving) -> None:
+        """Update the members that move on; the others keep their state, the optimizer's too. Under XLA, and
+        for a batch, that is an update of every member and a `tf.where` on each variable (a conditional update
+        is slow under XLA); a run alone on the plain graph updates in a `tf.cond`."""
+        import tensorflow as tf
+
+        if self.members == 1 and not self.jit_compile:
+            tf.cond(moving[0], lambda: self._apply(gradients), lambda: tf.constant(False))
+            return
+        held = [*self.variables.values(), *self._update.state()]
+        before = [tf.identity(variable) for variable in held]
+        self._apply(gradients)
+        member_rows = {(self.members, size) for size in self._sizes.values()}
+        for variable, value in zip(held, before, strict=True):
+            if self.members == 1:
+                keep = moving[0]
+            elif tuple(variable.shape) in member_rows:  # a parameter, or a slot of one: a row per member
+                keep = moving[:, None]
+            else:  # shared by the members (the iteration count): it moves while any member does
+                keep = tf.reduce_any(moving)
+            variable.assign(tf.where(keep, tf.identity(variable), value))
 
     def graph_def(self) -> bytes:
         """The serialized graph of the compiled chunk loop, for TensorBoard (from the loop's own trace)."""

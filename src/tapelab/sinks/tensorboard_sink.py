@@ -129,6 +129,7 @@ class TensorBoardSink:
         self._scalar_metadata = scalar_metadata.create_summary_metadata(display_name=None, description=None)
         self._histogram_metadata = histogram_metadata.create_summary_metadata(display_name=None, description=None)
         self._described: set[str] = set()  # tags whose metadata is written (once per file, as TensorFlow does)
+        self._template: Any = None  # a row's Summary without metadata, refilled for each later row
         self._log_dir = log_dir
         self._events = EventWriter(log_dir)
         self._value_columns = [column for column in columns if column != "step"]
@@ -152,24 +153,40 @@ class TensorBoardSink:
             value.tensor.float_val.append(number)
             self._metadata_once(value, tag, self._scalar_metadata)
 
+    def _row(self, row: list[float], buckets: list[np.ndarray]) -> Any:
+        """The `Summary` of one row: its scalars, then the histograms' `buckets`. A tag's first carries its
+        metadata; after that, one message is refilled for every row (a new one per row costs three times more)."""
+        if len(self._described) < len(self._tags) + len(self._histograms) or self._template is None:
+            summary = self._summary()
+            self._scalars(summary, self._tags, row)
+            for tag, values in zip(self._histograms, buckets, strict=True):
+                value = summary.value.add(tag=tag)
+                value.tensor.dtype = self._double
+                value.tensor.tensor_shape.dim.add(size=values.shape[0])
+                value.tensor.tensor_shape.dim.add(size=3)
+                value.tensor.tensor_content = values.tobytes()
+                self._metadata_once(value, tag, self._histogram_metadata)
+            self._template = self._summary()
+            self._template.CopyFrom(summary)
+            for value in self._template.value:
+                value.ClearField("metadata")
+            return summary
+        values = self._template.value
+        for index, number in enumerate(row):
+            values[index].tensor.float_val[0] = number
+        for index, histogram in enumerate(buckets, start=len(row)):
+            values[index].tensor.tensor_content = histogram.tobytes()
+        return self._template
+
     def write(self, history: pd.DataFrame) -> None:
         """Write the rows of `history` (columns as in metrics.csv), one event per step."""
         if history.empty:
             return
         rows = history[self._value_columns].to_numpy(np.float32)
-        histograms = {tag: histogram_buckets(rows[:, part]) for tag, part in self._histograms.items()}
+        histograms = [histogram_buckets(rows[:, part]) for part in self._histograms.values()]
         now = time.time()
         for i, (step, row) in enumerate(zip(history["step"].tolist(), rows.tolist(), strict=True)):
-            summary = self._summary()
-            self._scalars(summary, self._tags, row)
-            for tag, buckets in histograms.items():
-                value = summary.value.add(tag=tag)
-                value.tensor.dtype = self._double
-                value.tensor.tensor_shape.dim.add(size=buckets.shape[1])
-                value.tensor.tensor_shape.dim.add(size=3)
-                value.tensor.tensor_content = buckets[i].tobytes()
-                self._metadata_once(value, tag, self._histogram_metadata)
-            self._events.summary(summary, step, now)
+            self._events.summary(self._row(row, [buckets[i] for buckets in histograms]), step, now)
         self._events.flush()  # on disk before the chunk's checkpoint, so a resume never writes a step twice
 
     def write_graphs(self, step_graph_def: bytes, loop_graph_def: bytes) -> None:
