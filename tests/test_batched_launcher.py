@@ -37,6 +37,7 @@ from tapelab import cli
 from tapelab.api import own_global_hydra
 from tapelab.batching import CannotBatch, group_key
 from tapelab.config import register_configs
+from test_batch_training import MEMBER_KEYS, MEMBER_VALUES
 from test_interrupts import SLOW_RUN, start
 
 pytestmark = pytest.mark.usefixtures("hydra_restore_singletons")
@@ -110,7 +111,7 @@ def test_jobs_group_by_their_keys_in_sweep_order_and_split_by_max_batch():
 
 def test_jobs_that_differ_only_in_batchable_values_share_a_group():
     adam = group_key(compose_config("objective=rosenbrock", "optimizer=adam", "lr=0.1"))
-    for same in (["lr=0.001"], ["objective.a=2.0", "objective.init=[0.5,0.5]"], ["seed=7"]):
+    for same in (["lr=0.001"], ["objective.a=2.0", "objective.init=[0.5,0.5]"], ["seed=7"], ["optimizer.beta_1=0.8"]):
         assert group_key(compose_config("objective=rosenbrock", "optimizer=adam", "lr=0.1", *same)) == adam, same
     quadratic = group_key(compose_config("objective=quadratic", "optimizer=adam", "lr=0.1", "stop.grad_tol=1e-3"))
     assert group_key(compose_config("objective=quadratic", "optimizer=adam", "lr=0.1", "stop.grad_tol=1e-6")) == (
@@ -120,12 +121,24 @@ def test_jobs_that_differ_only_in_batchable_values_share_a_group():
         ["optimizer=sgd"],
         ["optimizer=adam", "epochs=7"],
         ["optimizer=adam", "optimizer.clipvalue=1.0"],
-        ["optimizer=adam", "optimizer.beta_1=0.8"],  # the optimizer's own values are the batch's
+        ["optimizer=adam", "optimizer.amsgrad=true"],
+        ["optimizer=adam", "optimizer.weight_decay=0.01"],  # on or off is the loop's structure; its value is a member's
         ["optimizer=adam", "stop.grad_tol=1e-3"],  # a stop rule on or off is the loop's structure
         ["optimizer=adam", "log.every=10"],
         ["optimizer=adam", "objective=himmelblau"],
     ):
         assert group_key(compose_config("objective=rosenbrock", "lr=0.1", *other)) != adam, other
+
+
+def test_jobs_that_differ_in_the_optimizer_s_member_keys_share_a_group():
+    for optimizer, keys in MEMBER_KEYS.items():
+        base = ["objective=rosenbrock", f"optimizer={optimizer}", "optimizer.weight_decay=0.004"]
+        members = [[f"optimizer.{key}={MEMBER_VALUES[key][member]}" for key in keys] for member in range(2)]
+        assert len({group_key(compose_config(*base, *values)) for values in members}) == 1, optimizer
+    # Nadam's beta_1 feeds a scalar variable of Keras's, and Keras tests SGD's momentum in Python: those split.
+    for optimizer, key in (("nadam", "optimizer.beta_1=0.8"), ("sgd", "optimizer.momentum=0.9")):
+        default = group_key(compose_config("objective=rosenbrock", f"optimizer={optimizer}"))
+        assert group_key(compose_config("objective=rosenbrock", f"optimizer={optimizer}", key)) != default, key
 
 
 @pytest.mark.parametrize(
@@ -314,29 +327,46 @@ def test_max_batch_splits_a_group_into_consecutive_batches(sweeps):
 ELEMENTWISE = ["gd", "sgd", "adam", "adamw", "adamax", "nadam", "adagrad", "adadelta", "rmsprop", "ftrl", "lion"]
 
 
-def test_every_elementwise_optimizer_trains_each_job_of_its_batch_as_the_basic_launcher_does(tmp_path):
-    sweep = ["objective=rosenbrock", f"optimizer={','.join(ELEMENTWISE)}", "lr=0.001,0.1,10", "epochs=40"]
-    sweep += ["jit_compile=true", "log.plots=false", "stop.grad_tol=0.5", "stop.loss_tol=0.001", "stop.patience=3"]
+def sweep_both_ways(tmp_path: Path, sweep: list[str]) -> tuple[list[str], list[dict]]:
+    """`sweep` under the batched launcher, then under the basic one; the batched launcher's lines and each job's
+    summary.json under it, each job's metrics.csv checked to be the basic launcher's bit for bit and its summary.json
+    the same but for its times and `batch`."""
     with launcher_records() as records:
         multirun(TAPELAB_TASK, *sweep, "hydra/launcher=batched", f"hydra.sweep.dir={tmp_path / 'batched'}")
     multirun(TAPELAB_TASK, *sweep, "hydra/launcher=basic", f"hydra.sweep.dir={tmp_path / 'basic'}")
-    assert [record.getMessage() for record in records] == [
-        f"batch of 3: jobs {3 * n + 1}, {3 * n + 2}, {3 * n + 3}" for n in range(len(ELEMENTWISE))
-    ]  # each optimizer's three learning rates as one batch
-    statuses = set()
+    summaries = []
     for batched, basic in zip(job_dirs(tmp_path / "batched"), job_dirs(tmp_path / "basic"), strict=True):
         assert batched.name == basic.name
         pd.testing.assert_frame_equal(
             pd.read_csv(batched / "metrics.csv"), pd.read_csv(basic / "metrics.csv"), check_exact=True
         )
         summary, alone = (json.loads((job / "summary.json").read_text()) for job in (batched, basic))
-        assert summary.pop("batch")["size"] == 3 and summary["xla"] is True
-        times = ("wall_time_s", "steps_per_s", "timings_s")
+        times = ("wall_time_s", "steps_per_s", "timings_s", "batch")
         assert {key: value for key, value in summary.items() if key not in times} == {
             key: value for key, value in alone.items() if key not in times
-        }  # status, steps, losses, parameters, distance to the minimum, …
-        statuses.add(summary["status"])
-    assert statuses == {"completed", "converged", "diverged"}
+        }  # status, steps, losses, parameters, the optimizer's values, distance to the minimum, …
+        summaries.append(summary)
+    return [record.getMessage() for record in records], summaries
+
+
+def test_every_elementwise_optimizer_trains_each_job_of_its_batch_as_the_basic_launcher_does(tmp_path):
+    sweep = ["objective=rosenbrock", f"optimizer={','.join(ELEMENTWISE)}", "lr=0.001,0.1,10", "epochs=40"]
+    sweep += ["jit_compile=true", "log.plots=false", "stop.grad_tol=0.5", "stop.loss_tol=0.001", "stop.patience=3"]
+    lines, summaries = sweep_both_ways(tmp_path, sweep)
+    assert lines == [
+        f"batch of 3: jobs {3 * n + 1}, {3 * n + 2}, {3 * n + 3}" for n in range(len(ELEMENTWISE))
+    ]  # each optimizer's three learning rates as one batch
+    assert all(summary["batch"]["size"] == 3 and summary["xla"] is True for summary in summaries)
+    assert {summary["status"] for summary in summaries} == {"completed", "converged", "diverged"}
+
+
+def test_jobs_that_differ_in_adam_s_beta_1_train_as_one_batch_each_as_the_basic_launcher_does(tmp_path):
+    sweep = ["objective=rosenbrock", "optimizer=adam", "optimizer.beta_1=0.8,0.9,0.95", "lr=0.01", "epochs=40"]
+    lines, summaries = sweep_both_ways(tmp_path, [*sweep, "jit_compile=true", "log.plots=false"])
+    assert lines == ["batch of 3: jobs 1, 2, 3"]
+    assert [summary["batch"] for summary in summaries] == [{"group": 0, "size": 3}] * 3
+    assert sorted(summary["optimizer_params"]["beta_1"] for summary in summaries) == [0.8, 0.9, 0.95]
+    assert len({summary["final_loss"] for summary in summaries}) == 3  # each job trained with its own beta_1
 
 
 def test_a_job_left_with_files_fails_alone_and_the_others_still_train_as_a_batch(tmp_path):

@@ -128,7 +128,7 @@ def run_newton(loss, start: float, steps: int, lr: float = 1.0) -> tuple[pd.Data
 
     problem = Problem({"w": np.float32(start)}, lambda params, constants: loss(tf, params["w"]), repr(loss))
     trainer = Trainer(problem, Newton(max_params=100), stop=StopConfig(), jit_compile=True)
-    trainer.load([problem], Newton(max_params=100), [lr], log_every=1, stops=[StopConfig()])
+    trainer.load([problem], [Newton(max_params=100)], [lr], log_every=1, stops=[StopConfig()])
     chunks = [chunk for (report,) in trainer.chunks(steps) for chunk in report]
     return pd.concat([chunk.history for chunk in chunks], ignore_index=True), chunks[-1].status == "diverged"
 

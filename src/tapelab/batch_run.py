@@ -121,7 +121,8 @@ def train_batch(
     size = len(experiments)
     lrs, stops = [experiment.lr for experiment in experiments], [experiment.stop for experiment in experiments]
     started = time.perf_counter(), time.time()
-    loop = trainer_for(problems, first.optimizer, lrs, log_every, stops, jit_compile=True)
+    optimizers = [experiment.optimizer for experiment in experiments]
+    loop = trainer_for(problems, optimizers, lrs, log_every, stops, jit_compile=True)
     with StopRequests() as stop_requests, quiet_tensorflow_logs(), loop as trainer:
         compile_before_writing(trainer)
         for run_dir in run_dirs:

@@ -37,8 +37,9 @@ class Job:
 
 def group_key(task_cfg: DictConfig) -> str:
     """The key that jobs must share to train as one batch: the loop's structure, epochs, logging and the
-    optimizer's values. Members may differ in `lr`, the objective's values (start, constants, data, seed) and
-    the stop rules' thresholds. Raises CannotBatch(reason) for a job that must train alone."""
+    optimizer's values but its `member_inputs`. Members may differ in `lr`, those, the objective's values
+    (start, constants, data, seed) and the stop rules' thresholds. Raises CannotBatch(reason) for a job that
+    must train alone."""
     from tapelab.config import to_experiment
     from tapelab.runner import checked_problem
     from tapelab.training import loop_key
@@ -59,7 +60,9 @@ def group_key(task_cfg: DictConfig) -> str:
         raise CannotBatch("jit_compile=false, and batches train under XLA")
     loop = loop_key(problem, experiment.optimizer, experiment.stop, jit_compile=True)
     shared = (experiment.epochs, experiment.log_every(), dataclasses.asdict(experiment.log))
-    return repr((loop, *shared, experiment.optimizer.hyperparameters()))
+    optimizer = experiment.optimizer
+    values = {key: value for key, value in optimizer.hyperparameters().items() if key not in optimizer.member_inputs}
+    return repr((loop, *shared, values))
 
 
 def run_group(jobs: Sequence[Job]) -> list[Any]:

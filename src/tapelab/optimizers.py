@@ -31,6 +31,7 @@ class Update:
 
         self.lr = tf.Variable(1.0, trainable=False, name="lr")
         self.hyperparameters: dict[str, Any] = {}  # key -> the tf.Variable that holds it
+        self.member_keys: tuple[str, ...] = ()  # those that `for_members` gives each member of its own
         self._initial_state: list[Any] = []
 
     def prepare(self, variables: Sequence[Any], loss: Callable[[], Any]) -> None:
@@ -41,11 +42,13 @@ class Update:
         self._initial_state = [value.numpy() for value in self.state()]
 
     def for_members(self, members: int) -> None:
-        """Give each of a batch's `members` its own learning rate: `lr` becomes an [members, 1] variable, which
-        broadcasts over [members, n] parameters. Call it before `prepare`."""
+        """Give each of a batch's `members` its own learning rate and `member_keys`: each becomes an [members, 1]
+        variable, which broadcasts over [members, n] parameters. Call it before `prepare`."""
         import tensorflow as tf
 
         self.lr = tf.Variable(tf.ones([members, 1]), trainable=False, name="lr")
+        for key in self.member_keys:
+            self.hyperparameters[key] = tf.Variable(tf.zeros([members, 1]), trainable=False, name=key)
 
     def load(self, lr: float | np.ndarray, hyperparameters: Mapping[str, Any]) -> None:
         """Set the learning rate and the inputs for a new run, and reset the state to before the first step."""
@@ -76,7 +79,9 @@ class KerasUpdate(Update):
     belong to the loop's structure.
     """
 
-    def __init__(self, optimizer_class: Any, keys: Mapping[str, Any], inputs: Sequence[str]) -> None:
+    def __init__(
+        self, optimizer_class: Any, keys: Mapping[str, Any], inputs: Sequence[str], member_inputs: Sequence[str] = ()
+    ) -> None:
         import tensorflow as tf
 
         super().__init__()
@@ -85,6 +90,12 @@ class KerasUpdate(Update):
             if keys[key] is not None:  # None switches a feature off (weight_decay): that is structure
                 self.hyperparameters[key] = tf.Variable(keys[key], dtype=tf.float32, trainable=False, name=key)
                 setattr(self.optimizer, key, self.hyperparameters[key])
+        self.member_keys = tuple(key for key in member_inputs if key in self.hyperparameters)
+
+    def for_members(self, members: int) -> None:
+        super().for_members(members)
+        for key in self.member_keys:
+            setattr(self.optimizer, key, self.hyperparameters[key])
 
     def prepare(self, variables: Sequence[Any], loss: Callable[[], Any]) -> None:
         self.optimizer.build(list(variables))
@@ -110,11 +121,14 @@ class Optimizer:
     """Base of every optimizer schema.
 
     `inputs` names the float keys that the compiled loop reads from variables: runs that differ only in
-    them (and in `lr`) share one trace. Every other key is part of the loop's structure.
+    them (and in `lr`) share one trace. Every other key is part of the loop's structure. `member_inputs` names
+    those of them in which the members of a batch may differ (`tapelab.training.Trainer`): each member's value
+    in an [members, 1] variable, as its learning rate is.
     """
 
     name: ClassVar[str]
     inputs: ClassVar[tuple[str, ...]] = ()
+    member_inputs: ClassVar[tuple[str, ...]] = ()
 
     def build(self) -> Update:
         """The update rule, before `Update.load` gives it this run's learning rate and inputs."""
@@ -244,7 +258,7 @@ class KerasOptimizer(Optimizer):
     """
 
     keras_class: ClassVar[str]
-    inputs = ("weight_decay",)
+    inputs = member_inputs = ("weight_decay",)
     weight_decay: float | None = MISSING
     clipnorm: float | None = MISSING
     clipvalue: float | None = MISSING
@@ -269,7 +283,7 @@ class KerasOptimizer(Optimizer):
 
         optimizer_class = getattr(keras.optimizers, self.keras_class)
         try:
-            return KerasUpdate(optimizer_class, self.hyperparameters(), self.inputs)
+            return KerasUpdate(optimizer_class, self.hyperparameters(), self.inputs, self.member_inputs)
         except (ValueError, TypeError) as error:  # a check of Keras's that `check` does not make
             raise ConfigError(f"optimizer ({self.name})", str(error).strip()) from None
 
@@ -298,7 +312,7 @@ class SGD(KerasOptimizer):
 @keras_optimizer("adam", "Adam")
 @dataclass
 class Adam(KerasOptimizer):
-    inputs = ("weight_decay", "beta_1", "beta_2", "epsilon")
+    inputs = member_inputs = ("weight_decay", "beta_1", "beta_2", "epsilon")
     beta_1: float = MISSING
     beta_2: float = MISSING
     epsilon: float = MISSING
@@ -316,7 +330,7 @@ class AdamW(Adam):
 @keras_optimizer("adamax", "Adamax")
 @dataclass
 class Adamax(KerasOptimizer):
-    inputs = ("weight_decay", "beta_1", "beta_2", "epsilon")
+    inputs = member_inputs = ("weight_decay", "beta_1", "beta_2", "epsilon")
     beta_1: float = MISSING
     beta_2: float = MISSING
     epsilon: float = MISSING
@@ -325,7 +339,7 @@ class Adamax(KerasOptimizer):
 @keras_optimizer("nadam", "Nadam")
 @dataclass
 class Nadam(Adamax):
-    pass
+    member_inputs = ("weight_decay", "beta_2", "epsilon")  # beta_1 also feeds Keras's scalar variable _u_product
 
 
 @keras_optimizer("lamb", "Lamb")
@@ -338,7 +352,7 @@ class Lamb(Adamax):
 @keras_optimizer("adagrad", "Adagrad")
 @dataclass
 class Adagrad(KerasOptimizer):
-    inputs = ("weight_decay", "epsilon")  # initial_accumulator_value initialises the slots: structure
+    inputs = member_inputs = ("weight_decay", "epsilon")  # initial_accumulator_value initialises the slots: structure
     initial_accumulator_value: float = MISSING
     epsilon: float = MISSING
 
@@ -346,7 +360,7 @@ class Adagrad(KerasOptimizer):
 @keras_optimizer("adadelta", "Adadelta")
 @dataclass
 class Adadelta(KerasOptimizer):
-    inputs = ("weight_decay", "rho", "epsilon")
+    inputs = member_inputs = ("weight_decay", "rho", "epsilon")
     rho: float = MISSING
     epsilon: float = MISSING
 
@@ -354,7 +368,7 @@ class Adadelta(KerasOptimizer):
 @keras_optimizer("rmsprop", "RMSprop")
 @dataclass
 class RMSprop(KerasOptimizer):
-    inputs = ("weight_decay", "rho", "epsilon")  # Keras tests momentum > 0 in Python
+    inputs = member_inputs = ("weight_decay", "rho", "epsilon")  # Keras tests momentum > 0 in Python
     rho: float = MISSING
     momentum: float = MISSING
     epsilon: float = MISSING
@@ -364,7 +378,7 @@ class RMSprop(KerasOptimizer):
 @keras_optimizer("ftrl", "Ftrl")
 @dataclass
 class Ftrl(KerasOptimizer):
-    inputs = (
+    inputs = member_inputs = (
         "weight_decay",
         "learning_rate_power",
         "l1_regularization_strength",
@@ -390,7 +404,7 @@ class Ftrl(KerasOptimizer):
 @keras_optimizer("lion", "Lion")
 @dataclass
 class Lion(KerasOptimizer):
-    inputs = ("weight_decay", "beta_1", "beta_2")
+    inputs = member_inputs = ("weight_decay", "beta_1", "beta_2")
     beta_1: float = MISSING
     beta_2: float = MISSING
 

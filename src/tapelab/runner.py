@@ -65,8 +65,9 @@ def train(
         import tensorflow as tf
 
         started = time.perf_counter(), time.time()
-        lrs, stops = [experiment.lr] * len(members), [experiment.stop] * len(members)
-        loop = trainer_for(members, experiment.optimizer, lrs, log_every, stops, xla, pooled=flat_starts is not None)
+        each = lambda value: [value] * len(members)  # noqa: E731  (the starts of a multi-start run share them)
+        loop = trainer_for(members, each(experiment.optimizer), each(experiment.lr), log_every, each(experiment.stop),
+                           xla, pooled=flat_starts is not None)  # fmt: skip
         with loop as trainer:
             (trained,) = trainer.runs()
             run_dir.mkdir(parents=True, exist_ok=True)

@@ -248,23 +248,29 @@ class Trainer:
     def load(
         self,
         problems: Sequence[Problem],
-        optimizer: Optimizer,
+        optimizers: Sequence[Optimizer],
         lrs: Sequence[float],
         log_every: int,
         stops: Sequence[StopConfig],
     ) -> None:
-        """Set each member's values (one problem, learning rate and stop config each) and return the state to
-        before the first step. The optimizer's own inputs are the batch's: its members share them."""
-        if not len(problems) == len(lrs) == len(stops) == self.members:
-            raise ValueError(f"a batch of {self.members} members needs as many problems, learning rates and stops")
+        """Set each member's values (one problem, optimizer, learning rate and stop config each) and return the
+        state to before the first step. Of a batch's optimizer keys, the members' own are their
+        `member_inputs`; the others are the first member's (a batch's members share them)."""
+        if not len(problems) == len(optimizers) == len(lrs) == len(stops) == self.members:
+            raise ValueError(f"a batch of {self.members} members needs as many problems, optimizers, lrs and stops")
         stacked = lambda values: np.stack(values) if self.members > 1 else values[0]  # noqa: E731
         for name, variable in self.variables.items():
             variable.assign(stacked([np.ravel(problem.start[name]) for problem in problems]).reshape(variable.shape))
         for name, variable in self.constants.items():
             variable.assign(stacked([problem.constants[name] for problem in problems]))
         self._starts = np.stack([problem.flat_start() for problem in problems]).astype(np.float32)
-        lr = np.array(lrs, np.float32)[:, None] if self.members > 1 else lrs[0]
-        self._update.load(lr, optimizer.hyperparameters())
+        values = optimizers[0].hyperparameters()
+        lr = lrs[0]
+        if self.members > 1:  # each member's own, as an [members, 1] column
+            lr = np.array(lrs, np.float32)[:, None]
+            for key in self._update.member_keys:
+                values[key] = np.array([[optimizer.hyperparameters()[key]] for optimizer in optimizers], np.float32)
+        self._update.load(lr, values)
         self._clock.assign(0)
         for variable, value in (
             (self._steps, 0),
@@ -834,19 +840,19 @@ def borrowed(key: str, make: Callable[[], TrainerT]) -> Iterator[TrainerT]:
 @contextmanager
 def trainer_for(
     problems: Sequence[Problem],
-    optimizer: Optimizer,
+    optimizers: Sequence[Optimizer],
     lrs: Sequence[float],
     log_every: int,
     stops: Sequence[StopConfig],
     jit_compile: bool,
     pooled: bool = False,
 ) -> Iterator[Trainer]:
-    """A trainer for a batch of `problems` (one per member, a run alone's one) and `optimizer`, loaded with
-    the members' values: the process's trainer of that loop structure and size if it has an idle one, else a
-    new one, kept for later batches when this one ends."""
-    members = len(problems)
+    """A trainer for a batch of `problems` (one per member, a run alone's one), loaded with the members' values:
+    the process's trainer of that loop structure and size if it has an idle one, else a new one, kept for later
+    batches when this one ends."""
+    members, optimizer = len(problems), optimizers[0]
     key = f"{loop_key(problems[0], optimizer, stops[0], jit_compile)} members={members} pooled={pooled}"
     make = lambda: Trainer(problems[0], optimizer, stops[0], jit_compile, members, pooled)  # noqa: E731
     with borrowed(key, make) as trainer:
-        trainer.load(problems, optimizer, lrs, log_every, stops)
+        trainer.load(problems, optimizers, lrs, log_every, stops)
         yield trainer
