@@ -490,15 +490,19 @@ def checks(results: dict[Task, list[float]]) -> list[Check]:
     """The issue's ratios and targets, from the medians."""
     median = {(task.group, task.label): statistics.median(values) for task, values in results.items()}
     found = []
+    groups = {task.group for task in results}
     for group in dict.fromkeys(task.group for task in results if task.unit == "µs/step"):
         for top, bottom, target, at_least, groups in RATIOS:
             value = median[group, top] / median[group, bottom]
             found.append(Check(f"{group}: {top} / {bottom}", value, target if group in groups else None, at_least))
-    found += [
-        Check(f"start-up: {STARTUP} / {IMPORT}", median["start-up", STARTUP] / median["start-up", IMPORT], 1.3),
-        Check("grid: seconds per job beyond the first", extra_job_seconds(median, results), 0.3),
-    ]
+    if {"start-up", "grid"} <= groups:
+        found += [
+            Check(f"start-up: {STARTUP} / {IMPORT}", median["start-up", STARTUP] / median["start-up", IMPORT], 1.3),
+            Check("grid: seconds per job beyond the first", extra_job_seconds(median, results), 0.3),
+        ]
     for name, target in BATCH_TARGETS.items():
+        if name not in groups:
+            continue
         jobs = next(task.count for task in results if task.group == name and task.label == "batched launcher")
         for launcher in ("batched launcher", "basic launcher"):
             beyond = (median[name, launcher] - median[name, "single run"]) / (jobs - 1)
@@ -506,6 +510,8 @@ def checks(results: dict[Task, list[float]]) -> list[Check]:
             found.append(Check(f"{name}, {launcher}: s per job beyond a single run", beyond, wanted))
     for length in AUTO_EPOCHS:
         group = f"jit {length}"
+        if group not in groups:
+            continue
         faster = "XLA" if median[group, "XLA"] < median[group, "plain graph"] else "plain graph"
         chose = {"XLA" if xla else "plain graph" for xla in AUTO_CHOICES[length]}
         label = f"{group}: auto chose {' and '.join(sorted(chose))}; {faster} was faster, by"
@@ -526,6 +532,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="few steps and a small grid: a smoke run")
     parser.add_argument("--repeats", type=int, default=3, help="times each variant is timed (default 3)")
     parser.add_argument("--problems", nargs="*", choices=names, default=names, metavar="NAME", help=" ".join(names))
+    parser.add_argument(
+        "--batched-only", action="store_true", help="only hydra/launcher=batched's grids (and their single runs)"
+    )
     return parser.parse_args(argv)
 
 
@@ -537,12 +546,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         tasks = [
             task for case in CASES if case.name in args.problems for task in problem_tasks(case, args.quick, workdir)
         ]
-        results = measure_all(tasks + extra_tasks(args.quick, workdir, grid), args.repeats)
+        tasks += extra_tasks(args.quick, workdir, grid)
+        if args.batched_only:
+            tasks = [task for task in tasks if task.group in BATCH_GRIDS]
+        results = measure_all(tasks, args.repeats)
     print_table(results)
     print()
-    median = {(task.group, task.label): statistics.median(values) for task, values in results.items()}
-    print_phases(grid, extra_job_seconds(median, results))
-    print()
+    if grid.phases:
+        median = {(task.group, task.label): statistics.median(values) for task, values in results.items()}
+        print_phases(grid, extra_job_seconds(median, results))
+        print()
     print_checks(checks(results))
 
 

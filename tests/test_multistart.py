@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -189,6 +191,21 @@ def test_each_start_stops_at_its_own_step_as_it_does_alone(train):
     assert result.summary["final_loss"] == float32(finite["final_loss"].min())
     # The pooled history leaves the diverged starts out: its worst loss is finite from the first row on.
     assert np.isfinite(result.metrics[["loss", "loss_mean", "loss_worst"]].to_numpy()).all()
+
+
+def test_a_resumed_batch_of_starts_equals_a_straight_one_and_its_stopped_starts_stay_stopped(tmp_path):
+    from conftest import resume_in, run_in
+
+    # The starts of the test above: at step 220 one has converged (218), one converges (220), and many diverged.
+    overrides = ["objective=quadratic", "optimizer=sgd", "lr=0.1", "stop.grad_tol=1e-2", "jit_compile=true",
+                 "objective.starts=16", "objective.domain=[[-4e19,4e19]]", "log.plots=false"]  # fmt: skip
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    run_in(whole, *overrides, "epochs=222")
+    run_in(split, *overrides, "epochs=220")
+    summary = resume_in(split, "epochs=222")
+    for name in ("starts.csv", "metrics.csv"):
+        pd.testing.assert_frame_equal(pd.read_csv(split / name), pd.read_csv(whole / name), check_exact=True)
+    assert summary["steps"] == 222 and summary["starts"] == json.loads((whole / "summary.json").read_text())["starts"]
 
 
 def test_a_batch_whose_every_start_blows_up_is_diverged(train):

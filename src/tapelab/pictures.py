@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections import OrderedDict
 from pathlib import Path
@@ -11,7 +12,7 @@ import pandas as pd
 
 from tapelab.landscape import loss_at, loss_elements
 from tapelab.objectives import Problem
-from tapelab.plots import ContourPicture, contour_box, diverged_box, loss_figure, save
+from tapelab.plots import ContourPicture, LossPicture, contour_box, diverged_box
 from tapelab.rundir import METRICS
 from tapelab.training import element_columns
 
@@ -50,6 +51,12 @@ def contour_picture(problem: Problem, box: np.ndarray) -> ContourPicture:
     return _contours[key]
 
 
+@functools.cache
+def loss_picture() -> LossPicture:
+    """The process's loss.png figure, drawn again for each run."""
+    return LossPicture()
+
+
 def thinned(history: pd.DataFrame) -> pd.DataFrame:
     """Every k-th row of `history`, about MAX_PATH_POINTS of them, and always the last: where the run ended."""
     rows = np.arange(len(history))
@@ -64,7 +71,7 @@ def draw_run(
     A diverged run's path is framed so that the blow-up does not hide the objective (see `diverged_box`).
     """
     history = thinned(pd.read_csv(run_dir / METRICS, usecols=["step", "loss", *param_columns]))
-    save(loss_figure(history, diverged), run_dir / LOSS_PNG)
+    loss_picture().save(history, diverged, run_dir / LOSS_PNG)
     written = [run_dir / LOSS_PNG]
     if len(param_columns) == 2:
         path = history[param_columns].to_numpy(np.float64)

@@ -136,10 +136,28 @@ def loss_figure(history: pd.DataFrame, diverged: bool = False) -> Any:
 
     An empty `history` (a run whose start was not finite logs no row) gives an empty frame, without ticks.
     """
+    figure, axis, line = loss_frame()
+    draw_loss(axis, line, history, diverged)
+    return figure
+
+
+def loss_frame() -> tuple[Any, Any, Any]:
+    """An empty loss figure: the figure, its axes and the loss curve, with no data."""
     figure, (axis,) = new_figure(6.4, 4.2, margins=RUN_MARGINS)
+    (line,) = axis.plot([], [], linewidth=1.3)
+    axis.grid(True, which="major", alpha=0.3)
+    return figure, axis, line
+
+
+def draw_loss(axis: Any, line: Any, history: pd.DataFrame, diverged: bool) -> None:
+    """Show `history`'s loss on `axis` (from `loss_frame`, new or drawn before) as `line`."""
     shift = loss_shift(history["loss"])
     drawn = history["loss"] - shift
-    axis.plot(history["step"], drawn, linewidth=1.3)
+    axis.set_autoscale_on(True)
+    axis.set_yscale("linear")
+    line.set_data(history["step"], drawn)
+    axis.relim()
+    axis.autoscale_view()
     loss_axis(axis, drawn, shift)
     step_axis(axis)
     if history.empty:
@@ -147,8 +165,21 @@ def loss_figure(history: pd.DataFrame, diverged: bool = False) -> Any:
     last_step = 0 if history.empty else history["step"].iat[-1]
     title = f"loss, diverged at step {last_step}" if diverged else "loss"
     axis.set_title(title, y=1.0)  # a given height: not placed by measuring the tick labels
-    axis.grid(True, which="major", alpha=0.3)
-    return figure
+
+
+class LossPicture:
+    """loss.png's figure, made once per process and drawn again for each run: a new figure costs about a
+    third of the picture's time."""
+
+    def __init__(self) -> None:
+        self.figure, self.axis, self.line = loss_frame()
+        self.lock = threading.Lock()
+
+    def save(self, history: pd.DataFrame, diverged: bool, path: Path) -> None:
+        """Write loss.png for `history` (see `loss_figure`) to `path`."""
+        with self.lock:
+            draw_loss(self.axis, self.line, history, diverged)
+            save(self.figure, path)
 
 
 def contour_box(path: np.ndarray, minima: list[np.ndarray], domain: np.ndarray | None) -> np.ndarray:

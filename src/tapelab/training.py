@@ -241,6 +241,7 @@ class Trainer:
         self._graph_def: bytes | None = None
         self._step_graph_def: bytes | None = None
         self._max_chunk_steps = self._capacity - 1
+        self._every = 1  # log.every, as `_log_every` holds it for the loop
         self._starts = np.zeros((members, sum(self._sizes.values())), np.float32)
         self._end: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # member rows, reports, losses at the end
         self.step_seconds = 0.0  # the batch's time in the chunks' compiled calls since `load`
@@ -284,6 +285,7 @@ class Trainer:
         self._min_progress.assign(np.array([stop.min_progress() for stop in stops], np.float32))
         self._patience.assign(np.array([stop.steps_without_progress() for stop in stops], np.int64))
         self._log_every.assign(log_every)
+        self._every = log_every
         self._max_chunk_steps = (self._capacity - 1) * log_every  # the kept rows, and the slot after them
         self._end = None
         self.step_seconds = 0.0
@@ -398,7 +400,7 @@ class Trainer:
         first_step = self._clock.read_value()
         log_every = self._log_every.read_value()
 
-        def take_step(_, done, status, member_steps, n_rows, last_row, last_step, steps, rows, end_rows, *rest):
+        def take_step(_, done, status, member_steps, n_rows, last_row, last_step, rows, end_rows, *rest):
             best, plateau_best, plateau_steps = rest
             row, gradients, _ = self._evaluate()
             # After `n_steps` updates one more pass only evaluates the state the chunk ends on, for its end rows:
@@ -411,25 +413,27 @@ class Trainer:
                 converged, plateau_best, plateau_steps = self._converged(row, running, plateau_best, plateau_steps)
                 status = tf.where(running & finite & converged, CONVERGED, status)
             moving = tf.equal(status, RUNNING) & counting
+            moves = tf.reduce_any(moving)
             report = self._report(row, status)
             # Every row is written, to the slot after the kept ones; it is kept (the count moves on) if it is on
-            # the log.every grid and an update follows it. Not a conditional write: that is slow under XLA.
+            # the log.every grid and an update follows it. Not a conditional write: that is slow under XLA. So
+            # the kept rows are those of the grid's steps from `first_step` on, while the batch moves.
             step = first_step + done
-            steps = steps.write(n_rows, step)
             rows = rows.write(n_rows, report)
-            n_rows += tf.cast(tf.equal(step % log_every, 0) & tf.reduce_any(moving), tf.int32)
+            n_rows += tf.cast(tf.equal(step % log_every, 0) & moves, tf.int32)
             # A report's last finite row: a member's while it runs, the pool's while any member runs.
-            fresh = running & finite if not self.pooled else tf.reduce_any(running, keepdims=True)
-            fresh &= tf.reduce_all(tf.math.is_finite(report), axis=1)
+            fresh = running & finite
+            if self.pooled:
+                fresh = tf.reduce_any(running, keepdims=True) & tf.reduce_all(tf.math.is_finite(report), axis=1)
             last_row = tf.where(fresh[:, None], report, last_row)
             last_step = tf.where(fresh, step, last_step)
             best = tf.where(running & finite, tf.minimum(best, row[:, 0]), best)
             end_rows = tf.where(moving[:, None], end_rows, row)  # a member that stays: the row of its state
             self._update_moving(gradients, moving)
             member_steps += tf.cast(moving, tf.int64)
-            done += tf.cast(tf.reduce_any(moving), tf.int64)
-            outputs = done, status, member_steps, n_rows, last_row, last_step, steps, rows, end_rows, best
-            return (tf.reduce_any(moving), *outputs, plateau_best, plateau_steps)
+            done += tf.cast(moves, tf.int64)
+            outputs = done, status, member_steps, n_rows, last_row, last_step, rows, end_rows, best
+            return (moves, *outputs, plateau_best, plateau_steps)
 
         # No `break`: stopping is in the loop's condition (a conditional in the body makes XLA ~10x slower).
         outputs = tf.while_loop(
@@ -443,7 +447,6 @@ class Trainer:
                 tf.constant(0),
                 tf.fill([self.reports, width], tf.constant(np.nan, tf.float32)),
                 tf.fill([self.reports], tf.constant(-1, tf.int64)),
-                tf.TensorArray(tf.int64, size=self._capacity, element_shape=[]),
                 tf.TensorArray(tf.float32, size=self._capacity, element_shape=[self.reports, width]),
                 tf.fill([self.members, self._row_width], tf.constant(np.nan, tf.float32)),
                 self._best.read_value(),
@@ -451,7 +454,7 @@ class Trainer:
                 self._plateau_steps.read_value(),
             ),
         )
-        _, done, status, member_steps, n_rows, last_row, last_step, steps, rows, end_rows, *rest = outputs
+        _, done, status, member_steps, n_rows, last_row, last_step, rows, end_rows, *rest = outputs
         best, plateau_best, plateau_steps = rest
         self._clock.assign_add(done)
         self._steps.assign(member_steps)
@@ -459,7 +462,7 @@ class Trainer:
         self._best.assign(best)
         self._plateau_best.assign(plateau_best)
         self._plateau_steps.assign(plateau_steps)
-        outputs = steps.stack(), rows.stack(), n_rows, member_steps, status, last_row, last_step
+        outputs = rows.stack(), n_rows, member_steps, status, last_row, last_step
         return (*outputs, end_rows, self._report(end_rows, status), end_rows[:, 0])
 
     def _update_moving(self, gradients, moving) -> None:
@@ -552,9 +555,11 @@ class Trainer:
         first_step, before = self.step, self.steps
         was_running = self._running_reports()
         started = time.perf_counter()
-        steps, rows, n_rows, member_steps, status, last_row, last_step, *_ = self._call_chunk(n_steps)
+        rows, n_rows, member_steps, status, last_row, last_step, *_ = self._call_chunk(n_steps)
         self.step_seconds += time.perf_counter() - started
-        steps, rows, n_rows = steps.numpy()[: int(n_rows)], rows.numpy()[: int(n_rows)], int(n_rows)
+        rows, n_rows = rows.numpy()[: int(n_rows)], int(n_rows)
+        first_kept = -(-first_step // self._every) * self._every  # the kept rows: the grid's steps from here on
+        steps = first_kept + self._every * np.arange(n_rows, dtype=np.int64)
         last_row, last_step = last_row.numpy(), last_step.numpy()
         if self.pooled:
             updates, statuses = [self.step - first_step], [pooled_status(status.numpy())]
