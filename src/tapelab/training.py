@@ -12,9 +12,9 @@ members' runs side by side: under XLA each member's history is bit for bit the o
 
 Every member has its own status, best loss, plateau counter and stop rules. A member that diverges or
 converges stops at its own step: from then on its update is undone at every step (`tf.where` on the
-parameters, not a conditional update, which is slow under XLA), its rows end, and the others go on. The loop
-ends when every member has stopped or the chunk's steps are done. The rows go to one report per member, or
-(pooled: a multi-start run) to one report of the batch's best, mean and worst loss.
+parameters and the optimizer's state, not a conditional update, which is slow under XLA), its rows end, and
+the others go on. The loop ends when every member has stopped or the chunk's steps are done. The rows go to
+one report per member, or (pooled: a multi-start run) to one report of the batch's best, mean and worst loss.
 
 Inside a chunk every step writes its reports' rows into a fixed-size buffer, at the slot after the rows
 kept so far, and a row on the `log.every` grid is kept; so the loop compiles with XLA (no conditional
