@@ -196,16 +196,14 @@ class Trainer:
         self.members, self.pooled = members, pooled
         self._shapes = {name: np.shape(value) for name, value in problem.start.items()}
         self._sizes = {name: int(np.size(value)) for name, value in problem.start.items()}
-        batched = lambda shape: [members, *shape] if members > 1 else shape  # noqa: E731
-        self.variables = {
-            name: tf.Variable(np.zeros(batched([self._sizes[name]] if members > 1 else self._shapes[name]), np.float32),
-                              name=name)
-            for name in problem.start
-        }  # fmt: skip
+        # A batch's parameter: a row of its elements per member; a run alone's: in its own shape.
+        shape = lambda name: [members, self._sizes[name]] if members > 1 else list(self._shapes[name])  # noqa: E731
+        self.variables = {name: tf.Variable(np.zeros(shape(name), np.float32), name=name) for name in problem.start}
         self.constants = {
-            name: tf.Variable(np.zeros(batched(np.shape(value)), np.float32), trainable=False, name=name)
+            name: tf.Variable(np.zeros([members, *np.shape(value)] if members > 1 else np.shape(value), np.float32),
+                              trainable=False, name=name)
             for name, value in problem.constants.items()
-        }
+        }  # fmt: skip
         self.param_columns = [] if pooled else element_columns(problem.start)
         if pooled:  # `loss` is the best member's, then the mean and the worst over the members not diverged
             self.columns = ["step", "loss", "grad_norm", "lr", "loss_mean", "loss_worst"]
