@@ -492,9 +492,9 @@ def checks(results: dict[Task, list[float]]) -> list[Check]:
     found = []
     groups = {task.group for task in results}
     for group in dict.fromkeys(task.group for task in results if task.unit == "µs/step"):
-        for top, bottom, target, at_least, groups in RATIOS:
+        for top, bottom, target, at_least, targeted in RATIOS:
             value = median[group, top] / median[group, bottom]
-            found.append(Check(f"{group}: {top} / {bottom}", value, target if group in groups else None, at_least))
+            found.append(Check(f"{group}: {top} / {bottom}", value, target if group in targeted else None, at_least))
     if {"start-up", "grid"} <= groups:
         found += [
             Check(f"start-up: {STARTUP} / {IMPORT}", median["start-up", STARTUP] / median["start-up", IMPORT], 1.3),

@@ -189,6 +189,7 @@ def test_each_start_stops_at_its_own_step_as_it_does_alone(train):
     finite = starts[np.isfinite(starts["final_loss"])]
     assert result.summary["best_start"] == int(finite.loc[finite["final_loss"].idxmin(), "start"])
     assert result.summary["final_loss"] == float32(finite["final_loss"].min())
+    assert result.summary["best_loss"] == result.summary["final_loss"]  # SGD on a quadratic only goes down
     # The pooled history leaves the diverged starts out: its worst loss is finite from the first row on.
     assert np.isfinite(result.metrics[["loss", "loss_mean", "loss_worst"]].to_numpy()).all()
 

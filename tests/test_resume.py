@@ -37,6 +37,19 @@ def test_a_resumed_run_has_the_history_of_an_uninterrupted_one(tmp_path, every):
     assert loss_steps(split) == expected["step"].tolist()  # TensorBoard: no step twice, none missing
 
 
+def test_a_run_killed_after_it_converged_ends_converged_when_resumed(tmp_path):
+    run_dir = tmp_path / "run"
+    ended = run_in(run_dir, "objective=quadratic", "stop.grad_tol=1e-3", "epochs=2000", "log.plots=false")
+    assert ended["status"] == "converged" and ended["steps"] < 2000
+    metrics = (run_dir / "metrics.csv").read_text()
+    # A SIGKILL between the last chunk's checkpoint and the run's end leaves summary.json saying "running".
+    (run_dir / "summary.json").write_text(json.dumps({**ended, "status": "running"}))
+    resumed = resume_in(run_dir)
+    assert (resumed["status"], resumed["steps"], resumed["final_loss"]) == ("converged", ended["steps"],
+                                                                             ended["final_loss"])  # fmt: skip
+    assert (run_dir / "metrics.csv").read_text() == metrics
+
+
 def test_resume_keeps_the_runs_own_config(tmp_path):
     run_dir = tmp_path / "run"
     run_in(run_dir, "objective=booth", "optimizer=adam", "lr=0.1", "epochs=50", "log.plots=false")

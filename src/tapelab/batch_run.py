@@ -97,6 +97,8 @@ def compile_before_writing(trainer: Trainer) -> None:
         trainer.compile(fallback=False)
     except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as error:
         raise CannotCompile(str(error).strip().splitlines()[0][:300]) from None
+    if not trainer.jit_compile:  # a run alone's trainer of this key, which had fallen back to the plain graph
+        raise CannotCompile("XLA could not compile this loop for an earlier run of the process")
 
 
 def train_batch(

@@ -19,7 +19,7 @@ import pandas as pd
 from tapelab.config import Experiment
 from tapelab.multistart import STARTS_CSV, search_box, starts_table
 from tapelab.objectives import Problem
-from tapelab.resume import last_logged_step
+from tapelab.resume import last_logged_row
 from tapelab.rundir import METRICS, SUMMARY
 from tapelab.sinks import RunEnd, Sink
 from tapelab.sinks.csv_sink import CsvSink
@@ -54,9 +54,10 @@ class RunRecord:
         self.started, self.started_at = started
         self.earlier_seconds = (previous or {}).get("wall_time_s", 0.0)  # the earlier sessions of a resumed run
         self.sinks = open_sinks(experiment, problem, trained, run_dir, new=previous is None, timings=timings)
-        self.last_logged = last_logged_step(run_dir)
+        # A resumed run starts from its last logged row, which is also its last finite one so far.
+        self.last_finite: pd.DataFrame | None = None if previous is None else last_logged_row(run_dir)
+        self.last_logged = -1 if self.last_finite is None else int(self.last_finite["step"].iat[0])
         self.status: str = "interrupted"
-        self.last_finite: pd.DataFrame | None = None
         self.batch = batch
 
     @property

@@ -139,10 +139,11 @@ def check_same_job(run_dir: Path, overrides: Sequence[str]) -> None:
         )
 
 
-def last_logged_step(run_dir: Path) -> int:
-    """The step of the last row in metrics.csv (-1 if it has none)."""
+def last_logged_row(run_dir: Path) -> pd.DataFrame | None:
+    """The last row of metrics.csv as a one-row frame (None if it has none): where an earlier session of the
+    run left off (a finite row: a run writes no other)."""
     path = run_dir / METRICS
     if not path.exists():
-        return -1
-    steps = pd.read_csv(path, usecols=["step"])["step"]
-    return int(steps.iat[-1]) if len(steps) else -1
+        return None
+    rows = pd.read_csv(path)
+    return rows.iloc[-1:].reset_index(drop=True) if len(rows) else None

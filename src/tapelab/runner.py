@@ -122,11 +122,13 @@ def restore(checkpoints: Any, trainer: Any, run_dir: Path) -> None:
             log.info("%s holds no complete checkpoint: continuing from the first step", run_dir)
         trainer.restored()
         return
-    status = checkpoints.checkpoint.restore(checkpoints.latest_checkpoint)
+    status = None
     try:
+        status = checkpoints.checkpoint.restore(checkpoints.latest_checkpoint)
         status.assert_consumed()
     except (AssertionError, ValueError) as error:  # another structure, or an older tapelab's layout
-        status.expect_partial()  # TensorFlow would log each unmatched value again; the error names them
+        if status is not None:
+            status.expect_partial()  # TensorFlow would log each unmatched value again; the error names them
         raise unfit_checkpoint(run_dir, error) from None
     trainer.restored()
 

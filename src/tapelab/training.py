@@ -11,10 +11,11 @@ whose gradient for one member is that member's own. So with an elementwise optim
 members' runs side by side: under XLA each member's history is bit for bit the one it has alone.
 
 Every member has its own status, best loss, plateau counter and stop rules. A member that diverges or
-converges stops at its own step: from then on its update is undone at every step (`tf.where` on the
-parameters and the optimizer's state, not a conditional update, which is slow under XLA), its rows end, and
-the others go on. The loop ends when every member has stopped or the chunk's steps are done. The rows go to
-one report per member, or (pooled: a multi-start run) to one report of the batch's best, mean and worst loss.
+converges stops at its own step: from then on its update is undone at every step (`tf.where` on its
+parameters and its optimizer slots, not a conditional update, which is slow under XLA; what the members
+share, such as the iteration count, moves while any member does), its rows end, and the others go on. The
+loop ends when every member has stopped or the chunk's steps are done. The rows go to one report per
+member, or (pooled: a multi-start run) to one report of the batch's best, mean and worst loss.
 
 Inside a chunk every step writes its reports' rows into a fixed-size buffer, at the slot after the rows
 kept so far, and a row on the `log.every` grid is kept; so the loop compiles with XLA (no conditional
@@ -118,12 +119,13 @@ def xla_without_fma() -> Iterator[None]:
         yield
 
 
-def wants_xla(setting: bool | None, epochs: int, problem: Problem, members: int = 1) -> bool:
-    """`jit_compile`: true or false as set; auto (None) turns XLA on where its compile pays for itself, for a
-    batch of `members` copies of `problem`."""
+def wants_xla(setting: bool | None, epochs: int, problem: Problem, starts: int = 1) -> bool:
+    """`jit_compile`: true or false as set; auto (None) turns XLA on where its compile pays for itself, for
+    `starts` starts of `problem` (which share its constants)."""
     if setting is not None:
         return setting
-    elements = members * sum(np.size(value) for value in (*problem.start.values(), *problem.constants.values()))
+    elements = starts * sum(np.size(value) for value in problem.start.values())
+    elements += sum(np.size(value) for value in problem.constants.values())
     return epochs * (1 + elements / XLA_ELEMENTS_PER_STEP) >= XLA_MIN_WORK
 
 
@@ -199,9 +201,10 @@ class Trainer:
         # A batch's parameter: a row of its elements per member; a run alone's: in its own shape.
         shape = lambda name: [members, self._sizes[name]] if members > 1 else list(self._shapes[name])  # noqa: E731
         self.variables = {name: tf.Variable(np.zeros(shape(name), np.float32), name=name) for name in problem.start}
+        self._stacked_constants = members > 1 and not pooled  # a multi-start run's starts share one copy of its data
         self.constants = {
-            name: tf.Variable(np.zeros([members, *np.shape(value)] if members > 1 else np.shape(value), np.float32),
-                              trainable=False, name=name)
+            name: tf.Variable(np.zeros([members, *np.shape(value)] if self._stacked_constants else np.shape(value),
+                                       np.float32), trainable=False, name=name)
             for name, value in problem.constants.items()
         }  # fmt: skip
         self.param_columns = [] if pooled else element_columns(problem.start)
@@ -261,7 +264,8 @@ class Trainer:
         for name, variable in self.variables.items():
             variable.assign(stacked([np.ravel(problem.start[name]) for problem in problems]).reshape(variable.shape))
         for name, variable in self.constants.items():
-            variable.assign(stacked([problem.constants[name] for problem in problems]))
+            values = [problem.constants[name] for problem in problems]
+            variable.assign(np.stack(values) if self._stacked_constants else values[0])
         self._starts = np.stack([problem.flat_start() for problem in problems]).astype(np.float32)
         values = optimizers[0].hyperparameters()
         lr = lrs[0]
@@ -318,14 +322,13 @@ class Trainer:
 
         if self.members == 1:
             return tf.reshape(self._loss(self.variables, self.constants), [1])
-        constants = {name: variable.read_value() for name, variable in self.constants.items()}
         shapes, loss = self._shapes, self._loss
-
-        def member_loss(member):  # one member's parameters in their own shapes, and its constants
-            params, constants = member
-            return loss({name: tf.reshape(value, shapes[name]) for name, value in params.items()}, constants)
-
-        return tf.vectorized_map(member_loss, (dict(self.variables), constants))
+        shaped = lambda params: {name: tf.reshape(value, shapes[name]) for name, value in params.items()}  # noqa: E731
+        if not self._stacked_constants:  # the members share the constants
+            return tf.vectorized_map(lambda params: loss(shaped(params), self.constants), dict(self.variables))
+        constants = {name: variable.read_value() for name, variable in self.constants.items()}
+        # One member's parameters in their own shapes, and its constants.
+        return tf.vectorized_map(lambda member: loss(shaped(member[0]), member[1]), (dict(self.variables), constants))
 
     def _evaluate(self):
         """Each member's row (without `step`) at the current state, the gradients, and the losses."""
@@ -404,9 +407,10 @@ class Trainer:
             # After `n_steps` updates one more pass only evaluates the state the chunk ends on, for its end rows:
             # so the body holds the function's only evaluation, which is traced and compiled once.
             counting = done < n_steps
-            running = tf.equal(status, RUNNING) & counting
+            alive = tf.equal(status, RUNNING)
+            running = alive & counting
             finite = tf.reduce_all(tf.math.is_finite(row), axis=1)
-            status = tf.where(running & ~finite, DIVERGED, status)
+            status = tf.where(alive & ~finite, DIVERGED, status)  # the end state too: out of a pool's report
             if stops:
                 converged, plateau_best, plateau_steps = self._converged(row, running, plateau_best, plateau_steps)
                 status = tf.where(running & finite & converged, CONVERGED, status)
@@ -426,7 +430,7 @@ class Trainer:
             last_row = tf.where(fresh[:, None], report, last_row)
             last_step = tf.where(fresh, step, last_step)
             best = tf.where(running & finite, tf.minimum(best, row[:, 0]), best)
-            end_rows = tf.where(moving[:, None], end_rows, row)  # a member that stays: the row of its state
+            end_rows = row  # the loop ends on a pass where no member moves: the states it leaves
             self._update_moving(gradients, moving)
             member_steps += tf.cast(moving, tf.int64)
             done += tf.cast(moves, tf.int64)
@@ -607,11 +611,21 @@ class Trainer:
         if row is None:
             empty = self._frame(np.zeros(0, np.int64), np.zeros((0, len(self.columns) - 1), np.float32))
             return Chunk(empty, 0, "diverged", None)
-        if not self.pooled:
-            best = self.best_losses
+        best = self.best_losses
+        if self.pooled:  # every member's final state that is finite
+            losses = self._end[2]
+            best = np.where(np.isfinite(losses), np.minimum(best, losses), best)
+        else:
             best[report] = min(best[report], float(row["loss"].iat[0]))
-            self._best.assign(best)
+        self._best.assign(best)
         return Chunk(row, 0, status, row)
+
+    def _ended_chunk(self, report: int) -> Chunk:
+        """The end of a report that had stopped when this batch was restored (its run was killed before it
+        recorded that): its final row if it converged, else none, as diverged."""
+        codes = self._status.numpy()
+        converged = (codes == CONVERGED).any() if self.pooled else codes[report] == CONVERGED
+        return self.final_chunk(report, "converged" if converged else "diverged")
 
     def chunks(self, epochs: int) -> Iterator[list[list[Chunk]]]:
         """Run until every member has done `epochs` updates (counting earlier ones) or stopped, in chunks sized
@@ -623,10 +637,10 @@ class Trainer:
         The caller may stop early (an interrupt) by not asking for the next chunk.
         """
         size = min(FIRST_CHUNK_STEPS, self._max_chunk_steps)
-        if self.step >= epochs:  # a resumed run that had done its steps but not ended
-            yield [[self.final_chunk(report, "completed")] if running else [] for report, running in
-                   enumerate(self._running_reports())]  # fmt: skip
-            return
+        running = self._running_reports()
+        if self.step >= epochs or not all(running):  # resumed: done its steps, or ended, but not recorded so
+            yield [[self.final_chunk(report, "completed")] if going and self.step >= epochs else
+                   [] if going else [self._ended_chunk(report)] for report, going in enumerate(running)]  # fmt: skip
         while self.step < epochs and any(self._running_reports()):
             n_steps = min(size, epochs - self.step, self._max_chunk_steps)
             before = self.step_seconds

@@ -39,7 +39,6 @@ class Problem:
     structure: str
     constants: dict[str, np.ndarray] = field(default_factory=dict)
     minima: tuple[np.ndarray, ...] = ()
-    starts: int | None = None  # a batch of this many starts: `start` values gain a leading axis, one loss per start
 
     def value(self, params: Mapping[str, Any]) -> Any:
         """The loss at `params` (tensors), with this problem's constants in the parameters' dtype."""
