@@ -430,7 +430,9 @@ class Trainer:
             last_row = tf.where(fresh[:, None], report, last_row)
             last_step = tf.where(fresh, step, last_step)
             best = tf.where(running & finite, tf.minimum(best, row[:, 0]), best)
-            end_rows = row  # the loop ends on a pass where no member moves: the states it leaves
+            # The loop ends on a pass where no member moves: its rows are of the states the chunk leaves. (In
+            # their static shape, which a loss through tf.py_function leaves unknown.)
+            end_rows = tf.reshape(row, [self.members, self._row_width])
             self._update_moving(gradients, moving)
             member_steps += tf.cast(moving, tf.int64)
             done += tf.cast(moves, tf.int64)
