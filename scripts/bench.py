@@ -528,7 +528,7 @@ def print_checks(found: list[Check]) -> None:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     names = [case.name for case in CASES]
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="few steps and a small grid: a smoke run")
     parser.add_argument("--repeats", type=int, default=3, help="times each variant is timed (default 3)")
     parser.add_argument("--problems", nargs="*", choices=names, default=names, metavar="NAME", help=" ".join(names))

@@ -146,6 +146,8 @@ def train_batch(
                     record.timings.add("checkpoint", (time.perf_counter() - saving) / size)
             if stop_requests.received is not None:
                 break
+        for record in records:  # every member's pictures first: one's files are written as the next are drawn
+            record.draw()
         summaries = [record.finish(trial) for record, trial in zip(records, trials, strict=True)]
     if stop_requests.received is not None:  # also one that came while the members ended: the sweep stops
         raise Interrupted(stop_requests.received, trainer.step)

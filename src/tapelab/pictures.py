@@ -66,7 +66,8 @@ def thinned(history: pd.DataFrame) -> pd.DataFrame:
 def draw_run(
     run_dir: Path, problem: Problem, param_columns: list[str], domain: np.ndarray | None, diverged: bool = False
 ) -> list[Path]:
-    """Draw the run's pictures from its metrics.csv; return the files written.
+    """Draw the run's pictures from its metrics.csv; return their files, which the PNG writer writes
+    (`tapelab.plots.pngs_written` waits for them).
 
     A diverged run's path is framed so that the blow-up does not hide the objective (see `diverged_box`).
     """
@@ -83,7 +84,8 @@ def draw_run(
 
 
 def draw_starts(run_dir: Path, problem: Problem, starts: np.ndarray, ends: np.ndarray, domain: np.ndarray) -> Path:
-    """starts.png: every start joined to its end over the contour of a two-parameter objective."""
+    """starts.png: every start joined to its end over the contour of a two-parameter objective (written as
+    `draw_run`'s pictures are)."""
     finite_ends = ends[np.all(np.isfinite(ends), axis=1)]
     box = contour_box(np.vstack([starts, finite_ends]), list(problem.minima), domain)
     contour_picture(problem, box).save_starts(starts, ends, run_dir / STARTS_PNG)

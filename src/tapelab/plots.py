@@ -5,7 +5,10 @@ The figure basics, the loss axis and the contour of a run's pictures; a sweep's 
 
 from __future__ import annotations
 
+import functools
 import threading
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,7 @@ import pandas as pd
 from tapelab.atomic import replacing
 
 DPI = 110
+MAX_WAITING_PNGS = 4  # pictures drawn and not yet written, each a copy of its canvas (~1.6 MB)
 MAX_DECADES_WITH_MINOR_TICKS = 2  # a log axis over more decades reads well from its decades alone
 MAX_SYMLOG_TICKS = 10  # a symmetric log axis labels every second decade (or third…) past this many
 MIN_EXIT_ARROW = 0.12  # of the frame: the shortest arrow that shows where a diverged path went
@@ -42,6 +46,47 @@ def save(figure: Any, path: Path) -> None:
     """Write `figure` as a PNG in one step (fast zlib level: a third larger, a run's pictures a fifth quicker)."""
     with replacing(path) as temporary:
         figure.savefig(temporary, dpi=DPI, format="png", pil_kwargs={"compress_level": 1})
+
+
+def write_png(pixels: np.ndarray, path: Path) -> None:
+    """Write an RGBA image (rows of pixels) as a PNG in one step, at the fast zlib level `save` uses."""
+    from PIL import Image
+
+    with replacing(path) as temporary:
+        Image.fromarray(pixels, "RGBA").save(temporary, format="png", dpi=(DPI, DPI), compress_level=1)
+
+
+class PngWriter:
+    """Writes PNG files in a thread of its own. PIL's encoder and zlib run without the GIL, so a run's
+    pictures are written while the next ones are drawn (matplotlib's drawing holds it). At most
+    MAX_WAITING_PNGS pictures wait; `wait` returns once every file is written, or raises the first error."""
+
+    def __init__(self) -> None:
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="tapelab-png")
+        self._waiting: deque[Future] = deque()
+
+    def write(self, canvas: Any, path: Path) -> None:
+        """Write what the Agg `canvas` shows now as the PNG `path` (it may be drawn again at once)."""
+        while len(self._waiting) >= MAX_WAITING_PNGS:
+            self._waiting.popleft().result()
+        self._waiting.append(self._thread.submit(write_png, np.array(canvas.buffer_rgba()), path))
+
+    def wait(self) -> None:
+        waiting, self._waiting = self._waiting, deque()
+        for error in [future.exception() for future in waiting]:
+            if error is not None:
+                raise error
+
+
+@functools.cache
+def png_writer() -> PngWriter:
+    """The process's PNG writer, for the pictures of runs."""
+    return PngWriter()
+
+
+def pngs_written() -> None:
+    """Wait until every picture handed to the PNG writer is written; raise the first error."""
+    png_writer().wait()
 
 
 def decade_label(value: float, position: int | None = None) -> str:
@@ -172,14 +217,18 @@ class LossPicture:
     third of the picture's time."""
 
     def __init__(self) -> None:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
         self.figure, self.axis, self.line = loss_frame()
+        self.canvas = FigureCanvasAgg(self.figure)
         self.lock = threading.Lock()
 
     def save(self, history: pd.DataFrame, diverged: bool, path: Path) -> None:
-        """Write loss.png for `history` (see `loss_figure`) to `path`."""
+        """Draw loss.png for `history` (see `loss_figure`), and have the PNG writer write it to `path`."""
         with self.lock:
             draw_loss(self.axis, self.line, history, diverged)
-            save(self.figure, path)
+            self.canvas.draw()
+            png_writer().write(self.canvas, path)
 
 
 def contour_box(path: np.ndarray, minima: list[np.ndarray], domain: np.ndarray | None) -> np.ndarray:
@@ -254,7 +303,8 @@ class ContourPicture:
 
     Each picture restores that rendering and draws only its own lines, legend and title on top (matplotlib's
     blitting), a small part of the cost of drawing the contour again: the jobs of a sweep over one objective
-    share it. One picture at a time is drawn (a lock), as a figure is not safe to draw from two threads.
+    share it. One picture at a time is drawn (a lock), as a figure is not safe to draw from two threads. The
+    PNG writer writes the files (`pngs_written` waits for them).
     """
 
     def __init__(
@@ -324,9 +374,8 @@ class ContourPicture:
         return self._save("starts and ends over the objective", file, lines)
 
     def _save(self, title: str, file: Path, draw: Any) -> list[Any]:
-        """Restore the contour, draw `draw(axis)`'s lines, the legend and `title` on it, and write a PNG."""
-        from PIL import Image
-
+        """Restore the contour, draw `draw(axis)`'s lines, the legend and `title` on it, and have the PNG writer
+        write it."""
         with self.lock:
             self.canvas.restore_region(self.background)
             lines = draw(self.axis)
@@ -335,10 +384,7 @@ class ContourPicture:
             self.axis.set_title(title, y=1.0)
             for artist in (*lines, legend, self.axis.title):
                 self.axis.draw_artist(artist)
-            width, height = self.canvas.get_width_height()
-            image = Image.frombuffer("RGBA", (width, height), self.canvas.buffer_rgba(), "raw", "RGBA", 0, 1)
-            with replacing(file) as temporary:
-                image.save(temporary, format="png", dpi=(DPI, DPI), compress_level=1)
+            png_writer().write(self.canvas, file)
             for artist in (*lines, legend):
                 artist.remove()
             self.axis.set_title("")

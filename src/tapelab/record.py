@@ -19,6 +19,7 @@ import pandas as pd
 from tapelab.config import Experiment
 from tapelab.multistart import STARTS_CSV, search_box, starts_table
 from tapelab.objectives import Problem
+from tapelab.plots import pngs_written
 from tapelab.resume import last_logged_row
 from tapelab.rundir import METRICS, SUMMARY
 from tapelab.sinks import RunEnd, Sink
@@ -59,6 +60,7 @@ class RunRecord:
         self.last_logged = -1 if self.last_finite is None else int(self.last_finite["step"].iat[0])
         self.status: str = "interrupted"
         self.batch = batch
+        self._drawn: tuple[dict[str, Any], list[Path]] | None = None  # what `draw` made
 
     @property
     def ended(self) -> bool:
@@ -92,8 +94,12 @@ class RunRecord:
         if chunk.status is not None:
             self.status = chunk.status
 
-    def finish(self, trial: str) -> dict[str, Any]:
-        """Write what a run writes when it ends (or is interrupted), and return its summary."""
+    def draw(self) -> tuple[dict[str, Any], list[Path]]:
+        """The first half of `finish`: the run's summary and its pictures, whose files the PNG writer writes
+        meanwhile. A batch draws every member's pictures before it finishes any, so that each member's files
+        are written while the next member's pictures are drawn."""
+        if self._drawn is not None:
+            return self._drawn
         trained, status, run_dir = self.trained, self.status, self.run_dir
         if status == "interrupted":
             self.last_finite = trained.current_row()
@@ -114,12 +120,21 @@ class RunRecord:
         if self.experiment.log.plots and self.last_finite is not None and status != "interrupted":
             with self.timings.measure("pictures"):
                 pictures = draw_pictures(self.experiment, self.problem, trained.param_columns, table, run_dir, status)
+        self._drawn = summary, pictures
+        return self._drawn
+
+    def finish(self, trial: str) -> dict[str, Any]:
+        """Write what a run writes when it ends (or is interrupted), and return its summary."""
+        summary, pictures = self.draw()
+        if pictures:
+            with self.timings.measure("pictures"):
+                pngs_written()
         end = RunEnd(summary, pictures, flat_hparams(self.experiment.describe()), trial, self.started_at)
         for sink in self.sinks:
             with self.timings.measure(sink.kind):
                 sink.finish(end)
         summary["timings_s"] = self.timings.seconds
-        write_json_atomically(run_dir / SUMMARY, summary)
+        write_json_atomically(self.run_dir / SUMMARY, summary)
         return summary
 
 

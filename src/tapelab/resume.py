@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import CompactHydraException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from tapelab.errors import ConfigError, one_line
+from tapelab.overrides import load_yaml, parse_override
 from tapelab.rundir import METRICS, SUMMARY
 
 FINISHED = ("completed", "converged", "diverged")  # a sweep re-launch skips jobs that ended like this
@@ -31,7 +31,7 @@ def read_summary(run_dir: Path) -> dict[str, Any] | None:
 def saved_overrides(run_dir: Path) -> list[str] | None:
     """The command-line overrides Hydra saved for the run in `run_dir`, or None if it saved none."""
     path = run_dir / SAVED_OVERRIDES
-    return list(OmegaConf.load(path)) if path.exists() else None
+    return list(load_yaml(path)) if path.exists() else None
 
 
 def is_finished(run_dir: Path) -> bool:
@@ -68,7 +68,7 @@ def forget_failure(run_dir: Path) -> None:
 
 def override_key(override: str) -> str:
     """The key an override sets (`optimizer` for `optimizer=adam`, `lr` for `+lr=1`)."""
-    return OverridesParser.create().parse_override(override).key_or_group
+    return parse_override(override).key_or_group
 
 
 def composer(hydra_overrides: Sequence[str]) -> Callable[[list[str]], DictConfig]:

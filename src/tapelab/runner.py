@@ -20,13 +20,13 @@ from tapelab.errors import ConfigError
 from tapelab.interrupts import Interrupted, StopRequests
 from tapelab.multistart import check_elementwise, draw_starts, member_problems, search_box
 from tapelab.objectives import Problem
+from tapelab.overrides import parse_overrides
 from tapelab.record import RunRecord
 from tapelab.resume import CHECKPOINTS, FINISHED, read_summary
 from tapelab.rundir import SUMMARY, check_unused
 from tapelab.sinks.hparams import trial_id, write_session
 from tapelab.sinks.summary import given_hparams, write_json_atomically
 from tapelab.stopwatch import Stopwatch
-from tapelab.sweep import parse_overrides
 from tapelab.tensorflow_start import import_tensorflow
 
 log = logging.getLogger(__name__)

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from tapelab.atomic import replacing
 from tapelab.console import count_of_jobs
+from tapelab.overrides import load_yaml, parse_overrides
 from tapelab.resume import SAVED_OVERRIDES
 from tapelab.rundir import METRICS, SUMMARY
 from tapelab.sinks.hparams import EXPERIMENT_FILE, write_experiment
@@ -29,7 +29,6 @@ SWEEP_CSV = "sweep.csv"
 SWEEP_PNG = "sweep.png"
 LEGACY_EXPERIMENT_SUFFIX = ".sweep-hparams"  # earlier versions wrote the experiment at the sweep's root
 RESULT_COLUMNS = ["status", "final_loss", "best_loss", "steps", "wall_time_s", "distance_to_min"]
-YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass(frozen=True)
@@ -46,28 +45,20 @@ class Job:
         return self.summary["status"] if self.summary else "incomplete"
 
 
-def parse_overrides(lines: list[str]) -> list[Any]:
-    """Command-line override strings as Hydra's own parser reads them."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    return OverridesParser.create().parse_overrides(lines)
-
-
 def find_jobs(sweep_dir: Path) -> list[Job]:
     """Every job directory below `sweep_dir` (those holding `.hydra/overrides.yaml`), by job number."""
     jobs = []
     for overrides_file in sweep_dir.rglob(".hydra/overrides.yaml"):
         job_dir = overrides_file.parent.parent
-        # libyaml's loader where PyYAML has it: hydra.yaml is long, and OmegaConf's loader takes ~20 ms a job.
-        hydra_config = yaml.load((job_dir / ".hydra" / "hydra.yaml").read_text(), Loader=YAML_LOADER)
+        # libyaml's loader: hydra.yaml is long, and OmegaConf's loader takes ~20 ms a job.
+        hydra_config = load_yaml(job_dir / ".hydra" / "hydra.yaml")
         summary_file = job_dir / SUMMARY
         jobs.append(
             Job(
                 dir=job_dir,
                 num=int(hydra_config["hydra"]["job"]["num"]),
                 overrides={
-                    override.key_or_group: override.value()
-                    for override in parse_overrides(list(OmegaConf.load(overrides_file)))
+                    override.key_or_group: override.value() for override in parse_overrides(load_yaml(overrides_file))
                 },
                 summary=json.loads(summary_file.read_text()) if summary_file.exists() else None,
             )

@@ -35,7 +35,7 @@ from hydra.core.utils import (
     run_job,
     setup_globals,
 )
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf import DictConfig, OmegaConf, flag_override, open_dict, read_write
 
 from tapelab.batching import CannotBatch, Job
 from tapelab.errors import ConfigError, PastHydra
@@ -156,25 +156,38 @@ class BatchedLauncher(BasicLauncher):
 
 def prepared(config: DictConfig) -> Job:
     """A job's output directory set in its config (as Hydra's `run_job` sets it), and the job, with the config
-    its task function gets and HydraConfig's copy of its `hydra` node. HydraConfig holds it on return.
+    its task function gets and HydraConfig's view of its `hydra` node. HydraConfig holds it on return.
 
-    Hydra's `run_job` sets HydraConfig again once the directory is set, and copies the whole config for the
-    task's (then deletes its `hydra` node) and HydraConfig's copy for the JobReturn: here the directory is set
-    in HydraConfig's copy too, the task's config is copied without the `hydra` node, and HydraConfig's copy,
-    which nothing changes, is the job's. The saved files and the JobReturns are the same (the tests compare
-    them), for about 7 ms less a job.
+    Hydra's `run_job` copies the job's `hydra` node into HydraConfig (`HydraConfig.set_config`), sets it again
+    once the directory is set, copies the whole config for the task's (then deletes its `hydra` node) and
+    HydraConfig's copy for the JobReturn. Here HydraConfig holds the job's own `hydra` node, read-only as
+    `set_config` leaves it, the task's config is copied without that node, and HydraConfig's view is the job's.
+    The saved files and the JobReturns are the same (the tests compare them), for about 11 ms less a job.
     """
     hydra_config = HydraConfig.instance()
-    hydra_config.set_config(config)  # for the `${hydra:…}` of the directory's name
+    hydra_config.cfg = hydra_view(config)  # for the `${hydra:…}` of the directory's name
     output_dir = os.path.abspath(os.path.join(str(config.hydra.sweep.dir), str(config.hydra.sweep.subdir)))
-    for node in (config, hydra_config.cfg):
-        with read_write(node.hydra.runtime), open_dict(node.hydra.runtime):
-            node.hydra.runtime.output_dir = output_dir
+    with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
+        config.hydra.runtime.output_dir = output_dir
     placeholder = OmegaConf.create()
     task_cfg = copy.deepcopy(config, memo={id(config._get_node("hydra")): placeholder})
     with read_write(task_cfg), open_dict(task_cfg):
         del task_cfg["hydra"]
     return Job(task_cfg=task_cfg, hydra_cfg=hydra_config.cfg)
+
+
+def hydra_view(config: DictConfig) -> DictConfig:
+    """What `HydraConfig.set_config(config)` makes, a config of the `hydra` node alone, read-only and with
+    `config` as its parent (for interpolations into the task's keys), but holding `config`'s own node rather
+    than a copy (as `OmegaConf.unsafe_merge` sets nodes)."""
+    node = config._get_node("hydra")
+    OmegaConf.set_readonly(node, True)
+    view = OmegaConf.create()
+    with flag_override(view, "no_deepcopy_set_nodes", True):
+        view["hydra"] = node
+    node._set_parent(config)
+    node._set_key("hydra")
+    return view
 
 
 def group_key(protocol: Any, config: DictConfig, job: Job) -> Hashable | CannotBatch:

@@ -21,10 +21,11 @@ from typing import Any
 from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper, BasicSweeperConf
 from hydra.core.config_store import ConfigStore
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, OverrideType
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
+
+from tapelab.overrides import parse_overrides
 
 PLAIN_VALUES = (str, int, float, bool, type(None))  # set alike on any config; a dict or list value merges
 
@@ -42,7 +43,7 @@ class ComposedOnce:
 
     def keep(self, master_config: DictConfig, sweep_overrides: Sequence[str]) -> None:
         """Compose the config of one job now (which checks it), and keep it for the launcher."""
-        overrides = OverridesParser.create().parse_overrides(list(sweep_overrides))
+        overrides = parse_overrides(sweep_overrides)
         alike = self._composed.setdefault((id(master_config), *(o.key_or_group for o in overrides)), [])
         template = next((found for found in alike if derivable(*found, overrides)), None)
         if template is None:
