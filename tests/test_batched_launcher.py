@@ -402,6 +402,27 @@ def test_jobs_whose_loop_xla_cannot_compile_run_alone_on_the_plain_graph(tmp_pat
         assert summary["final_loss"] == pytest.approx(5.0 * (shrink**10) ** 2, rel=1e-4)  # float32 steps
 
 
+def test_the_next_batch_compiles_while_a_batch_ends_and_one_xla_cannot_compile_still_runs_alone(tmp_path):
+    # Jobs 1–3 train as a batch under XLA and compile the next batch's loop meanwhile; XLA can't compile that one
+    # (a loss through Python), so jobs 4–6 then run alone on the plain graph, as without the compile ahead. Three
+    # members: no other test leaves a trainer of that loop for this process to reuse.
+    functions = "objective.function=user_objectives.shifted_bowl,user_objectives.bowl_through_python"
+    with launcher_records(logging.getLogger("tapelab")) as records:
+        multirun(TAPELAB_TASK, "objective=python", functions, "objective.init={w: [0, 0]}", "optimizer=gd",
+                 "lr=0.05,0.1,0.2", "epochs=10", "log.plots=false", "hydra/launcher=batched",
+                 f"hydra.sweep.dir={tmp_path}")  # fmt: skip
+    messages = [record.getMessage() for record in records]
+    assert "compiling the loop of the next batch (3 members) meanwhile" in messages
+    assert any(message.startswith("jobs 4, 5, 6 run alone: XLA can't compile their loop (") for message in messages)
+    for job in job_dirs(tmp_path):
+        summary = json.loads((job / "summary.json").read_text())
+        batched = "shifted_bowl" in job.name
+        assert summary["status"] == "completed" and summary["xla"] is batched and ("batch" in summary) is batched
+        lr = float(re.match(r"lr=([0-9.]+),", job.name).group(1))
+        shrink = 1 - 2 * lr  # w ← w − lr·2(w − t): (1 − 2·lr) a step
+        assert summary["final_loss"] == pytest.approx(5.0 * (shrink**10) ** 2, rel=1e-4)  # float32 steps
+
+
 def test_relaunching_a_finished_batched_sweep_skips_its_jobs(sweeps, tmp_path):
     sweep_dir = tmp_path / "sweep"
     shutil.copytree(sweeps["batched"], sweep_dir)  # with the files' times

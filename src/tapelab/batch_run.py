@@ -5,6 +5,7 @@ checkpoint of every member, from which any launcher resumes each of them alone."
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tapelab.config import Experiment
+from tapelab.errors import one_line
 from tapelab.interrupts import Interrupted, StopRequests
 from tapelab.record import RunRecord
 from tapelab.resume import CHECKPOINTS
@@ -24,6 +26,8 @@ from tapelab.tensorflow_start import import_tensorflow
 
 if TYPE_CHECKING:
     from tapelab.training import Trainer
+
+log = logging.getLogger(__name__)
 
 BATCH_CHECKPOINTS = "batch"  # in the first member's checkpoint directory
 MEMBER_FILE = "member.json"  # in each member's: where its batch's checkpoint is, and which member it is
@@ -101,30 +105,54 @@ def compile_before_writing(trainer: Trainer) -> None:
         raise CannotCompile("XLA could not compile this loop for an earlier run of the process")
 
 
+def member_values(experiments: Sequence[Experiment]) -> tuple[list[Any], list[float], int, list[Any]]:
+    """What a batch's trainer takes of its runs' experiments besides the problems: the optimizers, the learning
+    rates, log.every and the stop rules."""
+    return (
+        [experiment.optimizer for experiment in experiments],
+        [experiment.lr for experiment in experiments],
+        experiments[0].log_every(),
+        [experiment.stop for experiment in experiments],
+    )
+
+
+def prepare_next(upcoming: Sequence[Experiment]) -> None:
+    """Compile the loop of the `upcoming` batch's runs while this batch's runs end (`training.compile_ahead`).
+    What fails here is only logged: that batch meets it again when it runs, and handles it."""
+    from tapelab.training import compile_ahead
+
+    try:
+        compile_ahead([checked_problem(experiment)[0] for experiment in upcoming], *member_values(upcoming))
+    except Exception as error:
+        log.debug("the next batch's loop was not compiled ahead: %s: %s", type(error).__name__, one_line(error))
+
+
 def train_batch(
-    experiments: Sequence[Experiment], run_dirs: Sequence[Path], trials: Sequence[str], group: int
+    experiments: Sequence[Experiment],
+    run_dirs: Sequence[Path],
+    trials: Sequence[str],
+    group: int,
+    upcoming: Sequence[Experiment] = (),
 ) -> list[float]:
     """Train new runs that share a loop structure, epochs and logging as one batch, under XLA; return each one's
     final loss (inf if it diverged). Each summary.json records `batch: {group, size}`. Raises CannotCompile,
     before anything is written, if XLA can't compile the loop, and `Interrupted` after saving every member if a
-    signal came while the batch trained or ended."""
+    signal came while the batch trained or ended. The loop of the `upcoming` batch's runs, if any, is compiled
+    while this batch's runs end (`tapelab.training.compile_ahead`)."""
     for run_dir in run_dirs:
         check_unused(run_dir)
     checked = [checked_problem(experiment) for experiment in experiments]
     if any(starts is not None for _, starts in checked):
         raise ValueError("a multi-start run can't be a member of a batch")
     problems = [problem for problem, _ in checked]
-    first = experiments[0]
-    log_every = first.log_every()
+    log_every = experiments[0].log_every()
     batch = {"group": group, "size": len(experiments)}
     import_tensorflow()
     from tapelab.training import quiet_tensorflow_logs, trainer_for
 
     size = len(experiments)
-    lrs, stops = [experiment.lr for experiment in experiments], [experiment.stop for experiment in experiments]
     started = time.perf_counter(), time.time()
-    optimizers = [experiment.optimizer for experiment in experiments]
-    loop = trainer_for(problems, optimizers, lrs, log_every, stops, jit_compile=True)
+    loop = trainer_for(problems, *member_values(experiments), jit_compile=True)
     with StopRequests() as stop_requests, quiet_tensorflow_logs(), loop as trainer:
         compile_before_writing(trainer)
         for run_dir in run_dirs:
@@ -135,7 +163,7 @@ def train_batch(
             RunRecord(experiment, problem, trained, run_dir, None, log_every, Stopwatch(), None, started, batch)
             for experiment, problem, trained, run_dir in runs
         ]
-        for members in trainer.chunks(first.epochs):
+        for members in trainer.chunks(experiments[0].epochs):
             for record, chunks in zip(records, members, strict=True):
                 for chunk in chunks:
                     record.take(chunk)
@@ -146,6 +174,8 @@ def train_batch(
                     record.timings.add("checkpoint", (time.perf_counter() - saving) / size)
             if stop_requests.received is not None:
                 break
+        if upcoming and stop_requests.received is None:
+            prepare_next(upcoming)
         for record in records:  # every member's pictures first: one's files are written as the next are drawn
             record.draw()
         summaries = [record.finish(trial) for record, trial in zip(records, trials, strict=True)]

@@ -1,8 +1,9 @@
 """Which jobs of a sweep train together, and training them: the protocol of `hydra/launcher=batched`.
 
 Jobs whose configs have the same `group_key` form a group, which the launcher hands to `run_group` in
-batches. A batch's new runs train as one compiled loop (`tapelab.batch_run.train_batch`); a job that an
-earlier launch finished, interrupted or failed is handled as `tapelab.job.run_job` handles it, alone.
+batches, with the jobs of the batch it runs next (whose loop is compiled while the batch's runs end). A
+batch's new runs train as one compiled loop (`tapelab.batch_run.train_batch`); a job that an earlier launch
+finished, interrupted or failed is handled as `tapelab.job.run_job` handles it, alone.
 """
 
 from __future__ import annotations
@@ -65,9 +66,10 @@ def group_key(task_cfg: DictConfig) -> str:
     return repr((loop, *shared, values))
 
 
-def run_group(jobs: Sequence[Job]) -> list[Any]:
+def run_group(jobs: Sequence[Job], upcoming: Sequence[Job] = ()) -> list[Any]:
     """Train the jobs of one batch; return one result per job, in order: the job's return value (a float, the
-    final loss; inf if diverged) or the BaseException it failed with.
+    final loss; inf if diverged) or the BaseException it failed with. The new runs of the `upcoming` batch (the
+    launcher's next one, if any) have their loop compiled while this batch's runs end.
 
     The new runs train as one batch, named after the first one's job number, while HydraConfig holds that job
     and its log file takes the batch's log records. Any other job (one that an earlier launch finished or left
@@ -79,8 +81,6 @@ def run_group(jobs: Sequence[Job]) -> list[Any]:
     from hydra.core.hydra_config import HydraConfig
 
     from tapelab.batch_run import CannotCompile
-    from tapelab.job import new_sweep_run, task_overrides
-    from tapelab.rundir import results_in
 
     hydra_config = HydraConfig.instance()
     before = hydra_config.cfg
@@ -88,14 +88,14 @@ def run_group(jobs: Sequence[Job]) -> list[Any]:
     new: list[tuple[int, Path]] = []
     for index, job in enumerate(jobs):
         hydra_config.cfg = job.hydra_cfg
-        run_dir = Path(job.hydra_cfg.hydra.runtime.output_dir)
-        if new_sweep_run(run_dir, task_overrides(job.hydra_cfg.hydra)) and not results_in(run_dir):
-            new.append((index, run_dir))
+        if is_new(job):
+            new.append((index, output_dir(job)))
         else:  # also a directory left with results but no checkpoint: it fails alone, as under any launcher
             results[index] = run_alone(job)
     if new:
+        next_runs = [job for job in upcoming if is_new(job)]
         try:
-            for index, loss in zip([index for index, _ in new], train_new_runs(jobs, new), strict=True):
+            for index, loss in zip([index for index, _ in new], train_new_runs(jobs, new, next_runs), strict=True):
                 results[index] = loss
         except CannotCompile as reason:
             log.info("jobs %s run alone: XLA can't compile their loop (%s)", job_numbers(jobs, new), reason)
@@ -103,6 +103,19 @@ def run_group(jobs: Sequence[Job]) -> list[Any]:
                 results[index] = run_alone(jobs[index])
     hydra_config.cfg = before
     return results
+
+
+def output_dir(job: Job) -> Path:
+    """The job's directory."""
+    return Path(job.hydra_cfg.hydra.runtime.output_dir)
+
+
+def is_new(job: Job) -> bool:
+    """Whether the job is a new run: no earlier launch ran it, and its directory holds no results."""
+    from tapelab.job import new_sweep_run, task_overrides
+    from tapelab.rundir import results_in
+
+    return new_sweep_run(output_dir(job), task_overrides(job.hydra_cfg.hydra)) and not results_in(output_dir(job))
 
 
 def job_numbers(jobs: Sequence[Job], new: list[tuple[int, Path]]) -> str:
@@ -129,11 +142,11 @@ def run_alone(job: Job) -> Any:
         return error
 
 
-def train_new_runs(jobs: Sequence[Job], new: list[tuple[int, Path]]) -> list[float]:
+def train_new_runs(jobs: Sequence[Job], new: list[tuple[int, Path]], upcoming: Sequence[Job] = ()) -> list[float]:
     """Train the jobs at these indices, new runs in these directories, as one batch, logging into the first
-    one's log file. If the batch fails (not by a signal, and not because XLA can't compile it: CannotCompile
-    propagates), a job that had ended keeps its result and each other one is recorded as failed, as
-    `tapelab.job.run_job` records a job."""
+    one's log file, and compile the loop of the `upcoming` jobs (new runs too) while they end. If the batch
+    fails (not by a signal, and not because XLA can't compile it: CannotCompile propagates), a job that had
+    ended keeps its result and each other one is recorded as failed, as `tapelab.job.run_job` records a job."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.core.utils import configure_log
 
@@ -152,7 +165,8 @@ def train_new_runs(jobs: Sequence[Job], new: list[tuple[int, Path]]) -> list[flo
     run_dirs = [run_dir for _, run_dir in new]
     trials = [trial_id(run_dir, in_sweep=True) for run_dir in run_dirs]
     try:
-        return train_batch(experiments, run_dirs, trials, group=first.hydra.job.num)
+        upcoming_experiments = [to_experiment(job.task_cfg) for job in upcoming]
+        return train_batch(experiments, run_dirs, trials, group=first.hydra.job.num, upcoming=upcoming_experiments)
     except (Interrupted, CannotCompile):
         raise
     except Exception as error:

@@ -87,9 +87,9 @@ class CommandLineBatching:
         return batching.group_key(task_cfg)
 
     @staticmethod
-    def run_group(jobs: Sequence[batching.Job]) -> list[Any]:
+    def run_group(jobs: Sequence[batching.Job], upcoming: Sequence[batching.Job] = ()) -> list[Any]:
         with exits_as_the_command_line():
-            return batching.run_group(jobs)
+            return batching.run_group(jobs, upcoming)
 
 
 def batchable(task_function: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:

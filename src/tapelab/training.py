@@ -33,13 +33,15 @@ steps, best losses, plateau counters) and reuse the traced and compiled loop.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import os
 import re
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -239,6 +241,7 @@ class Trainer:
         self._update.prepare(list(self.variables.values()), lambda: tf.reduce_sum(self._losses()))
         self._chunk = tf.function(self._run_chunk, jit_compile=jit_compile, autograph=False)
         self._compiled = False
+        self._compiling: Future | None = None  # a compile started by `compile_in_background`
         self._graph_def: bytes | None = None
         self._step_graph_def: bytes | None = None
         self._max_chunk_steps = self._capacity - 1
@@ -260,6 +263,8 @@ class Trainer:
         `member_inputs`; the others are the first member's (a batch's members share them)."""
         if not len(problems) == len(optimizers) == len(lrs) == len(stops) == self.members:
             raise ValueError(f"a batch of {self.members} members needs as many problems, optimizers, lrs and stops")
+        if self._compiling is not None:  # the compile's call of no steps sets the state too: wait for it
+            self._compiling.exception()
         stacked = lambda values: np.stack(values) if self.members > 1 else values[0]  # noqa: E731
         for name, variable in self.variables.items():
             variable.assign(stacked([np.ravel(problem.start[name]) for problem in problems]).reshape(variable.shape))
@@ -532,19 +537,33 @@ class Trainer:
     def compile(self, fallback: bool = True) -> float:
         """Compile the loop if it isn't yet (XLA's compile, or the plain graph's instantiation) by a call of
         no steps; return the seconds it took. If XLA can't compile it: with `fallback`, the plain graph runs
-        instead; without, TensorFlow's InvalidArgumentError or UnimplementedError is raised."""
-        if self._compiled:
+        instead; without, TensorFlow's InvalidArgumentError or UnimplementedError is raised. A compile that
+        `compile_in_background` started is waited for, and its error raised."""
+        if self._compiled and self._compiling is None:
             return 0.0
         started = time.perf_counter()
-        self._call_chunk(0, fallback)
+        if self._compiling is not None:
+            compiling, self._compiling = self._compiling, None
+            if compiling.exception() is not None and not fallback:
+                raise compiling.exception()
+        if not self._compiled:
+            self._call_chunk(0, fallback)
         return time.perf_counter() - started
+
+    def compile_in_background(self) -> None:
+        """Start XLA's compile of the traced loop in a thread of its own, which runs without the GIL while this
+        thread goes on; `load` and `compile` wait for it. Only after XLA's first compile in the process: the
+        first one sets XLA_FLAGS (`xla_without_fma`), which a thread must not change."""
+        assert self.jit_compile and _xla_started.is_set() and self._compiling is None
+        if not self._compiled:
+            self._compiling = compile_thread().submit(self._call_chunk, 0, False)
 
     def _call_chunk(self, n_steps: int, fallback: bool = True):
         """Call the compiled chunk; if XLA can't compile it the first time, fall back to the plain graph."""
         import tensorflow as tf
 
         try:
-            with as_traced(), xla_without_fma() if self.jit_compile and not self._compiled else nullcontext():
+            with as_traced(), xla_without_fma() if self.jit_compile and not _xla_started.is_set() else nullcontext():
                 outputs = self._chunk(tf.constant(n_steps, tf.int64))
         except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as error:
             if self._compiled or not self.jit_compile or not fallback:
@@ -557,6 +576,8 @@ class Trainer:
             with as_traced():
                 outputs = self._chunk(tf.constant(n_steps, tf.int64))
         self._compiled = True
+        if self.jit_compile:
+            _xla_started.set()
         *_, end_rows, end_reports, end_losses = outputs
         self._end = (end_rows.numpy(), end_reports.numpy(), end_losses.numpy())
         return outputs
@@ -842,26 +863,43 @@ def as_traced() -> Iterator[None]:
 
 _idle: OrderedDict[str, list[Any]] = OrderedDict()  # loop key -> trainers no run is using
 _idle_lock = threading.Lock()
+_borrowed: Counter[str] = Counter()  # loop key -> trainers in use
+_xla_started = threading.Event()  # set by the process's first XLA compile
 TrainerT = TypeVar("TrainerT")
 
 
 @contextmanager
 def borrowed(key: str, make: Callable[[], TrainerT]) -> Iterator[TrainerT]:
     """The process's idle trainer of loop key `key` if it has one, else `make()`; kept for later runs when the
-    block ends (at most MAX_IDLE_TRAINERS keys, the least recently used dropped first)."""
+    block ends (see `keep_idle`)."""
     with _idle_lock:
         waiting = _idle.get(key)
         trainer = waiting.pop() if waiting else None
+        _borrowed[key] += 1
     if trainer is None:
         trainer = make()
     try:
         yield trainer
     finally:
         with _idle_lock:
-            _idle.setdefault(key, []).append(trainer)
-            _idle.move_to_end(key)
-            while len(_idle) > MAX_IDLE_TRAINERS:
-                _idle.popitem(last=False)
+            _borrowed[key] -= 1
+        keep_idle(key, trainer)
+
+
+def keep_idle(key: str, trainer: Any) -> None:
+    """Keep `trainer` for a later run of loop key `key` (at most MAX_IDLE_TRAINERS keys, the least recently used
+    dropped first)."""
+    with _idle_lock:
+        _idle.setdefault(key, []).append(trainer)
+        _idle.move_to_end(key)
+        while len(_idle) > MAX_IDLE_TRAINERS:
+            _idle.popitem(last=False)
+
+
+def trainer_key(problems: Sequence[Problem], optimizer: Optimizer, stop: StopConfig, jit_compile: bool,
+                pooled: bool) -> str:  # fmt: skip
+    """The key of the process's trainers that can train these members."""
+    return f"{loop_key(problems[0], optimizer, stop, jit_compile)} members={len(problems)} pooled={pooled}"
 
 
 @contextmanager
@@ -877,9 +915,37 @@ def trainer_for(
     """A trainer for a batch of `problems` (one per member, a run alone's one), loaded with the members' values:
     the process's trainer of that loop structure and size if it has an idle one, else a new one, kept for later
     batches when this one ends."""
-    members, optimizer = len(problems), optimizers[0]
-    key = f"{loop_key(problems[0], optimizer, stops[0], jit_compile)} members={members} pooled={pooled}"
-    make = lambda: Trainer(problems[0], optimizer, stops[0], jit_compile, members, pooled)  # noqa: E731
+    key = trainer_key(problems, optimizers[0], stops[0], jit_compile, pooled)
+    make = lambda: Trainer(problems[0], optimizers[0], stops[0], jit_compile, len(problems), pooled)  # noqa: E731
     with borrowed(key, make) as trainer:
         trainer.load(problems, optimizers, lrs, log_every, stops)
         yield trainer
+
+
+def compile_ahead(
+    problems: Sequence[Problem],
+    optimizers: Sequence[Optimizer],
+    lrs: Sequence[float],
+    log_every: int,
+    stops: Sequence[StopConfig],
+) -> None:
+    """Get the XLA trainer that a later `trainer_for` of these members will borrow ready while this thread goes on
+    (a batched sweep's next batch, while this one ends): made, loaded and traced here, compiled in a thread of its
+    own (`Trainer.compile_in_background`). Does nothing before XLA's first compile in the process, or if a
+    trainer of that structure and size is idle or in use (a group split by `max_batch`: the next batch gets it)."""
+    key = trainer_key(problems, optimizers[0], stops[0], True, False)
+    with _idle_lock:
+        if not _xla_started.is_set() or _idle.get(key) or _borrowed[key]:
+            return
+    log.debug("compiling the loop of the next batch (%d members) meanwhile", len(problems))
+    trainer = Trainer(problems[0], optimizers[0], stops[0], True, len(problems))
+    trainer.load(problems, optimizers, lrs, log_every, stops)
+    trainer.trace()
+    trainer.compile_in_background()
+    keep_idle(key, trainer)
+
+
+@functools.cache
+def compile_thread() -> ThreadPoolExecutor:
+    """The thread in which `compile_ahead`'s compiles run, one at a time."""
+    return ThreadPoolExecutor(1, thread_name_prefix="tapelab-compile")

@@ -2,7 +2,8 @@
 
 A task function that carries a batching protocol as its attribute `batching` (`group_key` and `run_group`,
 see `tapelab.batching`; tapelab's command line does) has its jobs grouped by `group_key`, and each group
-trained by `run_group` in batches of at most `max_batch` jobs. Each job of a batch gets what Hydra's
+trained by `run_group(jobs, upcoming)` in batches of at most `max_batch` jobs (`upcoming`: the jobs of the
+batch that comes next, if it is one, which the protocol may prepare meanwhile). Each job of a batch gets what Hydra's
 `run_job` gives a job: its directory, its `.hydra/` files, its log file, the `on_job_start` and `on_job_end`
 callbacks and a `JobReturn`; but all the jobs of a batch start before the batch trains, and end after it.
 A job for which `group_key` raises `CannotBatch`, or that runs in its own working directory
@@ -94,7 +95,8 @@ class BatchedLauncher(BasicLauncher):
             keys.append(group_key(protocol, config, job))
         HydraConfig.instance().cfg = launch_hydra_cfg
         returns: list[Any] = [None] * len(configs)
-        for batch in batches(keys, self.max_batch):
+        planned = batches(keys, self.max_batch)
+        for batch, following in zip(planned, [*planned[1:], []], strict=True):
             if isinstance(keys[batch[0]], CannotBatch):
                 (index,) = batch
                 self.run_alone(configs[index], keys[index])
@@ -109,7 +111,9 @@ class BatchedLauncher(BasicLauncher):
                 numbers = ", ".join(str(configs[index].hydra.job.num + 1) for index in batch)
                 log.debug("batch of %d: jobs %s", len(batch), numbers)
                 batch_jobs = [jobs[i] for i in batch]
-                batch_returns = self.run_batch(protocol, [configs[i] for i in batch], batch_jobs)
+                batched_next = following and not isinstance(keys[following[0]], CannotBatch)
+                upcoming = [jobs[i] for i in following] if batched_next else []
+                batch_returns = self.run_batch(protocol, [configs[i] for i in batch], batch_jobs, upcoming)
                 for index, job_return in zip(batch, batch_returns, strict=True):
                     returns[index] = job_return
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
@@ -120,8 +124,11 @@ class BatchedLauncher(BasicLauncher):
         name = config.hydra.job.override_dirname
         log.info("job %d%s runs alone: %s", config.hydra.job.num + 1, f" ({name})" if name else "", reason)
 
-    def run_batch(self, protocol: Any, configs: list[DictConfig], jobs: list[Job]) -> list[JobReturn]:
-        """Start every job of a batch as Hydra's `run_job` starts a job, train them, and end each job."""
+    def run_batch(
+        self, protocol: Any, configs: list[DictConfig], jobs: list[Job], upcoming: list[Job]
+    ) -> list[JobReturn]:
+        """Start every job of a batch as Hydra's `run_job` starts a job, train them (telling the protocol the
+        `upcoming` batch's jobs), and end each job."""
         assert self.hydra_context is not None
         callbacks = self.hydra_context.callbacks
         hydra_config = HydraConfig.instance()
@@ -132,7 +139,7 @@ class BatchedLauncher(BasicLauncher):
                     hydra_config.cfg = job.hydra_cfg
                     start(config, job)
                     callbacks.on_job_start(config=config, task_function=self.task_function)
-                results = protocol.run_group(jobs)
+                results = protocol.run_group(jobs, upcoming)
             returns = []
             for config, job, result in zip(configs, jobs, results, strict=True):
                 hydra_config.cfg = job.hydra_cfg
