@@ -7,7 +7,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import OverrideParseException
 from omegaconf import OmegaConf
 
-from tapelab.overrides import load_yaml, parse_overrides
+from tapelab.overrides import parse_overrides, read_overrides
 
 LINES = [
     "lr=0.01",
@@ -48,7 +48,11 @@ def test_an_override_that_does_not_parse_raises_hydra_s_error_every_time():
         assert str(ours.value) == str(hydra_s.value)
 
 
-def test_a_saved_overrides_file_reads_back_as_omegaconf_reads_it(tmp_path):
+def test_a_saved_overrides_file_reads_back_as_omegaconf_reads_it_but_unresolved_and_an_empty_one_as_none(tmp_path):
     path = tmp_path / "overrides.yaml"
     OmegaConf.save(OmegaConf.create(LINES), path)  # as Hydra saves .hydra/overrides.yaml
-    assert load_yaml(path) == list(OmegaConf.load(path)) == LINES
+    assert read_overrides(path) == list(OmegaConf.load(path)) == LINES
+    OmegaConf.save(OmegaConf.create(["log.dir=${oc.env:HOME}"]), path)
+    assert read_overrides(path) == ["log.dir=${oc.env:HOME}"]  # as given on the command line
+    path.write_text("")  # a job killed while Hydra wrote the file
+    assert read_overrides(path) == []

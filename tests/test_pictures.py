@@ -116,7 +116,7 @@ def test_trajectory_picture_draws_path_start_end_and_every_minimum(tmp_path):
     minima = [np.array([1.0, 3.0]), np.array([-0.5, 2.0])]
     picture = ContourPicture(grid_x, grid_y, grid_x**2 + grid_y**2 + 1, minima, ("x[0]", "x[1]"))
     drawn = picture.save_path(path, tmp_path / "trajectory.png")
-    pngs_written()
+    pngs_written([tmp_path / "trajectory.png"])
     lines = {line.get_label(): line.get_xydata() for line in [*drawn, *picture.minima]}
     np.testing.assert_array_equal(lines["path"], path)
     np.testing.assert_array_equal(lines["start"], [[0.0, 0.0]])
@@ -135,7 +135,7 @@ def test_a_reused_contour_draws_each_path_on_the_bare_contour(tmp_path):
     picture.save_path(there, tmp_path / "second.png")
     fresh = ContourPicture(grid_x, grid_y, grid_x**2 + grid_y**2 + 1, [], ("x", "y"))
     fresh.save_path(there, tmp_path / "alone.png")
-    pngs_written()
+    pngs_written([tmp_path / name for name in ("first.png", "second.png", "alone.png")])
     second, alone = (matplotlib.image.imread(tmp_path / name) for name in ("second.png", "alone.png"))
     np.testing.assert_array_equal(second, alone)
 
@@ -183,7 +183,7 @@ def test_a_diverged_run_is_framed_on_the_domain_and_leaves_it_with_an_arrow(trai
 
     picture = contour_picture(problem, np.array(ROSENBROCK_DOMAIN))
     artists = picture.save_path(path, tmp_path / "trajectory.png", diverged=True)
-    pngs_written()
+    pngs_written([tmp_path / "trajectory.png"])
     np.testing.assert_array_equal(pixels(tmp_path / "trajectory.png"), pixels(result.dir / "trajectory.png"))
     assert (picture.axis.get_xscale(), picture.axis.get_yscale()) == ("linear", "linear")
     assert [list(picture.axis.get_xlim()), list(picture.axis.get_ylim())] == ROSENBROCK_DOMAIN
@@ -212,7 +212,7 @@ def test_a_run_that_did_not_diverge_keeps_the_frame_around_its_path_and_the_doma
     problem = problem_of("objective=himmelblau")
     box = contour_box(path, list(problem.minima), np.array([[-5.0, 5.0], [-5.0, 5.0]]))  # its domain holds the path
     lines = contour_picture(problem, box).save_path(path, tmp_path / "trajectory.png")
-    pngs_written()
+    pngs_written([tmp_path / "trajectory.png"])
     np.testing.assert_array_equal(pixels(tmp_path / "trajectory.png"), pixels(result.dir / "trajectory.png"))
     assert [line.get_label() for line in lines] == ["path", "start", "end"]
 
@@ -393,25 +393,27 @@ def test_final_loss_lines_across_jobs_of_their_own_colours_are_grey_and_dashed_a
         assert len({line.get_linestyle() for line in lines}) == len(lines) == groups
 
 
-def test_the_png_writer_writes_what_the_canvas_showed_when_handed_over_and_reports_a_failed_write(tmp_path):
+def test_the_png_writer_writes_what_the_canvas_showed_when_handed_over_and_each_file_has_its_own_error(tmp_path):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    from tapelab.plots import new_figure, png_writer
+    from tapelab.plots import MAX_WAITING_PNGS, new_figure, png_writer
 
     figure, (axis,) = new_figure(3, 2)
     canvas = FigureCanvasAgg(figure)
     line = axis.plot([0, 1], [0, 1], linewidth=4, color="red")[0]
     canvas.draw()
     first = np.array(canvas.buffer_rgba())
+    lost = tmp_path / "no such directory" / "lost.png"
+    png_writer().write(canvas, lost)
     png_writer().write(canvas, tmp_path / "first.png")
     line.set_color("blue")  # drawn again at once: the writer holds its own copy of the first picture
     canvas.draw()
-    png_writer().write(canvas, tmp_path / "second.png")
-    pngs_written()
+    others = [tmp_path / f"other_{n}.png" for n in range(2 * MAX_WAITING_PNGS)]  # more than may wait
+    for other in others:
+        png_writer().write(canvas, other)
+    pngs_written([tmp_path / "first.png", *others])  # the lost file's error is not theirs
     assert np.array_equal(np.round(pixels(tmp_path / "first.png") * 255).astype(np.uint8), first)
-    assert not np.array_equal(pixels(tmp_path / "second.png"), pixels(tmp_path / "first.png"))
-
-    png_writer().write(canvas, tmp_path / "no such directory" / "lost.png")
+    assert not np.array_equal(pixels(others[-1]), pixels(tmp_path / "first.png"))
     with pytest.raises(FileNotFoundError):
-        pngs_written()
-    pngs_written()  # the failure was reported once
+        pngs_written([lost])
+    pngs_written([lost])  # reported once

@@ -13,7 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tapelab.config import Experiment
+from omegaconf import DictConfig
+
+from tapelab.config import Experiment, to_experiment
 from tapelab.errors import one_line
 from tapelab.interrupts import Interrupted, StopRequests
 from tapelab.record import RunRecord
@@ -116,13 +118,29 @@ def member_values(experiments: Sequence[Experiment]) -> tuple[list[Any], list[fl
     )
 
 
-def prepare_next(upcoming: Sequence[Experiment]) -> None:
-    """Compile the loop of the `upcoming` batch's runs while this batch's runs end (`training.compile_ahead`).
-    What fails here is only logged: that batch meets it again when it runs, and handles it."""
+def finish_all(records: Sequence[RunRecord], trials: Sequence[str]) -> list[dict[str, Any]]:
+    """Finish every member and return their summaries. Each member's pictures are drawn first, so that one's files
+    are written while the next are drawn; if drawing one fails, the members before it still finish, and then its
+    error propagates, as if the members had ended one by one."""
+    drawn = 0
+    try:
+        for record in records:
+            record.draw()
+            drawn += 1
+    finally:
+        summaries = [record.finish(trial) for record, trial in zip(records[:drawn], trials, strict=False)]
+    return summaries
+
+
+def prepare_next(upcoming: Sequence[DictConfig]) -> None:
+    """Compile the loop of the runs of the `upcoming` task configs (the next batch's new runs) while this batch's
+    runs end (`training.compile_ahead`). What fails here is only logged: that batch meets it again when it runs,
+    and handles it."""
     from tapelab.training import compile_ahead
 
     try:
-        compile_ahead([checked_problem(experiment)[0] for experiment in upcoming], *member_values(upcoming))
+        experiments = [to_experiment(task_cfg) for task_cfg in upcoming]
+        compile_ahead([checked_problem(experiment)[0] for experiment in experiments], *member_values(experiments))
     except Exception as error:
         log.debug("the next batch's loop was not compiled ahead: %s: %s", type(error).__name__, one_line(error))
 
@@ -132,13 +150,13 @@ def train_batch(
     run_dirs: Sequence[Path],
     trials: Sequence[str],
     group: int,
-    upcoming: Sequence[Experiment] = (),
+    upcoming: Sequence[DictConfig] = (),
 ) -> list[float]:
     """Train new runs that share a loop structure, epochs and logging as one batch, under XLA; return each one's
     final loss (inf if it diverged). Each summary.json records `batch: {group, size}`. Raises CannotCompile,
     before anything is written, if XLA can't compile the loop, and `Interrupted` after saving every member if a
-    signal came while the batch trained or ended. The loop of the `upcoming` batch's runs, if any, is compiled
-    while this batch's runs end (`tapelab.training.compile_ahead`)."""
+    signal came while the batch trained or ended. The loop of the runs of the `upcoming` task configs (the next
+    batch's new runs), if any, is compiled while this batch's runs end (`prepare_next`)."""
     for run_dir in run_dirs:
         check_unused(run_dir)
     checked = [checked_problem(experiment) for experiment in experiments]
@@ -176,9 +194,7 @@ def train_batch(
                 break
         if upcoming and stop_requests.received is None:
             prepare_next(upcoming)
-        for record in records:  # every member's pictures first: one's files are written as the next are drawn
-            record.draw()
-        summaries = [record.finish(trial) for record, trial in zip(records, trials, strict=True)]
+        summaries = finish_all(records, trials)
     if stop_requests.received is not None:  # also one that came while the members ended: the sweep stops
         raise Interrupted(stop_requests.received, trainer.step)
     return [

@@ -165,8 +165,8 @@ def train_new_runs(jobs: Sequence[Job], new: list[tuple[int, Path]], upcoming: S
     run_dirs = [run_dir for _, run_dir in new]
     trials = [trial_id(run_dir, in_sweep=True) for run_dir in run_dirs]
     try:
-        upcoming_experiments = [to_experiment(job.task_cfg) for job in upcoming]
-        return train_batch(experiments, run_dirs, trials, group=first.hydra.job.num, upcoming=upcoming_experiments)
+        upcoming_configs = [job.task_cfg for job in upcoming]
+        return train_batch(experiments, run_dirs, trials, group=first.hydra.job.num, upcoming=upcoming_configs)
     except (Interrupted, CannotCompile):
         raise
     except Exception as error:

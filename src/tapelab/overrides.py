@@ -37,5 +37,12 @@ def parser() -> Any:
 
 
 def load_yaml(path: Path) -> Any:
-    """A YAML file Hydra saved (`.hydra/overrides.yaml`, `hydra.yaml`): plain lists, mappings and scalars."""
+    """A YAML file Hydra saved (`.hydra/hydra.yaml`): plain mappings, lists and scalars, as written (an
+    interpolation such as `${oc.env:HOME}` stays a string)."""
     return yaml.load(path.read_text(), Loader=YAML_LOADER)
+
+
+def read_overrides(path: Path) -> list[str]:
+    """The override strings of a job's `.hydra/overrides.yaml`, as the command line gave them (unresolved); none
+    for an empty file (a job killed while Hydra wrote it)."""
+    return list(load_yaml(path) or [])

@@ -67,7 +67,7 @@ def draw_run(
     run_dir: Path, problem: Problem, param_columns: list[str], domain: np.ndarray | None, diverged: bool = False
 ) -> list[Path]:
     """Draw the run's pictures from its metrics.csv; return their files, which the PNG writer writes
-    (`tapelab.plots.pngs_written` waits for them).
+    (`tapelab.plots.pngs_written(files)` waits for them).
 
     A diverged run's path is framed so that the blow-up does not hide the objective (see `diverged_box`).
     """

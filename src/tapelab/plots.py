@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections import deque
+from collections.abc import Iterable
+from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -59,21 +60,28 @@ def write_png(pixels: np.ndarray, path: Path) -> None:
 class PngWriter:
     """Writes PNG files in a thread of its own. PIL's encoder and zlib run without the GIL, so a run's
     pictures are written while the next ones are drawn (matplotlib's drawing holds it). At most
-    MAX_WAITING_PNGS pictures wait; `wait` returns once every file is written, or raises the first error."""
+    MAX_WAITING_PNGS pictures wait to be written; `wait(files)` returns once those files are written, or
+    raises the first of their errors (each file's error is its own)."""
 
     def __init__(self) -> None:
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="tapelab-png")
-        self._waiting: deque[Future] = deque()
+        self._files: dict[Path, Future] = {}  # handed over, and not yet waited for
+        self._lock = threading.Lock()
 
     def write(self, canvas: Any, path: Path) -> None:
         """Write what the Agg `canvas` shows now as the PNG `path` (it may be drawn again at once)."""
-        while len(self._waiting) >= MAX_WAITING_PNGS:
-            self._waiting.popleft().result()
-        self._waiting.append(self._thread.submit(write_png, np.array(canvas.buffer_rgba()), path))
+        with self._lock:
+            pending = [future for future in self._files.values() if not future.done()]
+        if len(pending) >= MAX_WAITING_PNGS:
+            futures.wait(pending, return_when=futures.FIRST_COMPLETED)
+        future = self._thread.submit(write_png, np.array(canvas.buffer_rgba()), path)
+        with self._lock:
+            self._files[path] = future  # a later picture of the same file replaces it (written after it)
 
-    def wait(self) -> None:
-        waiting, self._waiting = self._waiting, deque()
-        for error in [future.exception() for future in waiting]:
+    def wait(self, files: Iterable[Path]) -> None:
+        with self._lock:
+            handed = [self._files.pop(path) for path in files if path in self._files]
+        for error in [future.exception() for future in handed]:
             if error is not None:
                 raise error
 
@@ -84,9 +92,9 @@ def png_writer() -> PngWriter:
     return PngWriter()
 
 
-def pngs_written() -> None:
-    """Wait until every picture handed to the PNG writer is written; raise the first error."""
-    png_writer().wait()
+def pngs_written(files: Iterable[Path]) -> None:
+    """Wait until these pictures, handed to the PNG writer, are written; raise the first of their errors."""
+    png_writer().wait(files)
 
 
 def decade_label(value: float, position: int | None = None) -> str:
@@ -304,7 +312,7 @@ class ContourPicture:
     Each picture restores that rendering and draws only its own lines, legend and title on top (matplotlib's
     blitting), a small part of the cost of drawing the contour again: the jobs of a sweep over one objective
     share it. One picture at a time is drawn (a lock), as a figure is not safe to draw from two threads. The
-    PNG writer writes the files (`pngs_written` waits for them).
+    PNG writer writes the files (`pngs_written(files)` waits for them).
     """
 
     def __init__(

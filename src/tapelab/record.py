@@ -128,7 +128,7 @@ class RunRecord:
         summary, pictures = self.draw()
         if pictures:
             with self.timings.measure("pictures"):
-                pngs_written()
+                pngs_written(pictures)
         end = RunEnd(summary, pictures, flat_hparams(self.experiment.describe()), trial, self.started_at)
         for sink in self.sinks:
             with self.timings.measure(sink.kind):

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from tapelab.errors import ConfigError, one_line
-from tapelab.overrides import load_yaml, parse_override
+from tapelab.overrides import parse_override, read_overrides
 from tapelab.rundir import METRICS, SUMMARY
 
 FINISHED = ("completed", "converged", "diverged")  # a sweep re-launch skips jobs that ended like this
@@ -31,7 +31,7 @@ def read_summary(run_dir: Path) -> dict[str, Any] | None:
 def saved_overrides(run_dir: Path) -> list[str] | None:
     """The command-line overrides Hydra saved for the run in `run_dir`, or None if it saved none."""
     path = run_dir / SAVED_OVERRIDES
-    return list(load_yaml(path)) if path.exists() else None
+    return read_overrides(path) if path.exists() else None
 
 
 def is_finished(run_dir: Path) -> bool:

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tapelab.atomic import replacing
 from tapelab.console import count_of_jobs
-from tapelab.overrides import load_yaml, parse_overrides
+from tapelab.overrides import load_yaml, parse_overrides, read_overrides
 from tapelab.resume import SAVED_OVERRIDES
 from tapelab.rundir import METRICS, SUMMARY
 from tapelab.sinks.hparams import EXPERIMENT_FILE, write_experiment
@@ -58,7 +58,8 @@ def find_jobs(sweep_dir: Path) -> list[Job]:
                 dir=job_dir,
                 num=int(hydra_config["hydra"]["job"]["num"]),
                 overrides={
-                    override.key_or_group: override.value() for override in parse_overrides(load_yaml(overrides_file))
+                    override.key_or_group: override.value()
+                    for override in parse_overrides(read_overrides(overrides_file))
                 },
                 summary=json.loads(summary_file.read_text()) if summary_file.exists() else None,
             )

@@ -58,6 +58,15 @@ def batches(keys: Sequence[Hashable | CannotBatch], max_batch: int | None) -> li
     return [group[start : start + size] for group in groups.values() for start in range(0, len(group), size)]
 
 
+def prepares(keys: Sequence[Hashable | CannotBatch], batch: list[int], following: list[int]) -> bool:
+    """Whether the protocol is told of the `following` batch while `batch` trains: if it is a batch, and neither
+    sets environment variables (`hydra.job.env_set`, set and put back around a batch's training, while the
+    protocol may be preparing the next batch in another thread)."""
+    if not following or isinstance(keys[following[0]], CannotBatch):
+        return False
+    return not keys[batch[0]][1] and not keys[following[0]][1]  # (the task's key, the environment)
+
+
 def changes_dir(config: DictConfig) -> bool:
     """Whether Hydra's `run_job` runs this job in its own directory (`hydra.job.chdir`, True by default before
     version_base 1.2)."""
@@ -111,8 +120,7 @@ class BatchedLauncher(BasicLauncher):
                 numbers = ", ".join(str(configs[index].hydra.job.num + 1) for index in batch)
                 log.debug("batch of %d: jobs %s", len(batch), numbers)
                 batch_jobs = [jobs[i] for i in batch]
-                batched_next = following and not isinstance(keys[following[0]], CannotBatch)
-                upcoming = [jobs[i] for i in following] if batched_next else []
+                upcoming = [jobs[i] for i in following] if prepares(keys, batch, following) else []
                 batch_returns = self.run_batch(protocol, [configs[i] for i in batch], batch_jobs, upcoming)
                 for index, job_return in zip(batch, batch_returns, strict=True):
                     returns[index] = job_return
