@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from conftest import ROOT, compose_config
 from hydra_plugins.tapelab_batched_launcher import batched_launcher
-from hydra_plugins.tapelab_batched_launcher.batched_launcher import batches
+from hydra_plugins.tapelab_batched_launcher.batched_launcher import batches, prepares
 from hydra_plugins.tapelab_sweeper import grid_sweeper
 from tapelab import cli
 from tapelab.api import own_global_hydra
@@ -107,6 +107,16 @@ def test_jobs_group_by_their_keys_in_sweep_order_and_split_by_max_batch():
     assert batches(keys, 3) == [[0, 2, 5], [6], [1, 4], [3]]
     assert batches(keys, 1) == [[0], [2], [5], [6], [1], [4], [3]]
     assert batches([], None) == []
+
+
+def test_the_next_batch_is_prepared_only_if_it_is_a_batch_and_neither_batch_sets_environment_variables():
+    plain, other, with_env = ("loop a", ()), ("loop b", ()), ("loop c", (("OMP_NUM_THREADS", "1"),))
+    keys = [plain, other, with_env, CannotBatch("why"), plain]
+    assert prepares(keys, [0], [1])
+    assert not prepares(keys, [1], [2])  # the next one sets its environment
+    assert not prepares(keys, [2], [4])  # this one does
+    assert not prepares(keys, [1], [3])  # the next one runs alone
+    assert not prepares(keys, [4], [])  # no next one
 
 
 def test_jobs_that_differ_only_in_batchable_values_share_a_group():
