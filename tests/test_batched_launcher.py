@@ -38,6 +38,7 @@ from tapelab.api import own_global_hydra
 from tapelab.batching import CannotBatch, group_key
 from tapelab.config import register_configs
 from test_batch_training import MEMBER_KEYS, MEMBER_VALUES
+from test_grid_sweeper import OTHER_OVERRIDES_OF_THE_SWEPT_KEY
 from test_interrupts import SLOW_RUN, start
 
 pytestmark = pytest.mark.usefixtures("hydra_restore_singletons")
@@ -391,6 +392,45 @@ def test_a_job_left_with_files_fails_alone_and_the_others_still_train_as_a_batch
     assert (left / "metrics.csv").read_text() == "step,loss\n0,1.0\n"  # kept as it was
     for name in ("lr=0.05_0", "lr=0.01_2"):
         assert summaries[name]["status"] == "completed" and summaries[name]["batch"] == {"group": 0, "size": 2}
+
+
+def sweep_outcome(arguments: list[str], sweep_dir: Path) -> str | dict[str, tuple[bytes, bytes, Any]]:
+    """`python run.py -m <arguments>` in this process: each job's `.hydra/config.yaml`, `.hydra/overrides.yaml` and
+    summary.json by its directory's name, or the error that refused the sweep."""
+    try:
+        multirun(TAPELAB_TASK, *arguments, f"hydra.sweep.dir={sweep_dir}")
+    except Exception as error:
+        return f"{type(error).__name__}: {error}"
+    return {
+        job.name: (
+            (job / ".hydra" / "config.yaml").read_bytes(),
+            (job / ".hydra" / "overrides.yaml").read_bytes(),
+            json.loads((job / "summary.json").read_text()),
+        )
+        for job in job_dirs(sweep_dir)
+    }
+
+
+@pytest.mark.parametrize("arguments", OTHER_OVERRIDES_OF_THE_SWEPT_KEY[:7], ids=" ".join)
+def test_sweeps_with_other_overrides_of_a_swept_key_give_each_job_hydra_s_config_under_both_launchers(
+    tmp_path, arguments
+):
+    arguments = [*arguments, "epochs=5"]
+    hydra_s = sweep_outcome([*arguments, "hydra/sweeper=basic"], tmp_path / "hydra")
+    for launcher in ("basic", "batched"):
+        grid = sweep_outcome([*arguments, f"hydra/launcher={launcher}"], tmp_path / launcher)  # the grid sweeper
+        if isinstance(hydra_s, str):
+            assert grid == hydra_s, launcher  # refused as Hydra's basic sweeper refuses it
+            continue
+        assert not isinstance(grid, str), grid  # never refused where Hydra runs the sweep
+        assert grid.keys() == hydra_s.keys(), launcher
+        for job, (config, overrides, summary) in grid.items():
+            assert (config, overrides) == hydra_s[job][:2], (launcher, job)
+            assert summary["status"] == hydra_s[job][2]["status"], (launcher, job)
+            if summary["status"] != "failed":  # it trained with the learning rate its config records
+                assert summary["lr"] == yaml.safe_load(config)["lr"], (launcher, job)
+    if arguments[:2] == ["lr=0.01,0.1", "++lr=0.05"]:  # Hydra applies ++lr=0.05 after lr=0.1, in both jobs
+        assert [summary["lr"] for _, _, summary in grid.values()] == [0.05, 0.05]
 
 
 def test_jobs_whose_loop_xla_cannot_compile_run_alone_on_the_plain_graph(tmp_path):

@@ -47,6 +47,10 @@ def sweep(*arguments: str) -> tuple[CountingLoader, object, list[list[str]]]:
         (["+extra=1", "~extra", "lr=0.1,0.2"], 1),
         (["objective=rosenbrock", "objective.init=[0.0,1.0],[1.0,0.0]"], 2),
         (["objective=expression", "objective.init={w:1.0},{w:2.0}"], 2),
+        # a group's choice comes before every value, so a key below it is derived
+        (["objective=rosenbrock", "objective.a=1,2", "optimizer=adam", "optimizer.beta_1=0.8,0.9"], 1),
+        # another override of the swept key: Hydra composes every job
+        (["lr=0.01,0.1", "++lr=0.05"], 2),
         # a Hydra setting on the command line
         (["+hydra.job.env_set.K=a", "hydra.job.chdir=false", "lr=0.1,0.2"], 1),
     ],
@@ -74,3 +78,40 @@ def test_a_bad_value_in_a_derived_job_fails_as_hydra_fails_it():
         composed.keep(master, jobs[1])
     assert str(derived_error.value) == str(hydra_error.value) == "Error merging override epochs=abc"
     assert str(derived_error.value.__cause__) == str(hydra_error.value.__cause__)
+
+
+# Sweeps whose jobs have another override of a swept key, or of its parent or a child, besides the swept one.
+# Hydra applies a job's overrides in order; some of these it refuses (a group without the key, a deletion from a
+# structured config), and some it collapses (one value per key: the last one given).
+OTHER_OVERRIDES_OF_THE_SWEPT_KEY = [
+    ["lr=0.01,0.1", "++lr=0.05"],
+    ["seed=1,2", "~seed"],
+    ["objective=rosenbrock", "objective.a=1,2", "objective={a:3,b:100}"],
+    ["objective=rosenbrock", "objective.a=1,2", "~objective.a"],
+    ["stop.grad_tol=0.1,0.2", "stop.grad_tol=null"],
+    ["lr=0.01,0.1", "lr=0.2,0.3"],
+    ["objective.a=1,2", "objective=himmelblau"],
+    ["stop.grad_tol=0.1,0.2", "stop={grad_tol:0.5}"],
+]
+
+
+@pytest.mark.parametrize("arguments", OTHER_OVERRIDES_OF_THE_SWEPT_KEY, ids=" ".join)
+def test_each_job_config_is_hydra_s_when_other_overrides_edit_the_swept_key(arguments):
+    try:
+        loader, master, jobs = sweep(*arguments, "epochs=5")
+    except ConfigCompositionException:  # Hydra refuses the sweep's own config, before any sweeper runs
+        assert arguments == ["objective=rosenbrock", "objective.a=1,2", "~objective.a"]
+        return
+    composed = ComposedOnce(loader)
+    for overrides in jobs:
+        try:
+            own = loader.load_sweep_config(master, overrides)
+        except ConfigCompositionException as hydra_error:
+            with pytest.raises(ConfigCompositionException) as derived_error:
+                composed.keep(master, overrides)
+            assert str(derived_error.value) == str(hydra_error), overrides
+            assert str(derived_error.value.__cause__) == str(hydra_error.__cause__), overrides
+            continue
+        composed.keep(master, overrides)  # a job that Hydra composes is never refused
+        kept = composed.load_sweep_config(master, overrides)
+        assert OmegaConf.to_yaml(kept) == OmegaConf.to_yaml(own), overrides

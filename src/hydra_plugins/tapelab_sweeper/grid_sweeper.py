@@ -7,8 +7,10 @@ the launcher then composes each job's config again: two compositions of ~0.07 s 
 check keeps what it composed, and a launcher in the same process (the basic one) takes each job's config
 from it. Most jobs of a grid differ from an earlier job only in plain values (`lr=0.01` against `lr=0.1`),
 not in a config group: their config is that job's config with the new values set, as Hydra sets a value
-override, in a tenth of the time. Launchers that run the jobs in other processes (joblib, submitit, Ray)
-compose there, as before.
+override, in a tenth of the time. That is Hydra's config only while no other override of the job edits the
+same key, its parent or a child of it (Hydra applies a job's overrides in order, so `++lr=0.05` after
+`lr=0.01,0.1` sets 0.05 in both jobs): every other job is composed by Hydra. Launchers that run the jobs in
+other processes (joblib, submitit, Ray) compose there, as before.
 """
 
 # No `from __future__ import annotations`: Hydra loads plugin modules without registering them in sys.modules,
@@ -78,11 +80,33 @@ def sets_a_value(override: Override, config: DictConfig) -> bool:
     )
 
 
+def chooses_a_group(override: Override, config: DictConfig) -> bool:
+    """Whether `override` chooses, adds or deletes a config group's option (`optimizer=adam`), which Hydra does in
+    the defaults list, before it applies any other override; a dict value merges into the group's node instead."""
+    return override.key_or_group in config.hydra.runtime.choices and not isinstance(override.value(), dict)
+
+
+def sets_alone(position: int, overrides: list[Override], config: DictConfig) -> bool:
+    """Whether no other override of `overrides` (but a group's choice) edits the key that the one at `position`
+    sets, its parent or a child of it: Hydra applies them in order, so another one changes what that one sets."""
+    key = overrides[position].key_or_group.split(".")
+    for other_position, other in enumerate(overrides):
+        if other_position == position or chooses_a_group(other, config):
+            continue
+        other_key = other.key_or_group.split(".")
+        common = min(len(key), len(other_key))
+        if key[:common] == other_key[:common]:
+            return False
+    return True
+
+
 def derivable(composed_overrides: list[Override], composed: DictConfig, overrides: list[Override]) -> bool:
-    """Whether the config of `overrides` is the config composed for `composed_overrides` with other plain values."""
+    """Whether the config of `overrides` is the config composed for `composed_overrides` with other plain values:
+    each override that differs sets a plain value, and no other override edits its key, a parent or a child."""
     return all(
-        new.input_line == old.input_line or (sets_a_value(new, composed) and sets_a_value(old, composed))
-        for new, old in zip(overrides, composed_overrides, strict=True)
+        new.input_line == old.input_line
+        or (sets_a_value(new, composed) and sets_a_value(old, composed) and sets_alone(position, overrides, composed))
+        for position, (new, old) in enumerate(zip(overrides, composed_overrides, strict=True))
     )
 
 
