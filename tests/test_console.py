@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
 from tapelab.cli import configure_process, quiet_flag_as_override
+from tapelab.console import sweep_end_line
 from tapelab.config import job_dir_name
 from tapelab.sweep import planned_jobs, split_sweep_keys
 
@@ -118,3 +120,12 @@ def test_planned_jobs_counts_the_grid_and_the_optuna_trials():
 def test_a_job_directory_is_its_swept_values_and_number_or_the_number_alone():
     assert job_dir_name("lr=0.1,optimizer=adam", 3) == "lr=0.1,optimizer=adam_3"
     assert job_dir_name("", 0) == "0"
+
+
+def test_the_sweep_s_last_line_counts_its_jobs_statuses_in_words():
+    statuses = ["diverged", "completed", "running", "diverged", "failed", "completed", "incomplete", "converged"]
+    assert sweep_end_line(statuses, Path("outputs/multirun/x/sweep.csv")) == (
+        "sweep of 8 jobs: 2 completed, 1 converged, 2 diverged, 1 failed, 1 incomplete, 1 running; "
+        "outputs/multirun/x/sweep.csv"
+    )
+    assert sweep_end_line(["completed"], Path("sweep.csv")) == "sweep of 1 job: 1 completed; sweep.csv"

@@ -96,7 +96,7 @@ def test_sweep_prints_a_line_per_job_as_it_ends_and_no_tensorflow_start_up_lines
         job_log = (grid / f"lr={lr},optimizer={optimizer}_{num}" / "tapelab.log").read_text()
         assert job_log.rstrip().endswith(line)  # the job's own log ends with it too
     assert job_lines[4].startswith("job 5/6 lr=10,optimizer=sgd_4: diverged after 15 steps in ")
-    assert messages[7] == f"sweep of 6 jobs ({{'completed': 5, 'diverged': 1}}): {grid / 'sweep.csv'}"
+    assert messages[7] == f"sweep of 6 jobs: 5 completed, 1 diverged; {grid / 'sweep.csv'}"
     assert len(lines) == 8  # nothing else: no Hydra line per job, no TensorFlow start-up lines
 
 
@@ -207,7 +207,7 @@ def test_failed_and_repeated_jobs_keep_rows_and_directories_of_their_own(tmp_pat
     # --quiet: the failed job's line only, with its reason, before the sweep's own last line.
     lines = [without_log_prefix(line) for line in (finished.stderr + finished.stdout).splitlines()]
     assert lines[0].startswith("job 1/3 lr=-1_0: failed: ConfigError: lr: must be a finite number > 0")
-    assert lines[1:] == [f"sweep of 3 jobs ({{'completed': 2, 'failed': 1}}): {tmp_path / 'sweep.csv'}"]
+    assert lines[1:] == [f"sweep of 3 jobs: 2 completed, 1 failed; {tmp_path / 'sweep.csv'}"]
     table = pd.read_csv(tmp_path / "sweep.csv")
     # Its HParams row says it failed, with the values it was given.
     assert session_of(tmp_path / "lr=-1_0") == (

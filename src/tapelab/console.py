@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,19 @@ def to_console(logger: logging.Logger, message: str, level: int = logging.INFO) 
         console = isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)
         if console and record.levelno >= handler.level:
             handler.handle(record)
+
+
+# The order in which a sweep's last line counts its jobs' statuses; any other status comes after these.
+STATUS_ORDER = ("completed", "converged", "diverged", "interrupted", "failed", "incomplete")
+
+
+def sweep_end_line(statuses: Sequence[str], table: Path) -> str:
+    """The line a sweep prints when it ends, from its jobs' statuses, e.g. "sweep of 4 jobs: 2 completed,
+    2 diverged; outputs/multirun/…/sweep.csv"."""
+    counts = Counter(statuses)
+    order = [status for status in STATUS_ORDER if status in counts] + sorted(set(counts) - set(STATUS_ORDER))
+    counted = ", ".join(f"{counts[status]} {status}" for status in order)
+    return f"sweep of {count_of_jobs(len(statuses))}: {counted}; {table}" if counted else f"sweep of 0 jobs: {table}"
 
 
 def count_of_jobs(count: int | None) -> str:

@@ -16,7 +16,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from tapelab.atomic import replacing
-from tapelab.console import count_of_jobs
+from tapelab.console import sweep_end_line
 from tapelab.overrides import load_yaml, parse_overrides, read_overrides
 from tapelab.resume import SAVED_OVERRIDES
 from tapelab.rundir import METRICS, SUMMARY
@@ -197,6 +197,5 @@ def write_report(sweep_dir: Path) -> pd.DataFrame:
     write_table(table, sweep_dir / SWEEP_CSV)
     plot_sweep(table, loss_curves(jobs), keys, sweep_dir / SWEEP_PNG)
     write_hparams_experiment(sweep_dir, jobs, keys)
-    counts = table["status"].value_counts().to_dict()
-    log.info("sweep of %s (%s): %s", count_of_jobs(len(table)), counts, sweep_dir / SWEEP_CSV)
+    log.info(sweep_end_line(table["status"].tolist(), sweep_dir / SWEEP_CSV))
     return table
