@@ -255,9 +255,13 @@ def result(job_dir: Path) -> tuple[Any, ...]:
 
 
 def log_lines(job_dir: Path) -> list[str]:
-    """A job's tapelab.log without its times: the logging prefix's and the job line's seconds."""
+    """A job's tapelab.log without its times (the logging prefix's and the job line's seconds) and without the
+    size of the batch it trained in."""
     text = (job_dir / "tapelab.log").read_text()
-    return [re.sub(r" in [0-9.]+ s:", " in … s:", line.partition("]")[2]) for line in text.splitlines()]
+    return [
+        re.sub(r" in [0-9.]+ s( \(in a batch of \d+\))?:", " in … s:", line.partition("]")[2])
+        for line in text.splitlines()
+    ]
 
 
 def test_each_job_gets_the_files_and_result_the_basic_launcher_gives_it(sweeps):
@@ -431,6 +435,22 @@ def test_sweeps_with_other_overrides_of_a_swept_key_give_each_job_hydra_s_config
                 assert summary["lr"] == yaml.safe_load(config)["lr"], (launcher, job)
     if arguments[:2] == ["lr=0.01,0.1", "++lr=0.05"]:  # Hydra applies ++lr=0.05 after lr=0.1, in both jobs
         assert [summary["lr"] for _, _, summary in grid.values()] == [0.05, 0.05]
+
+
+def test_a_batched_job_s_time_runs_to_its_own_last_step_and_its_line_says_it_ran_in_a_batch(tmp_path):
+    # One batch: lr=0.0001 trains all 20,000 steps; lr=10 diverges at its first steps. The long job comes first,
+    # so its files are written before the diverged job's.
+    multirun(TAPELAB_TASK, "objective=rosenbrock", "lr=0.0001,10", "epochs=20000", "log.every=100",
+             "log.plots=false", "hydra/launcher=batched", f"hydra.sweep.dir={tmp_path}")  # fmt: skip
+    long_job, diverged_job = tmp_path / "lr=0.0001_0", tmp_path / "lr=10_1"
+    long, diverged = (json.loads((job / "summary.json").read_text()) for job in (long_job, diverged_job))
+    assert (long["status"], long["steps"], diverged["status"]) == ("completed", 20000, "diverged")
+    assert diverged["steps"] < 10
+    assert diverged["wall_time_s"] < long["wall_time_s"]
+    for job, summary in ((long_job, long), (diverged_job, diverged)):
+        line = (job / "tapelab.log").read_text().splitlines()[-1]
+        steps = f"{summary['status']} after {summary['steps']} steps in {summary['wall_time_s']:.2f} s"
+        assert f"{job.name}: {steps} (in a batch of 2): final loss " in line, line
 
 
 def test_jobs_whose_loop_xla_cannot_compile_run_alone_on_the_plain_graph(tmp_path):

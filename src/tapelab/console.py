@@ -11,7 +11,8 @@ from typing import Any
 
 
 def outcome(summary: dict[str, Any] | None) -> str:
-    """How a run ended, from its summary.json: status, steps, final loss and time, or a failure's reason."""
+    """How a run ended, from its summary.json: status, steps, time (and the size of the batch it trained in),
+    final loss, or a failure's reason."""
     if summary is None:
         return "no result (summary.json is missing)"
     status = summary.get("status")
@@ -20,6 +21,8 @@ def outcome(summary: dict[str, Any] | None) -> str:
     text = f"{status} after {summary.get('steps')} steps"
     if "wall_time_s" in summary:
         text += f" in {summary['wall_time_s']:.2f} s"
+    if summary.get("batch"):
+        text += f" (in a batch of {summary['batch']['size']})"
     return text + (f": final loss {summary['final_loss']}" if summary.get("final_loss") is not None else "")
 
 

@@ -67,9 +67,10 @@ class RunRecord:
         """Whether the run has its end status (completed, converged or diverged)."""
         return self.status != "interrupted"
 
-    def elapsed(self) -> float:
-        """This session's time plus the earlier sessions' of a resumed run."""
-        return time.perf_counter() - self.started + self.earlier_seconds
+    def elapsed(self, until: float | None = None) -> float:
+        """This session's time, to now or to `until` (a `time.perf_counter()` time), plus the earlier sessions'
+        of a resumed run."""
+        return (time.perf_counter() if until is None else until) - self.started + self.earlier_seconds
 
     def take(self, chunk: Chunk) -> None:
         """Write a chunk's new rows; after updates, save the running summary, then the checkpoint."""
@@ -104,7 +105,8 @@ class RunRecord:
         if status == "interrupted":
             self.last_finite = trained.current_row()
         self.timings.add("steps", trained.step_seconds)
-        wall_time = self.elapsed()
+        # A batch's member takes from the batch's start to its own last step, not to the batch's end.
+        wall_time = self.elapsed(trained.last_step_time if self.batch is not None else None)
         table = None
         if trained.pooled:
             starts, ends, losses, steps, statuses = trained.member_ends()

@@ -249,6 +249,7 @@ class Trainer:
         self._starts = np.zeros((members, sum(self._sizes.values())), np.float32)
         self._end: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # member rows, reports, losses at the end
         self.step_seconds = 0.0  # the batch's time in the chunks' compiled calls since `load`
+        self.last_step_times: list[float | None] = [None] * self.reports  # see `run_chunk`
 
     def load(
         self,
@@ -296,6 +297,7 @@ class Trainer:
         self._max_chunk_steps = (self._capacity - 1) * log_every  # the kept rows, and the slot after them
         self._end = None
         self.step_seconds = 0.0
+        self.last_step_times = [None] * self.reports
 
     @property
     def step(self) -> int:
@@ -584,12 +586,14 @@ class Trainer:
 
     def run_chunk(self, n_steps: int) -> list[Chunk | None]:
         """Apply up to `n_steps` updates to every running member; one Chunk per report (None for a report that
-        had ended before)."""
+        had ended before). Each running report's `last_step_times` becomes the time (`time.perf_counter()`) of
+        its last step in the call: the call's start plus its share of the call's steps of the call's time."""
         first_step, before = self.step, self.steps
         was_running = self._running_reports()
         started = time.perf_counter()
         rows, n_rows, member_steps, status, last_row, last_step, *_ = self._call_chunk(n_steps)
-        self.step_seconds += time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        self.step_seconds += seconds
         rows, n_rows = rows.numpy()[: int(n_rows)], int(n_rows)
         first_kept = -(-first_step // self._every) * self._every  # the kept rows: the grid's steps from here on
         steps = first_kept + self._every * np.arange(n_rows, dtype=np.int64)
@@ -598,11 +602,13 @@ class Trainer:
             updates, statuses = [self.step - first_step], [pooled_status(status.numpy())]
         else:
             updates, statuses = member_steps.numpy() - before, [STATUS_NAMES[int(code)] for code in status.numpy()]
+        call_steps = max(self.step - first_step, 1)
         chunks: list[Chunk | None] = []
         for report in range(self.reports):
             if not was_running[report]:
                 chunks.append(None)
                 continue
+            self.last_step_times[report] = started + seconds * min(updates[report] / call_steps, 1.0)
             kept = steps < first_step + updates[report]  # a member's rows end at the step it stopped
             last_finite = None
             if last_step[report] >= first_step:
@@ -787,6 +793,11 @@ class TrainedRun:
     @property
     def step(self) -> int:
         return self.trainer.report_step(self.report)
+
+    @property
+    def last_step_time(self) -> float | None:
+        """When (`time.perf_counter()`) its last step so far ran, estimated within the batch's call that ran it."""
+        return self.trainer.last_step_times[self.report]
 
     @property
     def best_loss(self) -> float:
