@@ -165,13 +165,19 @@ def test_hparams_tab_shows_every_job_of_the_sweep(grid):
     assert sorted(runs) == sorted(table["dir"])  # every job, and no empty run for the sweep's root
     domains = {info["name"]: info["domainDiscrete"] for info in experiment["hparamInfos"]}
     statuses = ["completed", "converged", "diverged", "failed", "interrupted"]
-    assert domains == {"lr": [0.001, 0.1, 10.0], "optimizer": ["adam", "sgd"], "status": statuses}
+    assert domains == {
+        "objective": ["quadratic"],  # not swept, and listed: the tab shows only one experiment's columns
+        "optimizer": ["adam", "sgd"],
+        "lr": [0.001, 0.1, 10.0],
+        "status": statuses,
+    }
     metric_tags = [info["name"]["tag"] for info in experiment["metricInfos"]]
     assert metric_tags == ["summary/final_loss", "summary/best_loss", "summary/steps"]
-    by_trial = {group["name"]: group for group in groups}
-    assert sorted(by_trial) == sorted(table["dir"])  # the trial ID is the job's name
+    by_run = {session["name"]: group for group in groups for session in group["sessions"]}
+    assert sorted(by_run) == sorted(table["dir"]) and len(groups) == len(table)  # a row of its own for every job
     for row in table.itertuples():
-        group = by_trial[row.dir]
+        group = by_run[row.dir]
+        assert re.fullmatch(rf"{grid.name}/{re.escape(row.dir)} · {grid.parent.name} · [0-9a-f]{{6}}", group["name"])
         assert (group["hparams"]["optimizer"], group["hparams"]["lr"]) == (row.optimizer, row.lr)
         assert group["hparams"]["status"] == row.status
         (session,) = group["sessions"]
@@ -179,7 +185,7 @@ def test_hparams_tab_shows_every_job_of_the_sweep(grid):
         metrics = {value["name"]["tag"]: value["value"] for value in group["metricValues"]}
         assert metrics["summary/final_loss"] == pytest.approx(row.final_loss, rel=1e-6)
         assert metrics["summary/steps"] == row.steps
-    assert [group["name"] for group in failures] == ["lr=10,optimizer=sgd_4"]  # the Status filter
+    assert [session["name"] for group in failures for session in group["sessions"]] == ["lr=10,optimizer=sgd_4"]
 
 
 def test_report_script_rebuilds_the_same_table_for_an_existing_sweep(grid, tmp_path):
@@ -209,12 +215,11 @@ def test_failed_and_repeated_jobs_keep_rows_and_directories_of_their_own(tmp_pat
     assert lines[0].startswith("job 1/3 lr=-1_0: failed: ConfigError: lr: must be a finite number > 0")
     assert lines[1:] == [f"sweep of 3 jobs: 2 completed, 1 failed; {tmp_path / 'sweep.csv'}"]
     table = pd.read_csv(tmp_path / "sweep.csv")
-    # Its HParams row says it failed, with the values it was given.
-    assert session_of(tmp_path / "lr=-1_0") == (
-        "lr=-1_0",
-        {"lr": -1.0, "epochs": 5.0, "status": "failed"},
-        "STATUS_FAILURE",
-    )
+    # Its HParams row says it failed, with the values it was given and the objective and optimizer it had.
+    trial, hparams, status = session_of(tmp_path / "lr=-1_0")
+    assert re.fullmatch(rf"{tmp_path.name}/lr=-1_0 · {tmp_path.parent.name} · [0-9a-f]{{6}}", trial)
+    assert hparams == {"objective": "quadratic", "optimizer": "sgd", "lr": -1.0, "epochs": 5.0, "status": "failed"}
+    assert status == "STATUS_FAILURE"
     assert experiment_of(tmp_path / "lr=-1_0")["lr"] == [-1, 0.1]  # the tab's lr filter lists its value too
     assert table["status"].tolist() == ["failed", "completed", "completed"]
     assert "lr: must be a finite number > 0" in table["error"].iloc[0]

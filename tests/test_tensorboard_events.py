@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -124,7 +126,8 @@ def test_hparams_session_records_the_run_configuration(vector_run):
     assert hparams["optimizer.beta_2"].number_value == 0.999
     assert "optimizer.weight_decay" not in hparams  # None is left out rather than logged as a string
     assert hparams["status"].string_value == "completed"
-    assert start.group_name == f"{vector_run.dir.parent.name}/run"  # the trial ID: the run's last two parts
+    # The trial ID: the run's directory, the one above it, and a code of its own.
+    assert re.fullmatch(rf"run · {vector_run.dir.parent.name} · [0-9a-f]{{6}}", start.group_name)
 
 
 def test_hparams_session_ends_with_the_status_the_filter_reads(vector_run):

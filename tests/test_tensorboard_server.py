@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT
-from tensorboard_client import TensorBoard
+from tensorboard_client import TensorBoard, experiment_of
 
 pytestmark = pytest.mark.e2e
 RUN_NAME = "adam_run"
@@ -75,8 +76,8 @@ def test_server_serves_hparams_and_final_metrics(served_run):
     assert hparams["optimizer"]["domainDiscrete"] == ["adam"]
     assert {"summary/final_loss", "summary/best_loss"} <= {info["name"]["tag"] for info in experiment["metricInfos"]}
     (group,) = server.session_groups()["sessionGroups"]
-    parent, name = group["name"].split("/")  # the trial ID: the run directory's last two parts
-    assert name == RUN_NAME and parent.startswith("logs")
+    # The trial ID: the run directory's name, the one above it (pytest's logs0), and a code of its own.
+    assert re.fullmatch(rf"{RUN_NAME} · logs\d* · [0-9a-f]{{6}}", group["name"])
     assert group["hparams"]["lr"] == 0.02 and group["hparams"]["objective"] == "rosenbrock"
     assert group["hparams"]["status"] == "completed" and group["sessions"][0]["status"] == "STATUS_SUCCESS"
     values = {value["name"]["tag"]: value for value in group["metricValues"]}
@@ -85,3 +86,96 @@ def test_server_serves_hparams_and_final_metrics(served_run):
     # best_loss counts every step, the unlogged odd ones too, so it can only be lower than the logged minimum.
     assert values["summary/best_loss"]["value"] == pytest.approx(summary["best_loss"], rel=1e-6)
     assert summary["best_loss"] <= metrics["loss"].min()
+
+
+# The same grid swept twice under one logdir, as the README's `python run.py -m` commands name their directories:
+# under the basic launcher with 5 steps, then under the batched one with 7, so that each job's numbers differ
+# from its namesake's. No job diverges: each job's final loss is then its last step's.
+GRID = ["objective=rosenbrock", "optimizer=sgd,adam", "lr=0.0001,0.001", "log.plots=false"]
+SWEEPS = {
+    "multirun/2026-12-06/10-00-00": ["epochs=5", "hydra/launcher=basic"],
+    "multirun/2026-12-06/10-05-00": ["epochs=7", "hydra/launcher=batched"],
+}
+SINGLE_RUNS = {
+    "2026-12-06/10-10-00": ["objective=himmelblau", "optimizer=adam", "lr=0.05", "epochs=5", "log.plots=false"],
+    "2026-12-07/09-00-00": ["lr=0.1", "epochs=5", "log.plots=false"],
+}
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory):
+    """An `outputs` directory with SWEEPS and SINGLE_RUNS, each run in this process by Hydra as the command line
+    runs it (the sweeps' report included). Hydra's state and the root logger's handlers (Hydra's point to job log
+    files) are as before afterwards."""
+    from hydra.core.singleton import Singleton
+
+    import tapelab
+    from test_batched_launcher import TAPELAB_TASK, multirun, registered_plugins
+
+    logdir = tmp_path_factory.mktemp("outputs")
+    state, root = Singleton.get_state(), logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        registered_plugins()
+        for sweep_dir, overrides in SWEEPS.items():
+            multirun(TAPELAB_TASK, *GRID, *overrides, f"hydra.sweep.dir={logdir / sweep_dir}")
+    finally:
+        Singleton.set_state(state)
+        for handler in root.handlers[:]:
+            if handler not in handlers:
+                root.removeHandler(handler)
+                handler.close()
+        root.setLevel(level)
+    for run_dir, overrides in SINGLE_RUNS.items():
+        tapelab.run(*overrides, run_dir=logdir / run_dir)
+    return logdir
+
+
+def test_hparams_rows_are_runs_each_with_its_own_metrics(outputs):
+    runs = sorted(path.parent.relative_to(outputs).as_posix() for path in outputs.rglob("summary.json"))
+    assert len(runs) == 2 * 4 + 2  # the two sweeps' jobs, with the same four names, and the single runs
+    summaries = {run: json.loads((outputs / run / "summary.json").read_text()) for run in runs}
+    server = TensorBoard(outputs)
+    try:
+        for run in runs:
+            server.wait_for_run(run)
+        experiment = server.post("/data/plugin/hparams/experiment", {"experimentName": ""})
+        groups = server.session_groups()["sessionGroups"]
+    finally:
+        server.stop()
+    # One row per run: its only session is the run's, with the run's own numbers, not a mean with its namesake's.
+    assert len(groups) == len(runs)
+    by_run = {}
+    for group in groups:
+        (session,) = group["sessions"]
+        by_run[session["name"]] = group
+    assert sorted(by_run) == runs
+    for run, group in by_run.items():
+        summary = summaries[run]
+        metrics = {value["name"]["tag"]: value["value"] for value in group["metricValues"]}
+        assert metrics["summary/final_loss"] == pytest.approx(summary["final_loss"], rel=1e-6)
+        assert metrics["summary/best_loss"] == pytest.approx(summary["best_loss"], rel=1e-6)
+        assert metrics["summary/steps"] == summary["steps"]
+        hparams = group["hparams"]
+        assert (hparams["objective"], hparams["optimizer"], hparams["lr"]) == (
+            summary["objective"], summary["optimizer"], summary["lr"]
+        )  # fmt: skip
+        # The row's name: the sweep and the job, or the single run's time, then the directory above, and a code.
+        parts = run.split("/")
+        name = f"{parts[2]}/{parts[3]} · {parts[1]}" if parts[0] == "multirun" else f"{parts[1]} · {parts[0]}"
+        assert re.fullmatch(rf"{re.escape(name)} · [0-9a-f]{{6}}", group["name"])
+    first, second = (sorted(name for name in runs if name.startswith(sweep)) for sweep in SWEEPS)
+    for basic, batched in zip(first, second, strict=True):
+        assert basic.rsplit("/", 1)[1] == batched.rsplit("/", 1)[1]  # namesakes
+        assert summaries[basic]["final_loss"] != summaries[batched]["final_loss"]
+    # TensorBoard shows one of the two sweeps' experiments; either has the objective and the optimizer.
+    assert {"objective", "optimizer", "lr", "status"} <= {info["name"] for info in experiment["hparamInfos"]}
+
+
+def test_every_sweeps_experiment_lists_the_objective_and_the_optimizer(outputs):
+    for sweep_dir in SWEEPS:
+        (experiment_file,) = (outputs / sweep_dir).rglob("events.out.tfevents.experiment")
+        domains = experiment_of(experiment_file.parent)
+        assert domains["objective"] == ["rosenbrock"]  # not swept
+        assert domains["optimizer"] == ["adam", "sgd"]  # swept
+        assert domains["lr"] == [0.0001, 0.001]

@@ -176,7 +176,8 @@ def train_new_runs(jobs: Sequence[Job], new: list[tuple[int, Path]], upcoming: S
             if is_finished(run_dir):
                 results.append(stored_result(run_dir))
                 continue
-            overrides = task_overrides(jobs[index].hydra_cfg.hydra) if experiments[0].log.tensorboard else None
-            record_failure(run_dir, error, trial, overrides)
+            hydra_node = jobs[index].hydra_cfg.hydra
+            overrides = task_overrides(hydra_node) if experiments[0].log.tensorboard else None
+            record_failure(run_dir, error, trial, overrides, hydra_node.runtime.choices)
             results.append(math.inf)
         return results

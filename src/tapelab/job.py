@@ -82,7 +82,7 @@ def run_job(cfg: DictConfig) -> float:
         if not isinstance(error, (ConfigError, OmegaConfBaseException)):  # a config mistake: its job's line says it
             log.exception("the job failed")
         tensorboard = OmegaConf.select(cfg, "log.tensorboard", default=True, throw_on_resolution_failure=False)
-        return record_failure(run_dir, error, trial, overrides if tensorboard else None)
+        return record_failure(run_dir, error, trial, overrides if tensorboard else None, hydra_config.runtime.choices)
     if not multirun:  # a sweep's jobs get their line from tapelab.callbacks.JobLines
         log.info("%s", run_line(read_summary(run_dir), run_dir))
     return loss

@@ -7,7 +7,7 @@ import math
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -156,12 +156,14 @@ def stored_result(run_dir: Path) -> float:
     return math.inf if summary.get("status") == "diverged" or final_loss is None else final_loss
 
 
-def record_failure(run_dir: Path, error: Exception, trial: str, overrides: list[str] | None) -> float:
+def record_failure(
+    run_dir: Path, error: Exception, trial: str, overrides: list[str] | None, choices: Mapping[str, Any] | None = None
+) -> float:
     """Record a job that raised as `failed` in summary.json, and return inf for sweepers.
 
     A finished run's summary (another job's, in a directory clash) is left as it is; the steps of an
     unfinished one are kept beside the error. With the job's `overrides`, its HParams session says that it
-    failed, with the values it was given.
+    failed, with the values it was given and the objective and optimizer in Hydra's `choices` for it.
     """
     previous = read_summary(run_dir)
     if previous is None or previous.get("status") not in FINISHED:
@@ -171,6 +173,6 @@ def record_failure(run_dir: Path, error: Exception, trial: str, overrides: list[
             failure["steps"] = previous["steps"]
         write_json_atomically(run_dir / SUMMARY, failure)
         if overrides is not None:
-            given = given_hparams({o.key_or_group: o.value() for o in parse_overrides(overrides)})
+            given = given_hparams({o.key_or_group: o.value() for o in parse_overrides(overrides)}, choices or {})
             write_session(run_dir, given, trial, "failed", time.time())
     return math.inf

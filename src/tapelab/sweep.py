@@ -21,7 +21,7 @@ from tapelab.overrides import load_yaml, parse_overrides, read_overrides
 from tapelab.resume import SAVED_OVERRIDES
 from tapelab.rundir import METRICS, SUMMARY
 from tapelab.sinks.hparams import EXPERIMENT_FILE, write_experiment
-from tapelab.sinks.summary import flat_hparams, given_hparams, hparam_value
+from tapelab.sinks.summary import CHOSEN_GROUPS, flat_hparams, given_hparams, hparam_value
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ class Job:
     num: int
     overrides: dict[str, Any]  # key -> value, parsed as Hydra parses the command line
     summary: dict[str, Any] | None  # None while the job has not finished (or was killed)
+    choices: dict[str, Any]  # the option of each config group (hydra.runtime.choices), e.g. objective: rosenbrock
 
     @property
     def status(self) -> str:
@@ -62,6 +63,7 @@ def find_jobs(sweep_dir: Path) -> list[Job]:
                     for override in parse_overrides(read_overrides(overrides_file))
                 },
                 summary=json.loads(summary_file.read_text()) if summary_file.exists() else None,
+                choices=dict(hydra_config["hydra"].get("runtime", {}).get("choices") or {}),
             )
         )
     return sorted(jobs, key=lambda job: (job.num, str(job.dir)))
@@ -141,20 +143,21 @@ def write_table(table: pd.DataFrame, path: Path) -> None:
 
 
 def write_hparams_experiment(sweep_dir: Path, jobs: list[Job], keys: list[str]) -> None:
-    """Describe the sweep to TensorBoard's HParams tab: each swept key with its values, `status` and the run
-    metrics.
+    """Describe the sweep to TensorBoard's HParams tab: the objective, the optimizer and each swept key with
+    their values, `status` and the run metrics.
 
     The experiment goes into the first job's directory, not the sweep's root, where TensorBoard would list
     it as a run of its own with no data; the tab finds it in any run. A key's values are those its jobs'
-    sessions record: a finished job's config, a failed one's overrides (`runner.record_failure`).
+    sessions record: a finished job's config, a failed one's overrides and Hydra's choices of objective and
+    optimizer (`runner.record_failure`).
     """
     if not jobs:
         return
     values: dict[str, set] = {}
     for job in jobs:
         finished = job.summary is not None and "objective_params" in job.summary
-        logged = flat_hparams(job.summary) if finished else given_hparams(job.overrides)
-        for key in keys:
+        logged = flat_hparams(job.summary) if finished else given_hparams(job.overrides, job.choices)
+        for key in dict.fromkeys([*CHOSEN_GROUPS, *keys]):
             if key in logged:
                 values.setdefault(key, set()).add(logged[key])
     stale = [*sweep_dir.rglob(EXPERIMENT_FILE), *sweep_dir.glob(f"events.out.tfevents.*{LEGACY_EXPERIMENT_SUFFIX}")]

@@ -3,14 +3,18 @@
 A run's session file holds its hyperparameters, `status` among them, its trial ID and how it ended
 (TensorBoard's session end status, which the tab's Status filter reads). It is written when the run ends,
 and written again, in place, when a resumed run ends: TensorBoard keeps the first description of a tag it
-reads in a run, so a run has one such file. A sweep's experiment names the swept keys, their values and the
-run metrics (`summary/final_loss`, `summary/best_loss`, `summary/steps`).
+reads in a run, so a run has one such file. The trial ID is the name of the run's row: TensorBoard merges
+the sessions of one trial ID into one row, with the mean of their metrics, so each run's is its own
+(`trial_id`). A sweep's experiment names the objective, the optimizer, the swept keys, their values and the
+run metrics (`summary/final_loss`, `summary/best_loss`, `summary/steps`): TensorBoard shows the columns of
+one experiment of a logdir, whichever it finds first, so each lists the objective and the optimizer.
 
 Both are written with TensorBoard's own protocol buffers and record writer, without TensorFlow.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import time
@@ -35,8 +39,19 @@ SESSION_STATUS = {
 
 
 def trial_id(run_dir: Path, in_sweep: bool) -> str:
-    """A run's short name: its job directory's name in a sweep, `<date>/<time>` (its last two parts) otherwise."""
-    return run_dir.name if in_sweep else "/".join(run_dir.resolve().parts[-2:])
+    """A run's row name: where it is, its most telling part first, and a code of its own.
+
+    A sweep's job is `<sweep>/<job> · <directory above the sweep>` (`19-10-00/lr=0.1,optimizer=adam_3 ·
+    2026-12-06`), a single run `<run> · <directory above it>` (`19-12-41 · 2026-12-06`): the tab's narrow
+    column shows the sweep's or the run's time. The code, 6 hex digits of the SHA-256 of the run directory's
+    absolute path, tells apart the runs whose names are otherwise the same (the same sweep name and job name
+    under different parents), so that no two runs share a row.
+    """
+    path = run_dir.resolve()
+    depth = 2 if in_sweep else 1
+    place, above = path.parts[-depth:], path.parts[1:-depth][-1:]  # parts[0] is the root
+    code = hashlib.sha256(str(path).encode()).hexdigest()[:6]
+    return " · ".join(["/".join(place), *above, code])
 
 
 def write_session(run_dir: Path, hparams: Mapping[str, Any], trial: str, status: str, start_time: float) -> None:

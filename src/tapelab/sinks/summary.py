@@ -9,6 +9,8 @@ from typing import Any
 
 from tapelab.atomic import replacing
 
+CHOSEN_GROUPS = ("objective", "optimizer")  # every run's HParams row and every sweep's experiment name them
+
 
 def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
     """Write `data` as JSON, replacing `path` in one step."""
@@ -33,7 +35,10 @@ def flat_hparams(record: dict[str, Any]) -> dict[str, bool | int | float | str]:
     return {key: hparam_value(value) for key, value in flat.items() if value is not None}
 
 
-def given_hparams(overrides: Mapping[str, Any]) -> dict[str, bool | int | float | str]:
+def given_hparams(overrides: Mapping[str, Any], choices: Mapping[str, Any]) -> dict[str, bool | int | float | str]:
     """A job's overrides (key -> value, as Hydra parses them) as hparams, for a job that failed before its
-    config was known; None values are left out, as in `flat_hparams`."""
-    return {key: hparam_value(value) for key, value in overrides.items() if value is not None}
+    config was known, with the objective and the optimizer that Hydra chose for it (`hydra.runtime.choices`);
+    None values are left out, as in `flat_hparams`."""
+    given = {group: choices.get(group) for group in CHOSEN_GROUPS}
+    given.update(overrides)
+    return {key: hparam_value(value) for key, value in given.items() if value is not None}
