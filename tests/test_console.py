@@ -11,7 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from tapelab.cli import configure_process, quiet_flag_as_override
-from tapelab.console import sweep_end_line
+from tapelab.console import outcome, sweep_end_line
 from tapelab.config import job_dir_name
 from tapelab.sweep import planned_jobs, split_sweep_keys
 
@@ -129,3 +129,9 @@ def test_the_sweep_s_last_line_counts_its_jobs_statuses_in_words():
         "outputs/multirun/x/sweep.csv"
     )
     assert sweep_end_line(["completed"], Path("sweep.csv")) == "sweep of 1 job: 1 completed; sweep.csv"
+
+
+def test_a_run_s_outcome_counts_its_steps_in_words():
+    one = {"status": "diverged", "steps": 1, "wall_time_s": 0.5, "final_loss": 2.0}
+    assert outcome(one) == "diverged after 1 step in 0.50 s: final loss 2.0"
+    assert outcome({**one, "steps": 0}) == "diverged after 0 steps in 0.50 s: final loss 2.0"

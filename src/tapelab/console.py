@@ -18,7 +18,8 @@ def outcome(summary: dict[str, Any] | None) -> str:
     status = summary.get("status")
     if status == "failed":
         return "failed: " + " ".join(str(summary.get("error")).split())
-    text = f"{status} after {summary.get('steps')} steps"
+    steps = summary.get("steps")
+    text = f"{status} after {steps} step{'' if steps == 1 else 's'}"
     if "wall_time_s" in summary:
         text += f" in {summary['wall_time_s']:.2f} s"
     if summary.get("batch"):
