@@ -5,13 +5,13 @@ starts one of this repository's programs: `python run.py`, `tapelab` or `python 
 behind a path (`.venv/bin/python`), environment assignments (`PYTHONPATH=.`) or `$ `. A line that ends in
 `\\` continues on the next; `$ ` marks a command whose output follows it; a comment may state its result.
 
-- REAL_RUNS run as a user runs them: subprocesses, each in a fresh working directory that holds the files the
-  README asks the reader to write. Their console lines and results are checked against the README's.
+- REAL_RUNS, and the commands the README shows refused (Mistakes), run as a user runs them: subprocesses,
+  each in a fresh working directory that holds the files the README asks the reader to write. Their console
+  lines (the refused ones': their one line and exit code 2) and results are checked against the README's.
 - Every other command is split as a shell splits it and composed with Hydra's compose API as its program
-  composes it (a sweep job by job), then checked by tapelab's own checks that run before TensorFlow. A command
-  shown failing must fail with the README's line. A start gradient the README states is checked by a one-step
-  run in-process. scripts/gradcheck.py and scripts/sensitivity.py run in-process; scripts/bench.py (minutes)
-  only has its arguments parsed.
+  composes it (a sweep job by job), then checked by tapelab's own checks that run before TensorFlow. A start
+  gradient the README states is checked by a one-step run in-process. scripts/gradcheck.py and
+  scripts/sensitivity.py run in-process; scripts/bench.py (minutes) only has its arguments parsed.
 """
 
 from __future__ import annotations
