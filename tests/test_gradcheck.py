@@ -77,3 +77,17 @@ def test_main_exit_status(capsys, monkeypatch):
     monkeypatch.setattr(tapelab.gradcheck, "tape_gradient", lambda problem: np.array([-34.0, -38.5], np.float32))
     assert main(["objective=booth"]) == 1
     assert "MISMATCH" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("overrides", "line"),
+    [
+        (["lr=fast"], "Error in config: lr: 'fast' is not a float"),
+        (["objective=nope"], "Error in config: objective: no option 'nope'; choose from ackley, beale, booth, branin"),
+        (["objective=expression", "objective.expr=sin(w)*w**2"], "Error in config: objective.expr: cannot read"),
+    ],
+)
+def test_config_mistakes_are_one_line_as_run_py_gives_them(capsys, overrides, line):
+    assert main(overrides) == 2
+    (printed,) = capsys.readouterr().err.splitlines()
+    assert printed.startswith(line)

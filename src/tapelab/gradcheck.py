@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from tapelab.errors import USAGE_ERROR, ConfigError
+from tapelab.errors import USAGE_ERROR, ConfigError, one_line
 from tapelab.objectives import Problem
 from tapelab.tensorflow_start import import_tensorflow
 
@@ -188,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             cfg = compose(config_name="config", overrides=list(args.overrides))
         name, result = check_config(cfg, args.rtol, args.atol)
     except (ConfigError, HydraException, OmegaConfBaseException) as error:
-        print(f"Error in config: {error}", file=sys.stderr)
+        print(f"Error in config: {one_line(error)}", file=sys.stderr)
         return USAGE_ERROR
     print(f"gradcheck of {name} at its start:")
     print(result.report())
