@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -76,7 +77,79 @@ def test_a_config_mistake_raises_config_error_with_the_command_lines_line(tmp_pa
     )
     assert command_line.returncode == 2
     assert command_line.stderr.strip() == f"Error in config: {raised.value}"
-    assert not (tmp_path / "run" / "summary.json").exists()
+    assert list(tmp_path.iterdir()) == []  # neither run directory was made
+
+
+REFUSED = [
+    (["lr=-1"], "lr: must be a finite number > 0"),
+    (["objective=booth", "objective.init=[1]"], "objective.init: needs exactly 2 values, got 1"),
+    (["objective.starts=3"], "objective.domain: objective.starts > 1 needs a search box"),
+    (
+        ["objective=himmelblau", "objective.starts=3", "optimizer=lamb"],
+        "objective.starts: needs an elementwise optimizer",
+    ),
+    (
+        ["objective=sum_of_squares", "objective.init=[" + ",".join(["1.0"] * 101) + "]", "optimizer=newton"],
+        "optimizer.max_params: the objective has 101 trainable elements",
+    ),
+    (["optimizer.momentum=2"], "optimizer.momentum: must be a float between 0 and 1"),
+    (
+        ["objective=python", "objective.function=user_objectives.vector_loss", "objective.init={w: [1.0, 2.0]}"],
+        "objective.function: user_objectives.vector_loss must return a floating-point scalar loss",
+    ),
+    (["+epoch=10"], "epoch: not a key of the config"),
+]
+
+
+def test_a_refused_run_writes_nothing_and_the_next_run_gets_the_name_it_would_have_had(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for overrides, message in REFUSED:
+        with pytest.raises(tapelab.ConfigError, match=re.escape(message)):
+            tapelab.run(*overrides)
+        assert list(tmp_path.iterdir()) == [], overrides
+    yearly = "hydra.run.dir=outputs/${now:%Y}"  # named after the time, like the default, but the same all year
+    with pytest.raises(tapelab.ConfigError):
+        tapelab.run("lr=-1", yearly)
+    assert list(tmp_path.iterdir()) == []
+    run = tapelab.run("epochs=2", "log.plots=false", yearly)
+    assert run.dir == tmp_path / "outputs" / time.strftime("%Y")  # not `<year>_1`
+
+
+TOP_LEVEL_KEYS = "objective, optimizer, lr, epochs, seed, jit_compile, resume, stop, log"
+
+
+def test_plus_adds_a_key_only_where_the_config_is_open_to_new_keys(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    refused = {
+        "+epoch=10": f"epoch: not a key of the config (did you mean epochs?); the top level has {TOP_LEVEL_KEYS}",
+        "++epoch=10": f"epoch: not a key of the config (did you mean epochs?); the top level has {TOP_LEVEL_KEYS}",
+        "+objective.nope=1": "objective.nope: not a key of the config; objective has starts, domain, a, b, c, init",
+        "+optimizer.nesterof=true": "optimizer.nesterof: not a key of the config (did you mean nesterov?); optimizer "
+        "has weight_decay, clipnorm, clipvalue, global_clipnorm, momentum, nesterov",
+        "+log.plot=false": "log.plot: not a key of the config (did you mean plots?); log has every, max_rows, "
+        "tensorboard, graph, plots",
+        "+stop.patient=3": "stop.patient: not a key of the config (did you mean patience?); stop has grad_tol, "
+        "loss_tol, patience",
+    }
+    for override, line in refused.items():
+        with pytest.raises(tapelab.ConfigError) as raised:
+            tapelab.run(override, "epochs=2")
+        assert str(raised.value) == line
+    assert list(tmp_path.iterdir()) == []
+
+    # Open on purpose: an expression's and a Python objective's init, Hydra's own keys, a user's config group.
+    # One SGD step at lr 0.01: on 4w + w³ from w = 2, w − 0.01·(4 + 3w²) = 1.84; on Σ (wᵢ − tᵢ)² from 0, 0.02·t.
+    expression = tapelab.run("objective=expression", "+objective.init.w=2", "+hydra.job.env_set.TAPELAB_K=1",
+                             "epochs=1", "log.plots=false")  # fmt: skip
+    np.testing.assert_allclose(expression.history["w"], [2.0, 1.84], rtol=1e-6)
+    python = tapelab.run("objective=python", "objective.function=user_objectives.shifted_bowl",
+                         "+objective.init.w=[0.0, 0.0]", "epochs=1", "log.plots=false")  # fmt: skip
+    np.testing.assert_allclose(python.history[["w[0]", "w[1]"]].iloc[-1], [0.02, -0.04], rtol=1e-6)
+    (tmp_path / "configs" / "speed").mkdir(parents=True)
+    (tmp_path / "configs" / "speed" / "fast.yaml").write_text("# @package _global_\nlr: 0.1\n")
+    fast = tapelab.run(f"hydra.searchpath=[file://{tmp_path / 'configs'}]", "+speed=fast", "epochs=3",
+                       "log.plots=false")  # fmt: skip
+    np.testing.assert_allclose(fast.history["x"], 1 - 0.8 ** np.arange(4), rtol=1e-6)  # (x − 1)² at lr 0.1
 
 
 def test_a_directory_that_holds_a_run_is_refused_and_left_as_it_was(tmp_path):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pandas as pd
@@ -100,11 +102,16 @@ def test_console_script_runs_the_same_experiment_as_run_py(tmp_path):
 def test_help_lists_every_objective_optimizer_and_key_without_importing_tensorflow():
     finished = run_cli("--help", command=[sys.executable, "-X", "importtime", str(ROOT / "run.py")])
     assert finished.returncode == 0
-    groups = dict(re.findall(r"^(objective|optimizer): (.*)$", finished.stdout, flags=re.MULTILINE))
-    assert groups["objective"].split(", ") == OBJECTIVES
-    assert groups["optimizer"].split(", ") == OPTIMIZERS
+    groups = dict(re.findall(r"^(hparams_search|objective|optimizer): (.*)$", finished.stdout, flags=re.MULTILINE))
+    assert groups == {"hparams_search": "grid, optuna", "objective": ", ".join(OBJECTIVES),
+                      "optimizer": ", ".join(OPTIMIZERS)}  # fmt: skip
+    assert "not installed" not in finished.stdout  # the test environment has every extra but ray
     for key in ("lr", "epochs", "seed", "log.every"):
         assert key in finished.stdout
+    assert "Usage: python run.py [KEY=VALUE ...]\n" in finished.stdout
+    assert "\n  python run.py objective=rosenbrock optimizer=adam lr=0.01 epochs=5000\n" in finished.stdout
+    config, hint = finished.stdout.index("\nobjective:\n  starts: 1\n"), finished.stdout.index("(see the config above)")
+    assert config < hint
     assert not {"tensorflow", "keras"} & imported_modules(finished.stderr)
 
 
@@ -133,7 +140,7 @@ def test_config_mistakes_are_refused_before_tensorflow_is_imported(tmp_path, arg
     assert finished.returncode == 2, finished.stderr[-2000:]
     assert f"Error in config: {expected}" in finished.stderr
     assert not {"tensorflow", "keras"} & imported_modules(finished.stderr)
-    assert not list(tmp_path.rglob("metrics.csv")) and not list(tmp_path.rglob("summary.json"))
+    assert list(tmp_path.iterdir()) == []  # not even the run directory
 
 
 @pytest.mark.parametrize(
@@ -148,14 +155,15 @@ def test_config_mistakes_are_refused_before_tensorflow_is_imported(tmp_path, arg
         (["objective=neuron", "objective.trainable=[z]"], "objective.trainable: must list distinct names from"),
         (["objective=booth", "objective.init=[1]"], "objective.init: needs exactly 2 values, got 1"),
         (["objective=linear_regression", "objective.loss=l1"], "mse, mae, huber"),
+        (["+epoch=10"], "epoch: not a key of the config (did you mean epochs?); the top level has objective,"),
     ],
 )
 def test_user_mistakes_get_a_short_message_and_no_traceback(tmp_path, args, expected):
-    finished = run_cli(*args, f"hydra.run.dir={tmp_path / 'run'}")
+    finished = run_cli(*args, cwd=tmp_path)  # into outputs/<date>/<time>/
     assert finished.returncode == 2, finished.stderr
     assert expected in finished.stderr
     assert "Traceback" not in finished.stderr + finished.stdout
-    assert not (tmp_path / "run" / "metrics.csv").exists()
+    assert list(tmp_path.iterdir()) == []  # not even outputs/
 
 
 @pytest.mark.parametrize(("mode", "key"), [([], "hydra.run.dir"), (["-m"], "hydra.sweep.dir")])
@@ -188,6 +196,72 @@ def test_mistakes_hydra_finds_while_composing_are_one_line_and_exit_2(tmp_path, 
     assert finished.stderr.startswith(f"Error in config: {line}")
     assert "Traceback" not in finished.stderr + finished.stdout and "HYDRA_FULL_ERROR" not in finished.stderr
     assert not list(tmp_path.rglob("metrics.csv"))  # (the basic sweeper saves multirun.yaml before composing a job)
+
+
+def test_a_sweep_that_cannot_run_is_refused_before_anything_is_written(tmp_path):
+    cases = [
+        (["+epoch=1,2"], "epoch: not a key of the config (did you mean epochs?); the top level has objective,"),
+        (["+objective.nope=1", "lr=0.1,0.2"], "objective.nope: not a key of the config; objective has starts,"),
+    ]
+    if importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is None:  # the ray extra has an environment apart
+        cases.append((["hydra/launcher=ray", "lr=0.1,0.2"], "hydra/launcher: ray needs the ray extra "
+                      "(hydra-ray-launcher), which is not installed here: python3 -m venv .venv-ray && "
+                      '.venv-ray/bin/pip install -e ".[ray]"'))  # fmt: skip
+    for args, line in cases:
+        finished = run_cli("-m", *args, "epochs=2", cwd=tmp_path)
+        assert finished.returncode == 2, finished.stderr
+        assert finished.stderr.startswith(f"Error in config: {line}") and finished.stderr.count("\n") == 1
+        assert finished.stdout == ""  # no "sweep of 2 jobs" line
+        assert list(tmp_path.iterdir()) == []
+
+
+def python_without(root: Path, plugins: tuple[str, ...]) -> Path:
+    """The Python of a new virtual environment that has every package of this one but the Hydra `plugins`
+    (packages of hydra_plugins): where their extras are not installed. Its site-packages links to this one's."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True)
+    ours = Path(sysconfig.get_paths()["purelib"])
+    theirs = root / ours.relative_to(sys.prefix)
+    for entry in ours.iterdir():
+        if entry.name == "hydra_plugins":
+            (theirs / entry.name).mkdir()
+            for plugin in entry.iterdir():
+                if plugin.name not in plugins:
+                    (theirs / entry.name / plugin.name).symlink_to(plugin)
+        elif not entry.name.startswith(plugins):  # the plugin's .dist-info too
+            (theirs / entry.name).symlink_to(entry)
+    return root / "bin" / "python"
+
+
+def test_launchers_and_sweepers_whose_extra_is_not_installed_name_the_extra_and_its_install_command(tmp_path):
+    python = python_without(
+        tmp_path / "venv", ("hydra_joblib_launcher", "hydra_submitit_launcher", "hydra_optuna_sweeper")
+    )
+    work = tmp_path / "work"
+    work.mkdir()
+    needs = 'needs the {0} extra ({1}), which is not installed here: pip install -e ".[{0}]"'.format
+    cases = [
+        (["hparams_search=optuna"], "hydra/sweeper: optuna " + needs("optuna", "hydra-optuna-sweeper")),
+        (["-m", "hydra/launcher=joblib", "lr=0.1,0.2"],
+         "hydra/launcher: joblib " + needs("parallel", "hydra-joblib-launcher")),
+        (["-m", "hydra/launcher=submitit_local", "lr=0.1,0.2"],
+         "hydra/launcher: submitit_local " + needs("slurm", "hydra-submitit-launcher")),
+        (["-m", "hydra/launcher=submitit_slurm", "lr=0.1,0.2"],
+         "hydra/launcher: submitit_slurm " + needs("slurm", "hydra-submitit-launcher")),
+    ]  # fmt: skip
+    for args, line in cases:
+        finished = run_cli(*args, cwd=work, command=[str(python), str(ROOT / "run.py")])
+        assert finished.returncode == 2, finished.stderr
+        assert finished.stderr == f"Error in config: {line}\n"
+        assert list(work.iterdir()) == []
+    # --help, from the console script: its own name, and the option that can't run here with its extra.
+    helped = run_cli("--help", command=[str(python), str(Path(sys.executable).parent / "tapelab")])
+    assert helped.returncode == 0, helped.stderr
+    assert "Usage: tapelab [KEY=VALUE ...]\n       tapelab -m [-q] KEY=V1,V2 ...\n" in helped.stdout
+    assert "\n  tapelab objective=rosenbrock optimizer=adam lr=0.01 epochs=5000\n" in helped.stdout
+    assert (
+        f"optimizer: {', '.join(OPTIMIZERS)}\nhparams_search=optuna needs the optuna extra (hydra-optuna-sweeper), "
+        'which is not installed here: pip install -e ".[optuna]"\n'
+    ) in helped.stdout
 
 
 def test_hydra_full_error_set_by_the_user_still_gives_hydras_traceback():

@@ -97,7 +97,10 @@ def test_unknown_names_and_wrong_types_fail_at_composition(overrides, expected):
         (["optimizer=nope"], "optimizer: no option 'nope'; choose from adadelta, adagrad, adam, adamax, adamw,"),
         (["hydra/launcher=nope"], "hydra/launcher: no option 'nope'; choose from basic, batched, joblib,"),
         (["objective.nope=1"], "objective.nope: not a key of the config; objective has starts, domain, a, b, c, init"),
-        (["optimizer.momentun=0.9"], "optimizer.momentun: not a key of the config; optimizer has weight_decay,"),
+        (
+            ["optimizer.momentun=0.9"],
+            "optimizer.momentun: not a key of the config (did you mean momentum?); optimizer has weight_decay,",
+        ),
         (["epochs=1.5"], "epochs: '1.5' is not an integer"),
         (["lr=null"], "lr: cannot be null"),
         (["objective=booth", "objective.init=[a,b]"], "objective.init[0]: 'a' is not a float"),
@@ -112,6 +115,40 @@ def test_composition_errors_read_as_one_line_that_names_the_key(overrides, line)
         compose_config(*overrides)
     assert one_line(error.value).startswith(line)
     assert "\n" not in one_line(error.value)
+
+
+TOP_LEVEL_KEYS = "objective, optimizer, lr, epochs, seed, jit_compile, resume, stop, log"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "line"),
+    [
+        (
+            ["ep0chs=10"],  # no advice to add it with +ep0chs=10, which would train 1000 steps
+            f"ep0chs: not a key of the config (did you mean epochs?); the top level has {TOP_LEVEL_KEYS}",
+        ),
+        (
+            ["optimizer=adam", "optimizer.beta1=0.8"],
+            "optimizer.beta1: not a key of the config (did you mean beta_1 or beta_2?); optimizer has weight_decay, "
+            "clipnorm, clipvalue, global_clipnorm, beta_1, beta_2, epsilon, amsgrad",
+        ),
+        (  # Hydra's own message quotes the example for a shell, with backslashes
+            ["lr=0.1,0.2"],
+            "lr: 0.1,0.2 is several values; write lr=[0.1,0.2] for a list, \"lr='0.1,0.2'\" for a string, or sweep "
+            "over them with -m",
+        ),
+        (["seed=range(1,3)"], "seed: range(1,3) is a sweep; run it with -m"),
+        (  # Hydra 1.3 links to the docs of 1.2
+            ["lr=["],
+            "lr: cannot read 'lr=[': no viable alternative at input '[' (the syntax: "
+            "https://hydra.cc/docs/1.3/advanced/override_grammar/basic)",
+        ),
+    ],
+)
+def test_composition_errors_name_the_nearest_keys_and_read_as_the_command_line_needs(overrides, line):
+    with pytest.raises(HydraException) as error:
+        compose_config(*overrides)
+    assert one_line(error.value) == line
 
 
 def test_a_finished_run_directory_is_never_written_over(train):

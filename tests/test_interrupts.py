@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -52,8 +53,11 @@ def summary_of(run_dir: Path) -> dict:
 def test_a_signal_stops_the_run_within_seconds_and_keeps_everything(tmp_path, signal_number, exit_code):
     process = start(*SLOW_RUN, *ADAM, "epochs=1000000", f"hydra.run.dir={tmp_path}")
     waited = interrupt_after_first_checkpoint(process, tmp_path, signal_number)
-    stderr = process.communicate()[1]
+    stdout, stderr = process.communicate()
     assert process.returncode == exit_code and "Traceback" not in stderr
+    # The line of a single run, which says nothing of sweeps.
+    line = f"interrupted by {signal.Signals(signal_number).name} after \\d+ steps; continue with resume=true "
+    assert re.search(line + re.escape(f"hydra.run.dir={tmp_path}") + "$", stdout, re.MULTILINE), stdout
     assert waited < 20  # a guard against a hang, not a timing: on an idle machine the answer takes about a second
     summary = summary_of(tmp_path)
     metrics = pd.read_csv(tmp_path / "metrics.csv")

@@ -1,18 +1,24 @@
-"""Hydra callbacks: directory guards and names before a run or sweep starts, a line as each job of a sweep
-ends, and the sweep report when it ends."""
+"""Hydra callbacks: the checks, directory guards and names before a run or sweep starts, a line as each job of a
+sweep ends, and the sweep report when it ends."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
+from tapelab.config import check_added_keys
 from tapelab.console import count_of_jobs, job_line, to_console
 from tapelab.errors import ConfigError, PastHydra
+from tapelab.extras import check_installed
 from tapelab.resume import composer, resumed_config
 from tapelab.rundir import SUMMARY, check_unused, check_writable, claim_new_dir
 
@@ -29,8 +35,53 @@ def quoted(value: str | Path) -> str:
     return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+@contextmanager
+def carried_past_hydra() -> Iterator[None]:
+    """An exception of the block carried past Hydra (`PastHydra`): a config mistake as a ConfigError, any other
+    (a user's own loss function's) as it is."""
+    try:
+        yield
+    except (ConfigError, OmegaConfBaseException) as mistake:
+        raise PastHydra(ConfigError.of(mistake)) from None
+    except Exception as error:
+        raise PastHydra(error) from None
+
+
+@contextmanager
+def as_in_the_job(config: DictConfig) -> Iterator[None]:
+    """HydraConfig and the environment (`hydra.job.env_set`) as Hydra's `run_job` sets them for the task, for
+    checks made before it; put back after."""
+    from hydra.core.utils import env_override
+
+    hydra_config, readonly = HydraConfig.instance(), OmegaConf.is_readonly(config.hydra)
+    before = hydra_config.cfg
+    hydra_config.set_config(config)  # which makes config.hydra read-only
+    try:
+        with env_override(config.hydra.job.env_set):
+            yield
+    finally:
+        hydra_config.cfg = before
+        OmegaConf.set_readonly(config.hydra, readonly)
+
+
+def resumed(config: DictConfig) -> DictConfig:
+    """The config of the run that `resume=true` continues, refused (ConfigError) before Hydra saves anything into
+    the run's .hydra/."""
+    run_dir = config.hydra.run.dir
+    if is_time_named(config.hydra.run):
+        raise ConfigError("resume", "needs hydra.run.dir=<the directory of the run to continue>")
+    check_writable(Path(run_dir), "hydra.run.dir")
+    return resumed_config(Path(run_dir), list(config.hydra.overrides.task), composer(config.hydra.overrides.hydra))
+
+
 class RunDirectories(Callback):
-    """Give every run and sweep a directory of its own, before Hydra writes anything into it.
+    """Refuse a run or sweep that can't run, and give every other one a directory of its own, before Hydra
+    writes anything.
+
+    A run's config must pass every check of a run (`tapelab.runner.check_config`), and a key that the command
+    line adds with `+` must be one of tapelab's (`tapelab.config.check_added_keys`). A sweep's launcher and
+    sweeper must be installed, and its added keys known; its jobs' values are checked as each job runs, so that
+    a job with a bad value fails and the others go on.
 
     A time-named directory (the default) that is already taken gets a `_1`, `_2`, … suffix. A run directory
     the user named is used as named, but refused when it already holds a run's results, unless `resume=true`
@@ -43,24 +94,25 @@ class RunDirectories(Callback):
     """
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from tapelab.runner import check_config
+
         run = config.hydra.run
-        try:
+        with carried_past_hydra():
+            check_added_keys(config)
+            task_config = resumed(config) if config.resume else config
+            with as_in_the_job(config):
+                check_config(task_config)
             if is_time_named(run):
-                if config.resume:
-                    raise ConfigError("resume", "needs hydra.run.dir=<the directory of the run to continue>")
                 run.dir = str(claim_new_dir(Path(run.dir), "hydra.run.dir"))
-                return
-            check_writable(Path(run.dir), "hydra.run.dir")
-            if not config.resume:
+            elif not config.resume:
+                check_writable(Path(run.dir), "hydra.run.dir")
                 check_unused(Path(run.dir))
-            else:  # refuse a resume before Hydra saves its config into the run's .hydra/
-                resumed_config(Path(run.dir), list(config.hydra.overrides.task), composer(config.hydra.overrides.hydra))
-        except ConfigError as error:
-            raise PastHydra(error) from None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep = config.hydra.sweep
-        try:
+        with carried_past_hydra():
+            check_installed(config)
+            check_added_keys(config)
             if is_time_named(sweep):
                 sweep.dir = str(claim_new_dir(Path(sweep.dir), "hydra.sweep.dir"))
                 # Jobs re-compose their config from the overrides, so the claimed name must be one of them.
@@ -68,8 +120,6 @@ class RunDirectories(Callback):
             else:
                 check_writable(Path(sweep.dir), "hydra.sweep.dir")
                 log_earlier_launch(Path(sweep.dir))
-        except ConfigError as error:
-            raise PastHydra(error) from None
         naming = job_naming(config, Path(sweep.dir))
         if naming is not None:
             config.hydra.overrides.hydra.append(naming)

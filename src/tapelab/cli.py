@@ -16,6 +16,7 @@ from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
@@ -66,14 +67,15 @@ def configure_process() -> None:
 def exits_as_the_command_line() -> Iterator[None]:
     """Around the command line's jobs: a single run's config mistake is one line and exit 2; a run stopped by
     SIGINT or SIGTERM exits with 130 or 143 after saving everything (a sweep stops too), with a line that
-    names the directory of the job HydraConfig holds."""
+    names the directory of the job HydraConfig holds (and, in a sweep, that re-launching the sweep goes on)."""
     from tapelab.interrupts import Interrupted
 
     try:
         yield
     except Interrupted as stop:
-        run_dir = HydraConfig.get().runtime.output_dir
-        log.warning("%s; continue with resume=true hydra.run.dir=%s (or re-launch the sweep)", stop, run_dir)
+        hydra_config = HydraConfig.get()
+        sweep = " (or re-launch the sweep)" if hydra_config.mode == RunMode.MULTIRUN else ""
+        log.warning("%s; continue with resume=true hydra.run.dir=%s%s", stop, hydra_config.runtime.output_dir, sweep)
         raise SystemExit(stop.exit_code) from None
     except (ConfigError, OmegaConfBaseException) as mistake:
         exit_on_user_error(mistake)

@@ -5,15 +5,18 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import math
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from tapelab.errors import ConfigError
+from tapelab.errors import ConfigError, unknown_key
 from tapelab.objectives import Objective
 from tapelab.objectives.base import FLOAT32_MAX
 from tapelab.optimizers import Optimizer
@@ -118,7 +121,7 @@ PLUGINS = {
 
 def register_configs() -> None:
     """What Hydra needs before it composes tapelab's config: the primary schema (importing the objectives and
-    optimizers stores theirs), the resolvers of `hydra.output_subdir` and `hydra.sweep.subdir`
+    optimizers stores theirs), the resolvers of `hydra.output_subdir`, `hydra.sweep.subdir` and `hydra.help`
     (conf/config.yaml) and tapelab's plugins.
 
     Hydra's plugin scan finds the plugins of an installed tapelab, but it can't see into an editable install,
@@ -126,6 +129,7 @@ def register_configs() -> None:
     """
     from hydra.core.plugins import Plugins
 
+    from tapelab.extras import options_not_installed
     from tapelab.resume import saved_config_subdir
 
     ConfigStore.instance().store(name="schema_config", node=Config)
@@ -136,6 +140,15 @@ def register_configs() -> None:
     # Keep a run's saved config when it continues, and a skipped job's files.
     OmegaConf.register_new_resolver("tapelab_saved_config_dir", saved_config_subdir, replace=True)
     OmegaConf.register_new_resolver("tapelab_job_dir", job_dir_name, replace=True)
+    # --help: the program's own name, and tapelab's options that need an extra not installed here.
+    OmegaConf.register_new_resolver("tapelab_command", command_name, replace=True)
+    OmegaConf.register_new_resolver("tapelab_options_not_installed", options_not_installed, replace=True)
+
+
+def command_name() -> str:
+    """How the user started this program: `python run.py`, or `tapelab` (the console script)."""
+    program = Path(sys.argv[0]).name
+    return f"python {program}" if program.endswith(".py") else program
 
 
 def job_dir_name(override_dirname: str, job_number: int) -> str:
@@ -146,6 +159,54 @@ def job_dir_name(override_dirname: str, job_number: int) -> str:
 
 MAX_STEPS = 2**62  # step numbers are int64 inside the graph
 MAX_STARTS = 1_000_000
+
+
+def check_added_keys(config: DictConfig) -> None:
+    """Refuse an override that adds a key tapelab's schema doesn't know (`+epoch=10`, `++log.nope=1`, and sweeps
+    of them), naming the known keys beside it.
+
+    `config` is the config Hydra composed, with its `hydra` node. A node that is a schema (a dataclass) takes
+    no new key; one that is open on purpose does (an expression's `init`, a Python objective's). `+group=option`
+    adds an option of a config group, such as a user's own. Overrides of `hydra.` are Hydra's, not among the
+    task's (`hydra.overrides.task`) that this checks.
+    """
+    from tapelab.overrides import parse_overrides
+
+    is_group = config_groups(config)
+    for override in parse_overrides(OmegaConf.to_container(config.hydra.overrides.task, resolve=False)):
+        if not (override.is_add() or override.is_force_add()):
+            continue
+        # Hydra's rule (hydra._internal.defaults_list.Overrides): a group's option, unless the value is a dict.
+        key = override.key_or_group
+        if override.package is not None or (is_group(key) and not isinstance(override.value(), dict)):
+            continue
+        check_known_key(config, key)
+
+
+def config_groups(config: DictConfig) -> Callable[[str], bool]:
+    """Whether a name is a config group where Hydra composed `config` (tapelab's, or a user's own from
+    `--config-dir` or `hydra.searchpath`)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    loader = GlobalHydra.instance().config_loader()
+    primary = config.hydra.job.config_name
+    overrides = OmegaConf.to_container(config.hydra.overrides.hydra, resolve=False)  # as typed: hydra.sweep.subdir
+    return lambda name: bool(loader.get_group_options(name, config_name=primary, overrides=overrides))
+
+
+def check_known_key(config: DictConfig, key: str) -> None:
+    """Refuse `key` (dotted) where one of the nodes on its path is a schema that doesn't have the next part."""
+    node: Any = config
+    path: list[str] = []
+    for part in key.split("."):
+        schema = OmegaConf.get_type(node) if isinstance(node, DictConfig) else None
+        if "[" in part or not dataclasses.is_dataclass(schema):
+            return  # an open node, a list or a value: Hydra says if the key can't go there
+        known = [schema_field.name for schema_field in dataclasses.fields(schema)]
+        path.append(part)
+        if part not in known:
+            raise unknown_key(".".join(path), known)
+        node = OmegaConf.select(node, part, throw_on_resolution_failure=False)
 
 
 def check_count(key: str, value: int) -> None:

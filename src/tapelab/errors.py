@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import NoReturn
 
@@ -45,9 +46,10 @@ class PastHydra(BaseException):
     """An exception carried past Hydra, which turns a callback's exceptions into warnings and goes on, and
     prints a failed job's error before raising it. This is not an `Exception`, so it passes both.
 
-    tapelab's callbacks carry a ConfigError, which the command line reports as one line with exit 2;
-    `tapelab.run` raises whatever it carries. Code that drives tapelab's Hydra callbacks by other ways than
-    these two gets it as it is.
+    tapelab's callbacks carry a ConfigError, which the command line reports as one line with exit 2, or the
+    error of a user's own loss function called while it is checked, which keeps its traceback; `tapelab.run`
+    raises whatever it carries. Code that drives tapelab's Hydra callbacks by other ways than these two gets it
+    as it is.
     """
 
     def __init__(self, error: Exception) -> None:
@@ -79,16 +81,47 @@ def config_errors_exit_with_usage_error() -> Iterator[None]:
         except (ConfigError, CompactHydraException, OmegaConfBaseException) as error:
             exit_on_user_error(error)
         except PastHydra as carried:
-            exit_on_user_error(carried.error)
+            if isinstance(carried.error, ConfigError):
+                exit_on_user_error(carried.error)
+            raise carried.error from None
+
+
+def unknown_key(key: str, known: Sequence[str]) -> ConfigError:
+    """The mistake of `key`, which the config doesn't have: the nearest of the `known` keys beside it (by
+    difflib), then all of them."""
+    parent, _, name = key.rpartition(".")
+    nearest = difflib.get_close_matches(name, known, n=3)
+    guess = f" (did you mean {' or '.join(nearest)}?)" if nearest else ""
+    beside = f"; {parent or 'the top level'} has {', '.join(known)}" if known else ""
+    return ConfigError(key, f"not a key of the config{guess}{beside}")
 
 
 def one_line(error: Exception) -> str:
-    """`error` as `<key>: <problem>` on one line, for a ConfigError or an error Hydra or OmegaConf raise."""
+    """`error` as `<key>: <problem>` on one line, for a ConfigError or an error Hydra or OmegaConf raise; its
+    links to Hydra's docs are to the installed version's."""
+    return _installed_docs(_one_line(error))
+
+
+def _installed_docs(text: str) -> str:
+    """`text` with its links to Hydra's docs made links to the installed version's (Hydra 1.3 links to 1.2's)."""
+    from hydra import __version__
+
+    version = ".".join(__version__.split(".")[:2])
+    return re.sub(r"https://hydra\.cc/docs/\d+\.\d+/", f"https://hydra.cc/docs/{version}/", text)
+
+
+def _one_line(error: Exception) -> str:
+    """`one_line` but for the links."""
     if isinstance(error, ConfigError):
         return _collapse(str(error))
     if isinstance(error, MissingConfigException) and error.options and error.missing_cfg_file:
         group, _, option = error.missing_cfg_file.rpartition("/")
         if group:
+            from tapelab.extras import missing_extra
+
+            missing = missing_extra(group, option)
+            if missing is not None:
+                return f"{group}: {option} {missing}"
             return f"{group}: no option '{option}'; choose from {', '.join(error.options)}"
     if isinstance(error, OverrideParseException):
         key = re.match(r"[~+]*([^=~+]*)", error.override).group(1).strip() or error.override
@@ -102,12 +135,21 @@ def one_line(error: Exception) -> str:
     found = re.search(r"Could not delete from config\. '([^']+)' does not exist", text)
     if found:  # ~key for a key that does not
         return f"{found.group(1)}: not a key of the config, nothing to delete"
+    found = re.match(r"(?:Ambiguous value for argument|Sweep parameters) '([~+]*)([^=]*)=(.*)'", text)
+    if found:  # a sweep (key=a,b, key=range(…)) in a single run
+        key, value = found.group(2), found.group(3)
+        if text.startswith("Ambiguous"):
+            return (
+                f"{key}: {value} is several values; write {key}=[{value}] for a list, \"{key}='{value}'\" for a "
+                "string, or sweep over them with -m"
+            )
+        return f"{key}: {value} is a sweep; run it with -m"
     cause = error.__cause__
     if isinstance(error, CompactHydraException) and isinstance(cause, OmegaConfBaseException):
         found = re.search(r"To append to your config use (\+\S+)", str(error))
         if found and isinstance(cause, (AttributeError, KeyError)):  # ConfigAttributeError, ConfigKeyError
             key = cause.full_key or found.group(1).lstrip("+").split("=")[0]
-            return f"{key}: not a key of the config{_keys_of(cause)} (to add a new key use {found.group(1)})"
+            return str(unknown_key(key, _keys_beside(cause)))
         if cause.full_key:
             return f"{cause.full_key}: {_problem(cause)}"
         override = re.search(r"override (\S+?)=", str(error))
@@ -143,15 +185,13 @@ _REWORDED = [
 ]
 
 
-def _keys_of(error: OmegaConfBaseException) -> str:
-    """`; <parent> has <its keys>` for an unknown key's parent node, or nothing."""
+def _keys_beside(error: OmegaConfBaseException) -> list[str]:
+    """The keys of an unknown key's parent node (none if it isn't a DictConfig)."""
     parent = getattr(error, "parent_node", None)
     try:
-        keys = [str(key) for key in parent.keys() if key != "hydra"]
+        return [str(key) for key in parent.keys() if key != "hydra"]
     except Exception:  # not a DictConfig
-        return ""
-    where = error.full_key.rpartition(".")[0] if error.full_key else ""
-    return f"; {where or 'the top level'} has {', '.join(keys)}" if keys else ""
+        return []
 
 
 def _collapse(text: str) -> str:

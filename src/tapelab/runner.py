@@ -41,6 +41,12 @@ def run(
     return train(to_experiment(cfg), run_dir, resume, progress, trial)
 
 
+def check_config(cfg: DictConfig) -> None:
+    """Raise `ConfigError` (or OmegaConf's error) where `run` would refuse `cfg`, writing nothing: every check of
+    its values and of the problem they build (a Python objective's imports TensorFlow and calls its function)."""
+    checked_problem(to_experiment(cfg))
+
+
 def train(
     experiment: Experiment, run_dir: Path, resume: bool = False, progress: bool = False, trial: str | None = None
 ) -> float:
