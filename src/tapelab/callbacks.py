@@ -74,19 +74,39 @@ def resumed(config: DictConfig) -> DictConfig:
     return resumed_config(Path(run_dir), list(config.hydra.overrides.task), composer(config.hydra.overrides.hydra))
 
 
-class RunDirectories(Callback):
-    """Refuse a run or sweep that can't run, and give every other one a directory of its own, before Hydra
-    writes anything.
+class RunChecks(Callback):
+    """Refuse a run or sweep of tapelab's task that can't run, before Hydra or `RunDirectories` writes anything.
 
     A run's config must pass every check of a run (`tapelab.runner.check_config`), and a key that the command
     line adds with `+` must be one of tapelab's (`tapelab.config.check_added_keys`). A sweep's launcher and
     sweeper must be installed, and its added keys known; its jobs' values are checked as each job runs, so that
-    a job with a bad value fails and the others go on.
+    a job with a bad value fails and the others go on. Listed before `RunDirectories`, whose callbacks Hydra
+    calls after these.
+    """
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from tapelab.runner import check_config
+
+        with carried_past_hydra():
+            check_added_keys(config)
+            task_config = resumed(config) if config.resume else config
+            with as_in_the_job(config):
+                check_config(task_config)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        with carried_past_hydra():
+            check_installed(config)
+            check_added_keys(config)
+
+
+class RunDirectories(Callback):
+    """Give every run and sweep a directory of its own, before Hydra writes anything into it.
 
     A time-named directory (the default) that is already taken gets a `_1`, `_2`, … suffix. A run directory
     the user named is used as named, but refused when it already holds a run's results, unless `resume=true`
-    asks to continue that run. A sweep directory the user named may hold an earlier launch of the same sweep:
-    its finished jobs are skipped and its interrupted ones continue (see `tapelab.cli.experiment`).
+    asks to continue that run (`RunChecks` checks that run). A sweep directory the user named may hold an
+    earlier launch of the same sweep: its finished jobs are skipped and its interrupted ones continue (see
+    `tapelab.job.run_job`).
 
     A sweep's job directories are named after the keys the sweep varies, and the job number
     (`lr=0.1,optimizer=adam_3`): the keys the command line sets to one value are left out of
@@ -94,25 +114,17 @@ class RunDirectories(Callback):
     """
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from tapelab.runner import check_config
-
         run = config.hydra.run
         with carried_past_hydra():
-            check_added_keys(config)
-            task_config = resumed(config) if config.resume else config
-            with as_in_the_job(config):
-                check_config(task_config)
             if is_time_named(run):
                 run.dir = str(claim_new_dir(Path(run.dir), "hydra.run.dir"))
-            elif not config.resume:
+            elif not OmegaConf.select(config, "resume", default=False):
                 check_writable(Path(run.dir), "hydra.run.dir")
                 check_unused(Path(run.dir))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep = config.hydra.sweep
         with carried_past_hydra():
-            check_installed(config)
-            check_added_keys(config)
             if is_time_named(sweep):
                 sweep.dir = str(claim_new_dir(Path(sweep.dir), "hydra.sweep.dir"))
                 # Jobs re-compose their config from the overrides, so the claimed name must be one of them.
