@@ -44,7 +44,7 @@ trap 'kill "$tensorboard_pid" 2>/dev/null || true; wait "$tensorboard_pid" 2>/de
 # Arguments: chromium, TensorBoard's URL and PID, the pictures' directory, the window size, the run whose
 # graph to show (the first job directory), then every job's run name.
 python - "$chromium" "http://127.0.0.1:$port" "$tensorboard_pid" scripts/pictures "$size" "${runs[0]}" "${runs[@]}" <<'PY'
-import base64, json, os, shutil, subprocess, sys, tempfile, time, urllib.parse, urllib.request
+import base64, json, os, shutil, subprocess, sys, tempfile, time, urllib.request
 
 chromium, url, tensorboard_pid, pictures, size, graph_run, *runs = sys.argv[1:]
 width, height = (int(n) for n in size.split("x"))
@@ -181,32 +181,22 @@ def photograph(name, page, what, check, settings=None, prepare=None):
 # TensorBoard answers and lists every job's run.
 wait_for("tensorboard to list every run", lambda: set(runs) <= set(get("/data/runs")))
 
-# Time Series: pin up to four scalar tags that change over the steps (`loss`-like names first, then the
-# top-level ones), so that their charts come first; one-off scalars such as a final loss are left where they are.
-scalar_tags = get("/data/plugin/scalars/tags")
-curves = sorted({
-    tag for run, tags in scalar_tags.items() for tag in tags
-    if len({value for _, _, value in get("/data/plugin/scalars/scalars?" + urllib.parse.urlencode(
-        {"run": run, "tag": tag}))}) > 1})
-pins = sorted(curves, key=lambda tag: ("loss" not in tag.lower(), tag.count("/"), tag))[:4]
-print(f"scalar tags that change: {curves}; pinned: {pins}")
-query = urllib.parse.urlencode({"forceSVG": "true", "smoothing": "0",
-                                "pinnedCards": json.dumps([{"plugin": "scalars", "tag": tag} for tag in pins])})
-charts = "metrics-pinned-view line-chart" if pins else "line-chart"
+# Time Series as a user first sees it: the loss group and the lr group open, the others closed.
 photograph(
-    "tensorboard_timeseries.png", f"/?{query}#timeseries", "lines drawn in the charts",
+    "tensorboard_timeseries.png", "/?forceSVG=true&smoothing=0#timeseries", "lines drawn in the charts",
     settings={"timeSeriesSettingsPaneOpened": False, "stepSelectorEnabled": False, "sideBarWidthInPercent": 22},
-    check=f"""(() => {{
-        const charts = [...document.querySelectorAll({json.dumps(charts)})];
-        if (charts.length < {max(len(pins), 1)}) return 0;
+    check="""(() => {
+        const charts = [...document.querySelectorAll("line-chart")].filter(
+            chart => chart.getBoundingClientRect().top < window.innerHeight);  // the ones on the screen
+        if (!charts.length) return 0;
         let lines = 0;
-        for (const chart of charts) {{
+        for (const chart of charts) {
             const drawn = [...chart.querySelectorAll("path")].filter(p => (p.getAttribute("d") || "").length > 40);
             if (!drawn.length) return 0;
             lines += drawn.length;
-        }}
+        }
         return lines;
-    }})()""")
+    })()""")
 
 # HParams: the table view, once its rows are in.
 photograph(

@@ -126,3 +126,91 @@ def experiment_of(run_dir) -> dict:
     content = events.SummaryMetadata(hparams_metadata.EXPERIMENT_TAG).plugin_data.content
     experiment = plugin_data_pb2.HParamsPluginData.FromString(content).experiment
     return {info.name: MessageToDict(info.domain_discrete) for info in experiment.hparam_infos}
+
+
+TIME_SERIES_PLUGINS = {"scalars", "histograms", "images"}  # the plugins whose tags are Time Series cards
+
+
+def _is_digit(character: str) -> bool:
+    return "0" <= character <= "9"
+
+
+def _number_end(tag: str, index: int) -> int:
+    """Where the number that starts before `index` ends: digits, then a fraction and an exponent (`consumeNumber`)."""
+    state = "natural"
+    while index < len(tag):
+        character = tag[index]
+        if state in ("natural", "real") and character in "eE":
+            state = "exponent_sign"
+        elif state == "natural" and character == ".":
+            state = "real"
+        elif state in ("natural", "real", "exponent"):
+            if not _is_digit(character):
+                break
+        elif state == "exponent_sign":
+            if not _is_digit(character) and character not in "+-":
+                break
+            state = "exponent"
+        index += 1
+    return index
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return float("nan")  # JavaScript's Number("1e") is NaN, which compares neither less nor greater
+
+
+def compare_tag_names(a: str, b: str) -> int:
+    """TensorBoard's tag order (`compareTagNames` in tensorboard/webapp/metrics/utils.ts): runs of digits compare
+    as numbers; `/` and digits come before any other character; other characters compare by their code."""
+    i = j = 0
+    while True:
+        if i == len(a):
+            return 0 if j == len(b) else -1
+        if j == len(b):
+            return 1
+        if _is_digit(a[i]) and _is_digit(b[j]):
+            start_a, start_b = i, j
+            i, j = _number_end(a, i + 1), _number_end(b, j + 1)
+            left, right = _number(a[start_a:i]), _number(b[start_b:j])
+            if left < right:
+                return -1
+            if left > right:
+                return 1
+            continue
+        first_a, first_b = a[i] == "/" or _is_digit(a[i]), b[j] == "/" or _is_digit(b[j])
+        if first_a and not first_b:
+            return -1
+        if first_b and not first_a:
+            return 1
+        if not first_a and a[i] != b[j]:
+            return -1 if a[i] < b[j] else 1
+        i, j = i + 1, j + 1
+
+
+def time_series_groups(tags: list[str]) -> dict[str, list[str]]:
+    """Time Series' card groups, in its order: the tags sorted by `compare_tag_names`, grouped by the text before
+    their first `/` (`groupCardIdWithMetdata`, `getTagGroupName`), each group where its first tag comes.
+    TensorBoard opens the first two groups when it shows a logdir (the metrics reducer's `tagGroupExpanded`)."""
+    import functools
+
+    groups: dict[str, list[str]] = {}
+    for tag in sorted(tags, key=functools.cmp_to_key(compare_tag_names)):
+        groups.setdefault(tag.split("/", 1)[0], []).append(tag)
+    return groups
+
+
+def time_series_tags(run_dir) -> list[str]:
+    """The tags of a run directory that Time Series shows as cards (scalars, histograms and images), read with
+    TensorBoard's event reader."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir), size_guidance={"tensors": 1})
+    events.Reload()
+    return [
+        tag
+        for tag in events.Tags()["tensors"]
+        if events.SummaryMetadata(tag).plugin_data.plugin_name in TIME_SERIES_PLUGINS
+    ]

@@ -60,7 +60,7 @@ def test_plot_of_a_diverged_run_says_where_it_diverged(tmp_path):
     # SGD at lr 0.01 from Rosenbrock's (-1.2, 1): the iterates reach 2.5e8 by step 4 and overflow at step 5.
     diverged = tapelab.run("objective=rosenbrock", "epochs=50", "log.plots=false", run_dir=tmp_path / "run")
     assert (diverged.summary["status"], diverged.summary["steps"]) == ("diverged", 4)
-    assert diverged.plot().axes[0].get_title() == "loss, diverged at step 4"
+    assert diverged.plot().axes[0].get_title() == "rosenbrock · sgd · lr 0.01 — run, diverged at step 4"
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.util import tensor_util
 
 from tapelab.errors import ConfigError
+from tensorboard_client import time_series_groups, time_series_tags
 
 HIMMELBLAU = ["objective=himmelblau", "optimizer=adam", "lr=0.05", "epochs=300", "seed=3", "jit_compile=true"]
 
@@ -57,7 +59,14 @@ def test_history_has_the_best_mean_and_worst_loss_and_the_summary_the_best_start
     assert batch.summary["params"]["x"] == pytest.approx([best["end_x[0]"], best["end_x[1]"]])
     events = EventAccumulator(str(batch.dir), size_guidance={"tensors": 0})
     events.Reload()
-    assert {"loss", "loss_mean", "loss_worst"} <= set(events.Tags()["tensors"])
+    for column, tag in [("loss", "loss"), ("loss_mean", "loss/mean"), ("loss_worst", "loss/worst")]:
+        points = events.Tensors(tag)
+        assert [point.step for point in points] == batch.metrics["step"].tolist()
+        np.testing.assert_array_equal([tensor_util.make_ndarray(point.tensor_proto) for point in points],
+                                      batch.metrics[column].to_numpy(np.float32))  # fmt: skip
+    groups = time_series_groups(time_series_tags(batch.dir))  # Time Series' groups; it opens the first two
+    assert list(groups)[:2] == ["loss", "lr"]
+    assert groups["loss"] == ["loss", "loss/grad_norm", "loss/mean", "loss/worst"]
     assert (batch.dir / "starts.png").exists() and not (batch.dir / "trajectory.png").exists()
 
 

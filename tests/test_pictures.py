@@ -12,12 +12,24 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import tapelab
 from conftest import compose_config
 from tapelab.config import to_experiment
-from tapelab.pictures import contour_picture, thinned
-from tapelab.plots import ContourPicture, contour_box, diverged_box, exit_arrow, loss_figure, pngs_written, save
+from tapelab.pictures import contour_picture, picture_title, thinned
+from tapelab.plots import (
+    RUN_MARGINS,
+    ContourPicture,
+    contour_box,
+    diverged_box,
+    exit_arrow,
+    loss_figure,
+    new_figure,
+    pngs_written,
+    save,
+)
+from tapelab.runner import run
 from tapelab.sweep_plots import sweep_figure
 
 ROSENBROCK_DOMAIN = [[-2.0, 2.0], [-1.0, 3.0]]  # conf/objective/rosenbrock.yaml
 SIX_HUMP_CAMEL_MINIMUM = -1.031628  # published f* of six_hump_camel
+SIX_HUMP_CAMEL_FLOAT32_MINIMUM = -1.0316285  # float32's value of the function at its minima in the config
 
 
 def image_summaries(run_dir) -> dict[str, np.ndarray]:
@@ -77,11 +89,54 @@ def test_a_negative_loss_is_drawn_above_its_lowest_value_on_a_log_axis(train):
     assert lowest == pytest.approx(SIX_HUMP_CAMEL_MINIMUM, abs=1e-6)
     axis = drawn(loss_figure(run.metrics))
     assert axis.get_yscale() == "symlog"
-    assert axis.get_ylabel().startswith("loss − lowest (−1.03163), linear below 10⁻")
+    assert axis.get_ylabel() == "loss − lowest (−1.03163), linear below 10⁻⁵"  # 10 float32 steps at −1.03: 1.2e-6
     line = axis.get_lines()[0].get_ydata()
     np.testing.assert_allclose(line, run.metrics["loss"] - lowest)
     assert line.min() == 0 and line[0] == pytest.approx(1.2333 - SIX_HUMP_CAMEL_MINIMUM, abs=1e-3)  # f(1, −1)
     assert axis.get_ylim()[0] < 0 < line.max() < axis.get_ylim()[1]
+
+
+def test_a_loss_that_settles_at_a_negative_minimum_is_drawn_above_f_star_without_rounding_spikes(train):
+    # Gradient descent with a small step lowers the loss at every step until float32 rounds it: from (1, −1) it
+    # settles at the minimum f* = −1.0316, where its float32 loss steps between f* and f* + 2⁻²³.
+    run = train("objective=six_hump_camel", "optimizer=gd", "lr=0.05", "epochs=300")
+    axis = drawn(tapelab.load(run.dir).plot())  # as loss.png draws it
+    line = axis.get_lines()[0]
+    steps, gaps = line.get_xdata(), line.get_ydata()
+    assert (np.diff(gaps) > 0).any()  # rounding steps up here and there, once the loss has settled
+    # In the picture, an increase is at most a hair: float32 rounding does not jump across decades.
+    heights = axis.transData.transform(np.column_stack([steps, gaps]))[:, 1]
+    bottom, top = axis.transData.transform([[0, limit] for limit in axis.get_ylim()])[:, 1]
+    assert np.diff(heights).max() < 0.01 * (top - bottom)
+    np.testing.assert_allclose(gaps, run.metrics["loss"] - SIX_HUMP_CAMEL_MINIMUM, atol=1e-6)  # loss − f*
+    assert gaps.min() == 0 and gaps[0] == pytest.approx(1.2333 - SIX_HUMP_CAMEL_MINIMUM, abs=1e-3)  # f(1, −1) − f*
+    assert axis.get_ylabel() == "loss − f* (−1.03163), linear below 10⁻⁵"  # 10 float32 steps at −1.03: 1.2e-6
+    assert run.summary["loss_at_min"] == SIX_HUMP_CAMEL_FLOAT32_MINIMUM == run.metrics["loss"].min()
+
+
+def test_a_runs_pictures_are_titled_with_its_objective_optimizer_learning_rate_and_job(tmp_path):
+    job_dir = tmp_path / "lr=0.01,optimizer=adam_1"  # a sweep's job directory: Hydra names it after the swept values
+    run(compose_config("objective=rosenbrock", "optimizer=adam", "lr=0.01", "epochs=50", "log.tensorboard=false"),
+        job_dir)  # fmt: skip
+    title = "rosenbrock · adam · lr 0.01 — lr=0.01,optimizer=adam_1"
+    figure = tapelab.load(job_dir).plot()
+    assert figure.axes[0].get_title() == title
+    save(figure, tmp_path / "loss.png")
+    np.testing.assert_array_equal(pixels(tmp_path / "loss.png"), pixels(job_dir / "loss.png"))
+    # loss.png's strip above the axes shows the title as matplotlib draws that text alone over axes of the same
+    # place; trajectory.png is the contour and path drawn under that title.
+    plain, (axis,) = new_figure(6.4, 4.2, margins=RUN_MARGINS)
+    axis.set_title(title, y=1.0)
+    save(plain, tmp_path / "title.png")
+    frame = axis.get_window_extent()  # in pixels from the bottom left; an image's rows run from the top
+    strip = slice(0, int(plain.bbox.height - frame.y1) - 2), slice(int(frame.x0) + 2, int(frame.x1) - 2)
+    np.testing.assert_array_equal(pixels(tmp_path / "title.png")[strip], pixels(job_dir / "loss.png")[strip])
+    path = thinned(tapelab.load(job_dir).history)[["x[0]", "x[1]"]].to_numpy(np.float64)
+    problem = problem_of("objective=rosenbrock")
+    box = contour_box(path, list(problem.minima), np.array(ROSENBROCK_DOMAIN))
+    contour_picture(problem, box).save_path(path, tmp_path / "trajectory.png", title)
+    pngs_written([tmp_path / "trajectory.png"])
+    np.testing.assert_array_equal(pixels(tmp_path / "trajectory.png"), pixels(job_dir / "trajectory.png"))
 
 
 def test_a_short_run_has_a_tick_on_whole_steps_only():
@@ -115,7 +170,7 @@ def test_trajectory_picture_draws_path_start_end_and_every_minimum(tmp_path):
     path = np.array([[0.0, 0.0], [0.5, 1.5], [1.0, 3.0]])
     minima = [np.array([1.0, 3.0]), np.array([-0.5, 2.0])]
     picture = ContourPicture(grid_x, grid_y, grid_x**2 + grid_y**2 + 1, minima, ("x[0]", "x[1]"))
-    drawn = picture.save_path(path, tmp_path / "trajectory.png")
+    drawn = picture.save_path(path, tmp_path / "trajectory.png", "a path")
     pngs_written([tmp_path / "trajectory.png"])
     lines = {line.get_label(): line.get_xydata() for line in [*drawn, *picture.minima]}
     np.testing.assert_array_equal(lines["path"], path)
@@ -131,10 +186,10 @@ def test_a_reused_contour_draws_each_path_on_the_bare_contour(tmp_path):
     grid_x, grid_y = np.meshgrid(np.linspace(-1, 1, 5), np.linspace(-1, 1, 5))
     picture = ContourPicture(grid_x, grid_y, grid_x**2 + grid_y**2 + 1, [], ("x", "y"))
     here, there = np.array([[-0.8, -0.8], [-0.7, -0.7]]), np.array([[0.6, 0.6], [0.7, 0.7]])
-    picture.save_path(here, tmp_path / "first.png")
-    picture.save_path(there, tmp_path / "second.png")
+    picture.save_path(here, tmp_path / "first.png", "here")
+    picture.save_path(there, tmp_path / "second.png", "there")
     fresh = ContourPicture(grid_x, grid_y, grid_x**2 + grid_y**2 + 1, [], ("x", "y"))
-    fresh.save_path(there, tmp_path / "alone.png")
+    fresh.save_path(there, tmp_path / "alone.png", "there")
     pngs_written([tmp_path / name for name in ("first.png", "second.png", "alone.png")])
     second, alone = (matplotlib.image.imread(tmp_path / name) for name in ("second.png", "alone.png"))
     np.testing.assert_array_equal(second, alone)
@@ -168,6 +223,7 @@ def test_gap_to_min_is_the_final_loss_above_the_minimum_value(train):
     x = result.summary["params"]["x"]
     assert result.summary["gap_to_min"] == pytest.approx((x - 1) ** 2, abs=1e-6)
     assert result.summary["gap_to_min"] == pytest.approx(result.summary["final_loss"] - 4.0, abs=1e-6)
+    assert result.summary["loss_at_min"] == 4.0
 
 
 def test_a_diverged_run_is_framed_on_the_domain_and_leaves_it_with_an_arrow(train, tmp_path):
@@ -182,7 +238,9 @@ def test_a_diverged_run_is_framed_on_the_domain_and_leaves_it_with_an_arrow(trai
                                   ROSENBROCK_DOMAIN)  # fmt: skip
 
     picture = contour_picture(problem, np.array(ROSENBROCK_DOMAIN))
-    artists = picture.save_path(path, tmp_path / "trajectory.png", diverged=True)
+    title = picture_title(result.summary, result.dir)
+    assert title == "rosenbrock · sgd · lr 0.01 — run1, diverged at step 4"
+    artists = picture.save_path(path, tmp_path / "trajectory.png", title, diverged=True)
     pngs_written([tmp_path / "trajectory.png"])
     np.testing.assert_array_equal(pixels(tmp_path / "trajectory.png"), pixels(result.dir / "trajectory.png"))
     assert (picture.axis.get_xscale(), picture.axis.get_yscale()) == ("linear", "linear")
@@ -199,8 +257,8 @@ def test_a_diverged_run_is_framed_on_the_domain_and_leaves_it_with_an_arrow(trai
     (line,) = [artist for artist in artists if artist.get_label() == "path"]
     np.testing.assert_array_equal(line.get_xydata(), path[:2])  # not the jumps outside the frame
 
-    loss = loss_figure(history, diverged=True)
-    assert loss.axes[0].get_title() == "loss, diverged at step 4"
+    loss = tapelab.load(result.dir).plot()
+    assert loss.axes[0].get_title() == title
     save(loss, tmp_path / "loss.png")
     np.testing.assert_array_equal(pixels(tmp_path / "loss.png"), pixels(result.dir / "loss.png"))
 
@@ -211,7 +269,8 @@ def test_a_run_that_did_not_diverge_keeps_the_frame_around_its_path_and_the_doma
     path = thinned(result.metrics)[["x[0]", "x[1]"]].to_numpy(np.float64)
     problem = problem_of("objective=himmelblau")
     box = contour_box(path, list(problem.minima), np.array([[-5.0, 5.0], [-5.0, 5.0]]))  # its domain holds the path
-    lines = contour_picture(problem, box).save_path(path, tmp_path / "trajectory.png")
+    title = picture_title(result.summary, result.dir)
+    lines = contour_picture(problem, box).save_path(path, tmp_path / "trajectory.png", title)
     pngs_written([tmp_path / "trajectory.png"])
     np.testing.assert_array_equal(pixels(tmp_path / "trajectory.png"), pixels(result.dir / "trajectory.png"))
     assert [line.get_label() for line in lines] == ["path", "start", "end"]
@@ -249,7 +308,7 @@ def test_a_run_that_diverged_at_its_start_has_an_empty_loss_figure_that_says_ste
     assert (result.summary["status"], result.summary["steps"], len(result.metrics)) == ("diverged", 0, 0)
     assert thinned(result.metrics).empty
     axis = drawn(tapelab.load(result.dir).plot())
-    assert axis.get_title() == "loss, diverged at step 0"
+    assert axis.get_title() == "expression · sgd · lr 0.01 — run1, diverged at step 0"
     assert [line.get_xydata().size for line in axis.get_lines()] == [0]
     assert (list(axis.get_xticks()), list(axis.get_yticks())) == ([], [])
 

@@ -12,7 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from tensorboard_client import session_of
+from tensorboard_client import session_of, time_series_groups, time_series_tags
 
 
 def load_events(run_dir) -> EventAccumulator:
@@ -44,12 +44,12 @@ def test_scalar_tags_are_named_without_loop_prefixes(vector_run):
     tags = set(load_events(vector_run.dir).Tags()["tensors"])
     expected = {
         "loss",
-        "grad_norm",
+        "loss/grad_norm",
         "lr",
         "params/w[0]",
         "params/w[1]",
-        "grads/w[0]",
-        "grads/w[1]",
+        "params/w[0]/grad",
+        "params/w[1]/grad",
         "params/w",
         "summary/final_loss",
         "summary/best_loss",
@@ -59,16 +59,25 @@ def test_scalar_tags_are_named_without_loop_prefixes(vector_run):
     assert not any("while" in tag for tag in tags)
 
 
+def test_time_series_opens_on_the_loss_group_then_lr_and_keeps_the_parameters_closed(vector_run):
+    # TensorBoard's frontend sorts the tags, groups them by the text before the first "/" and opens the
+    # first two groups.
+    groups = time_series_groups(time_series_tags(vector_run.dir))
+    assert list(groups) == ["loss", "lr", "params", "plots", "summary"]
+    assert groups["loss"] == ["loss", "loss/grad_norm"] and groups["lr"] == ["lr"]
+    assert groups["params"] == ["params/w", "params/w[0]", "params/w[0]/grad", "params/w[1]", "params/w[1]/grad"]
+
+
 def test_scalars_equal_metrics_csv_at_every_logged_step(vector_run):
     events = load_events(vector_run.dir)
     metrics = vector_run.metrics
     assert metrics["step"].tolist() == [0, 4, 8, 12, 16, 20, 24, 25]
     for column, tag in [
         ("loss", "loss"),
-        ("grad_norm", "grad_norm"),
+        ("grad_norm", "loss/grad_norm"),
         ("lr", "lr"),
         ("w[1]", "params/w[1]"),
-        ("grad_w[0]", "grads/w[0]"),
+        ("grad_w[0]", "params/w[0]/grad"),
     ]:
         steps, values = tensor_series(events, tag)
         assert steps == metrics["step"].tolist(), tag

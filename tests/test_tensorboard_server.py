@@ -48,7 +48,7 @@ def served_run(tmp_path_factory):
 
 def test_server_serves_loss_and_parameter_scalars_equal_to_metrics_csv(served_run):
     server, metrics, _ = served_run
-    for tag, column in [("loss", "loss"), ("params/x[0]", "x[0]"), ("grads/x[1]", "grad_x[1]")]:
+    for tag, column in [("loss", "loss"), ("params/x[0]", "x[0]"), ("params/x[1]/grad", "grad_x[1]")]:
         points = server.get("/data/plugin/scalars/scalars", run=RUN_NAME, tag=tag)
         assert [step for _, step, _ in points] == metrics["step"].tolist()
         assert [value for _, _, value in points] == pytest.approx(metrics[column].tolist(), rel=1e-6)

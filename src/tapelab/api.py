@@ -56,10 +56,12 @@ class Run:
 
     def plot(self) -> Figure:
         """The loss against the step, as loss.png draws it (a matplotlib Figure, which a notebook shows inline)."""
-        from tapelab.pictures import thinned
+        from tapelab.pictures import picture_title, thinned
         from tapelab.plots import loss_figure
 
-        return loss_figure(thinned(self.history[["step", "loss"]]), diverged=self.summary["status"] == "diverged")
+        summary = self.summary
+        history = thinned(self.history[["step", "loss"]])
+        return loss_figure(history, picture_title(summary, self.dir), summary.get("loss_at_min"))
 
 
 def run(*overrides: str, run_dir: str | os.PathLike[str] | None = None) -> Run:

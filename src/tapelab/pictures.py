@@ -5,7 +5,9 @@ from __future__ import annotations
 import functools
 import hashlib
 from collections import OrderedDict
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -57,6 +59,14 @@ def loss_picture() -> LossPicture:
     return LossPicture()
 
 
+def picture_title(summary: Mapping[str, Any], run_dir: Path) -> str:
+    """The title of a run's pictures: the objective, the optimizer, the learning rate and the run directory's
+    name (the job's name in a sweep, the time of a single run), e.g. `rosenbrock · adam · lr 0.01 —
+    lr=0.01,optimizer=adam_1`; for a diverged run (`summary`'s status), the step it diverged at."""
+    title = f"{summary['objective']} · {summary['optimizer']} · lr {summary['lr']:g} — {run_dir.name}"
+    return f"{title}, diverged at step {summary['steps']}" if summary["status"] == "diverged" else title
+
+
 def thinned(history: pd.DataFrame) -> pd.DataFrame:
     """Every k-th row of `history`, about MAX_PATH_POINTS of them, and always the last: where the run ended."""
     rows = np.arange(len(history))
@@ -64,29 +74,33 @@ def thinned(history: pd.DataFrame) -> pd.DataFrame:
 
 
 def draw_run(
-    run_dir: Path, problem: Problem, param_columns: list[str], domain: np.ndarray | None, diverged: bool = False
+    run_dir: Path, problem: Problem, param_columns: list[str], domain: np.ndarray | None, summary: Mapping[str, Any]
 ) -> list[Path]:
-    """Draw the run's pictures from its metrics.csv; return their files, which the PNG writer writes
-    (`tapelab.plots.pngs_written(files)` waits for them).
+    """Draw the run's pictures from its metrics.csv, titled after its `summary` (`picture_title`); return their
+    files, which the PNG writer writes (`tapelab.plots.pngs_written(files)` waits for them).
 
-    A diverged run's path is framed so that the blow-up does not hide the objective (see `diverged_box`).
+    The loss is drawn less the objective's minimum value where it is known (`loss_at_min`). A diverged run's
+    path is framed so that the blow-up does not hide the objective (see `diverged_box`).
     """
     history = thinned(pd.read_csv(run_dir / METRICS, usecols=["step", "loss", *param_columns]))
-    loss_picture().save(history, diverged, run_dir / LOSS_PNG)
+    title, diverged = picture_title(summary, run_dir), summary["status"] == "diverged"
+    loss_picture().save(history, title, summary.get("loss_at_min"), run_dir / LOSS_PNG)
     written = [run_dir / LOSS_PNG]
     if len(param_columns) == 2:
         path = history[param_columns].to_numpy(np.float64)
         frame = diverged_box if diverged else contour_box
         box = frame(path, list(problem.minima), domain)
-        contour_picture(problem, box).save_path(path, run_dir / TRAJECTORY_PNG, diverged)
+        contour_picture(problem, box).save_path(path, run_dir / TRAJECTORY_PNG, title, diverged)
         written.append(run_dir / TRAJECTORY_PNG)
     return written
 
 
-def draw_starts(run_dir: Path, problem: Problem, starts: np.ndarray, ends: np.ndarray, domain: np.ndarray) -> Path:
-    """starts.png: every start joined to its end over the contour of a two-parameter objective (written as
-    `draw_run`'s pictures are)."""
+def draw_starts(
+    run_dir: Path, problem: Problem, starts: np.ndarray, ends: np.ndarray, domain: np.ndarray, title: str
+) -> Path:
+    """starts.png: every start joined to its end over the contour of a two-parameter objective, under `title`
+    (written as `draw_run`'s pictures are)."""
     finite_ends = ends[np.all(np.isfinite(ends), axis=1)]
     box = contour_box(np.vstack([starts, finite_ends]), list(problem.minima), domain)
-    contour_picture(problem, box).save_starts(starts, ends, run_dir / STARTS_PNG)
+    contour_picture(problem, box).save_starts(starts, ends, run_dir / STARTS_PNG, title)
     return run_dir / STARTS_PNG

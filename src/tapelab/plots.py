@@ -23,6 +23,8 @@ MAX_WAITING_PNGS = 4  # pictures drawn and not yet written, each a copy of its c
 MAX_DECADES_WITH_MINOR_TICKS = 2  # a log axis over more decades reads well from its decades alone
 MAX_SYMLOG_TICKS = 10  # a symmetric log axis labels every second decade (or third…) past this many
 MIN_EXIT_ARROW = 0.12  # of the frame: the shortest arrow that shows where a diverged path went
+FLOAT32_EPS = float(np.finfo(np.float32).eps)  # the spacing of float32 numbers relative to their size, 2⁻²³
+ROUNDING_STEPS = 10  # float32 steps of the loss near its reference value that a loss axis shows linearly
 SUPERSCRIPTS = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 # A run's pictures are drawn for every job of a sweep, so they skip what costs most and shows least: the
 # layout and the titles' height are fixed rather than computed from every label's extent, log axes are
@@ -35,9 +37,11 @@ def new_figure(width: float, height: float, columns: int = 1, margins: dict[str,
 
     With `margins` (fractions of the figure, as `Figure.subplots_adjust` takes them) the layout is fixed.
     """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(width, height), dpi=DPI)
+    FigureCanvasAgg(figure)  # its canvas, which measures text (`fitted_title`)
     if margins:
         figure.subplots_adjust(**margins)
     return figure, figure.subplots(1, columns, squeeze=False)[0]
@@ -143,39 +147,53 @@ def finite_values(values: Any) -> np.ndarray:
     return array[np.isfinite(array)]
 
 
-def loss_shift(losses: pd.Series) -> float:
-    """What `loss_axis` subtracts from `losses`: their lowest value if it is negative, else 0."""
+def loss_shift(losses: pd.Series, minimum: float | None = None) -> float:
+    """What `loss_axis` subtracts from `losses`: the objective's known minimum value f* (`minimum`), else
+    their lowest value if it is negative, else 0."""
+    if minimum is not None:
+        return minimum
     values = finite_values(losses)
     return float(min(0.0, values.min())) if len(values) else 0.0
 
 
-def loss_axis(axis: Any, drawn: pd.Series, shift: float, name: str = "loss") -> None:
-    """Put the y axis of `axis`, which shows `drawn` = loss − `shift` (see `loss_shift`), on a log scale
-    fitted to `drawn`.
+def rounding_floor(shift: float) -> float:
+    """The power of ten at or above ROUNDING_STEPS float32 steps at `shift` (0 for 0): where a loss drawn as
+    loss − `shift` is within float32's rounding of the loss, e.g. 10⁻⁵ at −1.03."""
+    if shift == 0:
+        return 0.0
+    return float(10.0 ** np.ceil(np.log10(ROUNDING_STEPS * FLOAT32_EPS * abs(shift))))
 
-    The rule: the loss above min(0, lowest loss) on a log axis. While every value drawn is positive, a
-    plain log axis; otherwise (an exact 0 loss, or the lowest of negative losses) a symmetric log axis,
-    linear below a floor a decade under the smallest nonzero value. The label names the shift and floor.
+
+def loss_axis(axis: Any, drawn: pd.Series, shift: float, name: str = "loss", reference: str = "lowest") -> None:
+    """Put the y axis of `axis`, which shows `drawn` = loss − `shift` (see `loss_shift`), on a log scale
+    fitted to `drawn`; `reference` names the shift in the label ("f*" or "lowest").
+
+    While every value drawn is above the shift's float32 rounding (`rounding_floor`; above 0 for a shift of
+    0), a plain log axis. Otherwise a symmetric log axis, linear below that floor, so that the float32 steps
+    of a loss that settled at its reference draw as a flat line, not as jumps across decades; for a shift of
+    0, linear below a decade under the smallest nonzero value. The label names the shift and the floor.
     """
     from matplotlib import ticker
 
     values = finite_values(drawn)
-    lowest = f"{shift:.6g}".replace("-", "−")
-    label = f"{name} − lowest ({lowest})" if shift else name
+    shown = f"{shift:.6g}".replace("-", "−")
+    label = f"{name} − {reference} ({shown})" if shift else name
+    floor = rounding_floor(shift)
     if not len(values):
         axis.set_ylabel(label)
-    elif (values > 0).all():
+    elif (values > floor).all():
         axis.set_yscale("log", nonpositive="mask")
         log_ticks(axis.yaxis, values.min(), values.max())
         axis.set_ylabel(label)
     else:
         nonzero = np.abs(values[values != 0])
-        floor = 10.0 ** (np.floor(np.log10(nonzero.min())) - 1) if len(nonzero) else 1.0
-        axis.set_yscale("symlog", linthresh=floor)
+        below = 10.0 ** (np.floor(np.log10(nonzero.min())) - 1) if len(nonzero) else 1.0
+        linear = max(floor, below)
+        axis.set_yscale("symlog", linthresh=linear)
         axis.yaxis.get_major_locator().set_params(numticks=MAX_SYMLOG_TICKS)
         axis.yaxis.set_major_formatter(ticker.FuncFormatter(decade_label))
         axis.yaxis.set_minor_locator(ticker.NullLocator())
-        axis.set_ylabel(f"{label}, linear below {decade_label(floor)}")
+        axis.set_ylabel(f"{label}, linear below {decade_label(linear)}")
     if len(values):
         fit_limits(axis, values)
 
@@ -188,13 +206,14 @@ def step_axis(axis: Any) -> None:
     axis.set_xlabel("step")
 
 
-def loss_figure(history: pd.DataFrame, diverged: bool = False) -> Any:
-    """The loss against the step on a log axis (see `loss_axis`); a diverged run's title names its last step.
+def loss_figure(history: pd.DataFrame, title: str = "loss", minimum: float | None = None) -> Any:
+    """The loss against the step on a log axis, less the objective's minimum value `minimum` where it is known
+    (see `loss_axis`), under `title`.
 
     An empty `history` (a run whose start was not finite logs no row) gives an empty frame, without ticks.
     """
     figure, axis, line = loss_frame()
-    draw_loss(axis, line, history, diverged)
+    draw_loss(axis, line, history, title, minimum)
     return figure
 
 
@@ -206,22 +225,32 @@ def loss_frame() -> tuple[Any, Any, Any]:
     return figure, axis, line
 
 
-def draw_loss(axis: Any, line: Any, history: pd.DataFrame, diverged: bool) -> None:
-    """Show `history`'s loss on `axis` (from `loss_frame`, new or drawn before) as `line`."""
-    shift = loss_shift(history["loss"])
+def draw_loss(axis: Any, line: Any, history: pd.DataFrame, title: str, minimum: float | None) -> None:
+    """Show `history`'s loss on `axis` (from `loss_frame`, new or drawn before) as `line`, under `title`."""
+    shift = loss_shift(history["loss"], minimum)
     drawn = history["loss"] - shift
     axis.set_autoscale_on(True)
     axis.set_yscale("linear")
     line.set_data(history["step"], drawn)
     axis.relim()
     axis.autoscale_view()
-    loss_axis(axis, drawn, shift)
+    loss_axis(axis, drawn, shift, reference="lowest" if minimum is None else "f*")
     step_axis(axis)
     if history.empty:
         axis.set(xticks=[], yticks=[])
-    last_step = 0 if history.empty else history["step"].iat[-1]
-    title = f"loss, diverged at step {last_step}" if diverged else "loss"
-    axis.set_title(title, y=1.0)  # a given height: not placed by measuring the tick labels
+    fitted_title(axis, title)
+
+
+def fitted_title(axis: Any, title: str) -> None:
+    """Set `title` over `axis` at a given height (not placed by measuring the tick labels), in a smaller font
+    if it would run off the figure (it is centred over the axes)."""
+    text = axis.set_title(title, y=1.0, fontsize="large")
+    figure = axis.get_figure()
+    centre = (axis.bbox.x0 + axis.bbox.x1) / 2
+    room = 2 * min(centre, figure.bbox.width - centre) * 0.98
+    width = text.get_window_extent(figure.canvas.get_renderer()).width
+    if width > room:
+        text.set_fontsize(text.get_fontsize() * room / width)
 
 
 class LossPicture:
@@ -235,10 +264,10 @@ class LossPicture:
         self.canvas = FigureCanvasAgg(self.figure)
         self.lock = threading.Lock()
 
-    def save(self, history: pd.DataFrame, diverged: bool, path: Path) -> None:
+    def save(self, history: pd.DataFrame, title: str, minimum: float | None, path: Path) -> None:
         """Draw loss.png for `history` (see `loss_figure`), and have the PNG writer write it to `path`."""
         with self.lock:
-            draw_loss(self.axis, self.line, history, diverged)
+            draw_loss(self.axis, self.line, history, title, minimum)
             self.canvas.draw()
             png_writer().write(self.canvas, path)
 
@@ -337,8 +366,9 @@ class ContourPicture:
         self.background = self.canvas.copy_from_bbox(self.figure.bbox)
         self.lock = threading.Lock()
 
-    def save_path(self, path: np.ndarray, file: Path, diverged: bool = False) -> list[Any]:
-        """The optimizer's path (one (x, y) row per logged step), its start and its end; returns those artists.
+    def save_path(self, path: np.ndarray, file: Path, title: str, diverged: bool = False) -> list[Any]:
+        """The optimizer's path (one (x, y) row per logged step), its start and its end, under `title`; returns
+        those artists.
 
         A diverged run's path is drawn until it leaves the frame for good, and goes on as an arrow labelled
         "diverged" (if it ends inside the frame, its last point is marked instead).
@@ -367,10 +397,10 @@ class ContourPicture:
             )  # fmt: skip
             return [*drawn, arrow]
 
-        return self._save("path over the objective" + (" (diverged)" if diverged else ""), file, artists)
+        return self._save(title, file, artists)
 
-    def save_starts(self, starts: np.ndarray, ends: np.ndarray, file: Path) -> list[Any]:
-        """Each start (a row of `starts`) joined to where it ended; returns the lines drawn."""
+    def save_starts(self, starts: np.ndarray, ends: np.ndarray, file: Path, title: str) -> list[Any]:
+        """Each start (a row of `starts`) joined to where it ended, under `title`; returns the lines drawn."""
         segments = np.stack([starts, ends], axis=1)  # (start, end) pairs: one line each, NaN ends drawn as nothing
 
         def lines(axis: Any) -> list[Any]:
@@ -383,7 +413,7 @@ class ContourPicture:
                            linestyle="none", label="ends"),
             ]  # fmt: skip
 
-        return self._save("starts and ends over the objective", file, lines)
+        return self._save(title, file, lines)
 
     def _save(self, title: str, file: Path, draw: Any) -> list[Any]:
         """Restore the contour, draw `draw(axis)`'s lines, the legend and `title` on it, and have the PNG writer
@@ -393,7 +423,7 @@ class ContourPicture:
             lines = draw(self.axis)
             labelled = [line for line in [*self.minima, *lines] if line.get_label()[:1] not in ("", "_")]
             legend = self.axis.legend(handles=labelled, fontsize="small", loc="best")
-            self.axis.set_title(title, y=1.0)
+            fitted_title(self.axis, title)
             for artist in (*lines, legend, self.axis.title):
                 self.axis.draw_artist(artist)
             png_writer().write(self.canvas, file)

@@ -121,7 +121,7 @@ class RunRecord:
         pictures = []
         if self.experiment.log.plots and self.last_finite is not None and status != "interrupted":
             with self.timings.measure("pictures"):
-                pictures = draw_pictures(self.experiment, self.problem, trained.param_columns, table, run_dir, status)
+                pictures = draw_pictures(self.experiment, self.problem, trained.param_columns, table, run_dir, summary)
         self._drawn = summary, pictures
         return self._drawn
 
@@ -163,17 +163,18 @@ def draw_pictures(
     param_columns: list[str],
     starts: pd.DataFrame | None,
     run_dir: Path,
-    status: str,
+    summary: dict[str, Any],
 ) -> list[Path]:
-    """loss.png, and trajectory.png (one start) or starts.png (a batch) for two parameters; a run that ended
-    `status` "diverged" says so in them."""
-    from tapelab.pictures import draw_run, draw_starts
+    """loss.png, and trajectory.png (one start) or starts.png (a batch) for two parameters, titled after the
+    run's `summary` (`tapelab.pictures.picture_title`)."""
+    from tapelab.pictures import draw_run, draw_starts, picture_title
 
     box = experiment.objective.box()
-    pictures = draw_run(run_dir, problem, param_columns, box, diverged=status == "diverged")
+    pictures = draw_run(run_dir, problem, param_columns, box, summary)
     if starts is not None and problem.flat_start().size == 2:
         flat = [starts.filter(like=f"{side}_").to_numpy(np.float64) for side in ("start", "end")]
-        pictures.append(draw_starts(run_dir, problem, *flat, search_box(experiment.objective, problem)))
+        search = search_box(experiment.objective, problem)
+        pictures.append(draw_starts(run_dir, problem, *flat, search, picture_title(summary, run_dir)))
     return pictures
 
 
@@ -216,13 +217,15 @@ def summarise(
         **experiment.describe(),
     )
     if problem.minima:
+        from tapelab.landscape import loss_at
+
         distances = [np.linalg.norm(flat.astype(np.float64) - point) for point in problem.minima]
         summary["distance_to_min"] = float(min(distances))
-        if final_loss is not None:
-            from tapelab.landscape import loss_at
-
-            lowest = float(loss_at(problem, np.array(problem.minima)).min())  # f* at the known minima
-            summary["gap_to_min"] = shortest(final_loss - lowest)
+        lowest = float(loss_at(problem, np.array(problem.minima)).min())  # f* at the known minima
+        if np.isfinite(lowest):  # summary.json holds no NaN or infinity
+            summary["loss_at_min"] = shortest(lowest)
+            if final_loss is not None:
+                summary["gap_to_min"] = shortest(final_loss - lowest)
     return summary
 
 

@@ -2,11 +2,12 @@
 
 The events are TensorBoard's own protocol buffers (its summary metadata helpers), appended to the file with
 TensorFlow's record writer: no summary op is traced, so a sweep's jobs pay no tracing for their TensorBoard
-output (the step graph is traced once per loop structure, `Trainer.step_graph_def`). Tags: `loss`,
-`grad_norm`, `lr`, `params/<column>`, `grads/<column>`, histograms `params/<name>` for vector parameters,
-`summary/final_loss`, `summary/best_loss`, `summary/steps` at the end, and `plots/<picture>`. The graph of
-one training step is the run graph of the Graphs tab; the compiled chunk loop's graph is its tag
-`training_loop`. The HParams tab's session is a file of its own (`sinks.hparams`).
+output (the step graph is traced once per loop structure, `Trainer.step_graph_def`). Tags (`scalar_tag`):
+`loss`, `loss/grad_norm`, `loss/mean`, `loss/worst`, `lr`, `params/<column>`, `params/<column>/grad`,
+histograms `params/<name>` for vector parameters, `summary/final_loss`, `summary/best_loss`, `summary/steps`
+at the end, and `plots/<picture>`. The graph of one training step is the run graph of the Graphs tab; the
+compiled chunk loop's graph is its tag `training_loop`. The HParams tab's session is a file of its own
+(`sinks.hparams`).
 """
 
 from __future__ import annotations
@@ -27,16 +28,23 @@ from tapelab.sinks.hparams import write_session
 
 HISTOGRAM_BUCKETS = 30  # TensorBoard's default bucket count
 SUMMARY_METRICS = ("final_loss", "best_loss", "steps")  # summary.json's, as `summary/<key>` at the end
+LOSS_GROUP = {"grad_norm": "loss/grad_norm", "loss_mean": "loss/mean", "loss_worst": "loss/worst"}
 _file_numbers = itertools.count()
 
 
 def scalar_tag(column: str, param_columns: list[str]) -> str:
-    """The TensorBoard tag of a metrics.csv column."""
+    """The TensorBoard tag of a metrics.csv column.
+
+    Time Series groups its cards by the text before a tag's first `/`, orders them by TensorBoard's tag order
+    (`/` and digits first, then by character) and opens the first two groups: here `loss` (the loss, its
+    gradient's norm, a multi-start run's mean and worst loss) and `lr`. A parameter element is
+    `params/<column>`, its gradient `params/<column>/grad`, in the group that follows, closed.
+    """
     if column in param_columns:
         return f"params/{column}"
     if column.startswith("grad_") and column[len("grad_") :] in param_columns:
-        return f"grads/{column[len('grad_') :]}"
-    return column
+        return f"params/{column[len('grad_') :]}/grad"
+    return LOSS_GROUP.get(column, column)
 
 
 def histogram_buckets(rows: np.ndarray, bucket_count: int = HISTOGRAM_BUCKETS) -> np.ndarray:
