@@ -585,3 +585,18 @@ def test_an_interrupted_batched_sweep_is_finished_by_a_relaunch_as_if_never_stop
         pd.testing.assert_frame_equal(
             pd.read_csv(job / "metrics.csv"), pd.read_csv(straight / "metrics.csv"), check_exact=True
         )
+
+
+@pytest.mark.parametrize("launcher", ["basic", "batched"])
+def test_a_key_added_under_a_swept_group_is_checked_in_each_job_against_its_own_option(tmp_path, launcher):
+    # The sweep's own config composes sgd (the default): Adam's and Nadam's jobs have beta_1, SGD's has none.
+    multirun(TAPELAB_TASK, "optimizer=adam,nadam,sgd", "++optimizer.beta_1=0.8", "epochs=5", "log.plots=false",
+             f"hydra/launcher={launcher}", f"hydra.sweep.dir={tmp_path}")  # fmt: skip
+    summaries = {job: json.loads((tmp_path / job / "summary.json").read_text()) for job in
+                 ("optimizer=adam_0", "optimizer=nadam_1", "optimizer=sgd_2")}  # fmt: skip
+    assert [summaries[job]["optimizer_params"]["beta_1"] for job in ("optimizer=adam_0", "optimizer=nadam_1")] == [
+        0.8,
+        0.8,
+    ]
+    assert summaries["optimizer=sgd_2"]["status"] == "failed"
+    assert summaries["optimizer=sgd_2"]["error"].startswith("ConfigError: optimizer.beta_1: not a key of the config")

@@ -173,12 +173,18 @@ def check_added_keys(config: DictConfig) -> None:
     from tapelab.overrides import parse_overrides
 
     is_group = config_groups(config)
-    for override in parse_overrides(OmegaConf.to_container(config.hydra.overrides.task, resolve=False)):
+    overrides = parse_overrides(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
+    # A sweep's config holds the first option of a group it sweeps (`-m optimizer=adam,nadam` composes sgd's
+    # schema): keys under such a group are each job's to check, when its own option is composed.
+    swept_groups = {o.key_or_group for o in overrides if o.is_sweep_override() and is_group(o.key_or_group)}
+    for override in overrides:
         if not (override.is_add() or override.is_force_add()):
             continue
         # Hydra's rule (hydra._internal.defaults_list.Overrides): a group's option, unless the value is a dict.
         key = override.key_or_group
         if override.package is not None or (is_group(key) and not isinstance(override.value(), dict)):
+            continue
+        if key.split(".")[0] in swept_groups:
             continue
         check_known_key(config, key)
 
@@ -209,6 +215,21 @@ def check_known_key(config: DictConfig, key: str) -> None:
         node = OmegaConf.select(node, part, throw_on_resolution_failure=False)
 
 
+def check_schema_keys(cfg: DictConfig) -> None:
+    """Refuse a key that `++` (or `+`) put into a schema node of the objective, the optimizer, `stop` or `log`,
+    such as `++optimizer.beta_1` in a sweep job whose optimizer is SGD (`check_added_keys` can't see a sweep's
+    jobs' own options)."""
+    for section in ("objective", "optimizer", "stop", "log"):
+        node = cfg.get(section)
+        schema = OmegaConf.get_type(node) if isinstance(node, DictConfig) else None
+        if not dataclasses.is_dataclass(schema):
+            continue
+        known = [schema_field.name for schema_field in dataclasses.fields(schema)]
+        for key in node:
+            if key not in known:
+                raise unknown_key(f"{section}.{key}", known)
+
+
 def check_count(key: str, value: int) -> None:
     """A step count: an integer from 1 to MAX_STEPS."""
     if not 1 <= value <= MAX_STEPS:
@@ -229,6 +250,7 @@ def check_finite_numbers(prefix: str, values: Any) -> None:
 
 def to_experiment(cfg: DictConfig) -> Experiment:
     """Turn a composed config into an `Experiment`, or raise `ConfigError` naming the bad key."""
+    check_schema_keys(cfg)
     if not (0 < cfg.lr <= FLOAT32_MAX and np.float32(cfg.lr) > 0):
         raise ConfigError("lr", f"must be a finite number > 0 (in float32, so 1e-45 to 3.4e38), got {cfg.lr}")
     check_count("epochs", cfg.epochs)
