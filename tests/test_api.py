@@ -182,6 +182,13 @@ def test_a_refused_resume_writes_nothing_into_the_run(tmp_path, first, again, me
     ]
 
 
+def test_a_resume_of_a_directory_that_holds_no_run_is_refused_and_creates_nothing(tmp_path):
+    missing = tmp_path / "outputs" / "typo"
+    with pytest.raises(tapelab.ConfigError, match=r"resume: .*typo holds no checkpoint of a run to continue"):
+        tapelab.run("resume=true", "epochs=10", run_dir=missing)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_resume_whose_config_does_not_compose_is_refused_and_writes_nothing(tmp_path):
     user_dir = tmp_path / "configs"
     shutil.copytree(ROOT / "tests" / "user_configs", user_dir)
