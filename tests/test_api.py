@@ -342,3 +342,10 @@ def test_a_run_extended_and_interrupted_again_continues_to_its_extended_epochs(t
     assert (resumed.summary["status"], resumed.summary["steps"]) == ("completed", 20000)
     straight = tapelab.run(*SLOW, "epochs=20000", run_dir=tmp_path / "straight")
     pd.testing.assert_frame_equal(resumed.history, straight.history, check_exact=True)
+
+
+def test_an_environment_variable_that_names_the_run_s_directory_passes_the_checks_made_before_it_exists(tmp_path):
+    run = tapelab.run("epochs=5", "log.plots=false", "+hydra.job.env_set.RUN_DIR=${hydra:runtime.output_dir}",
+                      run_dir=tmp_path / "run")  # fmt: skip
+    assert run.summary["status"] == "completed"
+    assert "RUN_DIR: ${hydra:runtime.output_dir}" in (tmp_path / "run" / ".hydra" / "hydra.yaml").read_text()

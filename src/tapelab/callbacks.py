@@ -57,11 +57,23 @@ def as_in_the_job(config: DictConfig) -> Iterator[None]:
     before = hydra_config.cfg
     hydra_config.set_config(config)  # which makes config.hydra read-only
     try:
-        with env_override(config.hydra.job.env_set):
+        with env_override(resolvable_values(config.hydra.job.env_set)):
             yield
     finally:
         hydra_config.cfg = before
         OmegaConf.set_readonly(config.hydra, readonly)
+
+
+def resolvable_values(node: DictConfig) -> dict[str, str]:
+    """The values of `node` that resolve before the run's directory is made: one that names it
+    (`${hydra:runtime.output_dir}`) is left out."""
+    values = {}
+    for key in node:
+        try:
+            values[key] = str(node[key])
+        except OmegaConfBaseException:
+            continue
+    return values
 
 
 def resumed(config: DictConfig) -> DictConfig:
