@@ -134,8 +134,8 @@ TOP_LEVEL_KEYS = "objective, optimizer, lr, epochs, seed, jit_compile, resume, s
         ),
         (  # Hydra's own message quotes the example for a shell, with backslashes
             ["lr=0.1,0.2"],
-            "lr: 0.1,0.2 is several values; write lr=[0.1,0.2] for a list, \"lr='0.1,0.2'\" for a string, or sweep "
-            "over them with -m",
+            "lr: 0.1,0.2 is several values; sweep over them with -m, or write lr=[0.1,0.2] for a list or "
+            "\"lr='0.1,0.2'\" for a string",
         ),
         (["seed=range(1,3)"], "seed: range(1,3) is a sweep; run it with -m"),
         (  # Hydra 1.3 links to the docs of 1.2

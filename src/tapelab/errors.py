@@ -140,8 +140,8 @@ def _one_line(error: Exception) -> str:
         key, value = found.group(2), found.group(3)
         if text.startswith("Ambiguous"):
             return (
-                f"{key}: {value} is several values; write {key}=[{value}] for a list, \"{key}='{value}'\" for a "
-                "string, or sweep over them with -m"
+                f"{key}: {value} is several values; sweep over them with -m, or write {key}=[{value}] for a list "
+                f"or \"{key}='{value}'\" for a string"
             )
         return f"{key}: {value} is a sweep; run it with -m"
     cause = error.__cause__
