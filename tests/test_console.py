@@ -135,3 +135,9 @@ def test_a_run_s_outcome_counts_its_steps_in_words():
     one = {"status": "diverged", "steps": 1, "wall_time_s": 0.5, "final_loss": 2.0}
     assert outcome(one) == "diverged after 1 step in 0.50 s: final loss 2.0"
     assert outcome({**one, "steps": 0}) == "diverged after 0 steps in 0.50 s: final loss 2.0"
+
+
+def test_a_batched_job_s_outcome_says_it_ran_in_a_batch_of_more_than_one():
+    job = {"status": "completed", "steps": 5, "wall_time_s": 0.25, "final_loss": 1.0, "batch": {"group": 0, "size": 3}}
+    assert outcome(job) == "completed after 5 steps in 0.25 s (in a batch of 3): final loss 1.0"
+    assert outcome({**job, "batch": {"group": 0, "size": 1}}) == "completed after 5 steps in 0.25 s: final loss 1.0"

@@ -22,7 +22,7 @@ def outcome(summary: dict[str, Any] | None) -> str:
     text = f"{status} after {steps} step{'' if steps == 1 else 's'}"
     if "wall_time_s" in summary:
         text += f" in {summary['wall_time_s']:.2f} s"
-    if summary.get("batch"):
+    if summary.get("batch") and summary["batch"]["size"] > 1:
         text += f" (in a batch of {summary['batch']['size']})"
     return text + (f": final loss {summary['final_loss']}" if summary.get("final_loss") is not None else "")
 
