@@ -11,8 +11,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from tapelab.cli import configure_process, quiet_flag_as_override
-from tapelab.console import outcome, sweep_end_line
 from tapelab.config import job_dir_name
+from tapelab.console import outcome, sweep_end_line
 from tapelab.sweep import planned_jobs, split_sweep_keys
 
 # Lines TensorFlow 2.21 printed here while it loaded, copied from a real run's console.

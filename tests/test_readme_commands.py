@@ -37,16 +37,16 @@ from hydra._internal.utils import get_args_parser
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import CompactHydraException
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from conftest import ROOT
+from tapelab.callbacks import RunChecks
 from tapelab.cli import CONFIG_MODULE, quiet_flag_as_override
-from tapelab.config import to_experiment
-from tapelab.errors import ConfigError, one_line
-from tapelab.resume import CHECKPOINTS, SAVED_OVERRIDES, resumed_config
+from tapelab.config import check_added_keys
+from tapelab.errors import ConfigError, PastHydra, one_line
+from tapelab.resume import CHECKPOINTS, SAVED_OVERRIDES
 from tapelab.rundir import METRICS, SUMMARY
-from tapelab.runner import checked_problem
 
 README = ROOT / "README.md"
 PROGRAM = re.compile(r"(?:[A-Z_]+=\S* )*(?:\S*/)?(?:python3? (?:run\.py|scripts/\w+\.py)|tapelab)(?=\s|$)")
@@ -237,34 +237,28 @@ def diagonal(values: dict[str, list]) -> list[list[str]]:
     return [[f"{key}={choices[i % len(choices)]}" for key, choices in values.items()] for i in range(count)]
 
 
-def check_added_keys(cfg: DictConfig, overrides: list[str]) -> None:
-    """A key that `+key=` or `++key=` adds outside `hydra.` must be one that tapelab's schemas keep."""
-    task = cfg.copy()
-    with open_dict(task):
-        del task["hydra"]
-    kept = OmegaConf.structured(OmegaConf.to_object(task))
-    for override in OverridesParser.create().parse_overrides(overrides):
-        key = override.get_key_element().lstrip("+")
-        if (override.is_add() or override.is_force_add()) and not override.is_hydra_override():
-            if OmegaConf.select(kept, key, default=KeyError) is KeyError:
-                raise ConfigError(key, "is added with + but tapelab has no such key")
+def check_job(overrides: list[str]) -> None:
+    """Make the checks the command line makes before it writes anything (`RunChecks`) on a run's config."""
+    with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
+        RunChecks().on_run_start(compose(config_name="config", overrides=overrides, return_hydra_config=True))
 
 
-def check_job(overrides: list[str], cfg: DictConfig | None = None) -> None:
-    """Make the checks tapelab makes before TensorFlow on a run's config (`overrides` composed, unless given)."""
-    cfg = cfg or composed("config", overrides)
-    check_added_keys(cfg, overrides)
-    if cfg.resume:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-        task = [override.input_line for override in parsed if not override.is_hydra_override()]
-        cfg = resumed_config(Path(cfg.hydra.run.dir), task, lambda keys: composed("config", keys))
-    checked_problem(to_experiment(cfg))
+def check_sweep_config(overrides: list[str], extras_here: bool) -> None:
+    """Make the checks the command line makes before a sweep writes anything, on the sweep's own config (but
+    for the extras it needs, unless they are to be installed `here`)."""
+    with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+        if extras_here:
+            RunChecks().on_multirun_start(cfg)
+        else:
+            check_added_keys(cfg)
 
 
-def command_line_answer(arguments: list[str]) -> str | None:
+def command_line_answer(arguments: list[str], extras_here: bool = True) -> str | None:
     """The line `python run.py <arguments>` ends with for a mistake in its config, else None.
 
-    Its flags are read by Hydra's own argument parser; `--help` and `--cfg` compose the same config."""
+    Its flags are read by Hydra's own argument parser; `--help` and `--cfg` compose the same config. A command
+    that runs in an environment of its own (`.venv-ray/bin/python`) is not checked for extras installed here."""
     args = get_args_parser().parse_args(quiet_flag_as_override(arguments))
     assert not (args.config_path or args.config_name or args.info), "a flag this test doesn't compose with"
     overrides = list(args.overrides)
@@ -276,17 +270,20 @@ def command_line_answer(arguments: list[str]) -> str | None:
         fixed = [override.input_line for override in parsed if not override.is_sweep_override()]
         cfg = composed("config", fixed if args.multirun else overrides)
         if args.multirun or cfg.hydra.mode == RunMode.MULTIRUN:
+            check_sweep_config(fixed, extras_here)
             for job in sweep_jobs(cfg, overrides):
                 check_job(job)
         else:
-            check_job(overrides, cfg)
+            check_job(overrides)
     except (ConfigError, CompactHydraException, OmegaConfBaseException) as mistake:
         return f"Error in config: {one_line(mistake)}"
+    except PastHydra as carried:  # how tapelab's callbacks refuse a config
+        return f"Error in config: {one_line(carried.error)}"
     return None
 
 
 def check_run_command(command: Command, arguments: list[str], tmp_path: Path) -> None:
-    answer = command_line_answer(arguments)
+    answer = command_line_answer(arguments, extras_here=not command.line.startswith(".venv-ray/"))
     assert answer is None, answer
     gradient = start_gradient(command)
     if gradient is not None:
@@ -332,7 +329,7 @@ def check_bench_command(command: Command, arguments: list[str], tmp_path: Path) 
         script("bench").parse_args(arguments)  # it runs for minutes: its arguments only
     finally:  # importing bench.py sets both
         logger.setLevel(level)
-        os.environ.pop("TF_CPP_MIN_LOG_LEVEL")
+        os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
         if log_level is not None:
             os.environ["TF_CPP_MIN_LOG_LEVEL"] = log_level
 

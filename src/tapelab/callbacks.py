@@ -82,7 +82,9 @@ def resumed(config: DictConfig) -> DictConfig:
     run_dir = config.hydra.run.dir
     if is_time_named(config.hydra.run):
         raise ConfigError("resume", "needs hydra.run.dir=<the directory of the run to continue>")
-    resumed_cfg = resumed_config(Path(run_dir), list(config.hydra.overrides.task), composer(config.hydra.overrides.hydra))
+    resumed_cfg = resumed_config(
+        Path(run_dir), list(config.hydra.overrides.task), composer(config.hydra.overrides.hydra)
+    )
     check_writable(Path(run_dir), "hydra.run.dir")  # the run's own directory, which resumed_config found
     return resumed_cfg
 
