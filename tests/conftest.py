@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,11 +11,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before anything imports TensorFlow
-
-from tapelab.config import register_configs  # noqa: E402
-from tapelab.resume import resumed_config  # noqa: E402
-from tapelab.runner import run  # noqa: E402
+from tapelab.config import register_configs
+from tapelab.resume import resumed_config
+from tapelab.runner import run
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
