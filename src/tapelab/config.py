@@ -200,15 +200,23 @@ def config_groups(config: DictConfig) -> Callable[[str], bool]:
     return lambda name: bool(loader.get_group_options(name, config_name=primary, overrides=overrides))
 
 
+def schema_keys(node: Any) -> list[str] | None:
+    """The keys of `node`'s schema, if it is a config node typed by a dataclass; None for an open node, a list
+    or a value."""
+    schema = OmegaConf.get_type(node) if isinstance(node, DictConfig) else None
+    if not dataclasses.is_dataclass(schema):
+        return None
+    return [schema_field.name for schema_field in dataclasses.fields(schema)]
+
+
 def check_known_key(config: DictConfig, key: str) -> None:
     """Refuse `key` (dotted) where one of the nodes on its path is a schema that doesn't have the next part."""
     node: Any = config
     path: list[str] = []
     for part in key.split("."):
-        schema = OmegaConf.get_type(node) if isinstance(node, DictConfig) else None
-        if "[" in part or not dataclasses.is_dataclass(schema):
+        known = schema_keys(node)
+        if "[" in part or known is None:
             return  # an open node, a list or a value: Hydra says if the key can't go there
-        known = [schema_field.name for schema_field in dataclasses.fields(schema)]
         path.append(part)
         if part not in known:
             raise unknown_key(".".join(path), known)
@@ -221,10 +229,9 @@ def check_schema_keys(cfg: DictConfig) -> None:
     jobs' own options)."""
     for section in ("objective", "optimizer", "stop", "log"):
         node = cfg.get(section)
-        schema = OmegaConf.get_type(node) if isinstance(node, DictConfig) else None
-        if not dataclasses.is_dataclass(schema):
+        known = schema_keys(node)
+        if known is None:
             continue
-        known = [schema_field.name for schema_field in dataclasses.fields(schema)]
         for key in node:
             if key not in known:
                 raise unknown_key(f"{section}.{key}", known)
