@@ -39,6 +39,17 @@ from tapelab import cli
 from tapelab.api import own_global_hydra
 from tapelab.batching import CannotBatch, group_key
 from tapelab.config import register_configs
+from tapelab.sinks.hparams import EXPERIMENT_FILE, SESSION_FILE
+from tensorboard_events import (
+    accumulated,
+    experiment_in,
+    history_file,
+    picture,
+    plugin_of,
+    png_pixels,
+    session_in,
+    tag_points,
+)
 from test_batch_training import MEMBER_KEYS, MEMBER_VALUES
 from test_grid_sweeper import OTHER_OVERRIDES_OF_THE_SWEPT_KEY
 from test_interrupts import SLOW_RUN, start
@@ -57,19 +68,27 @@ def registered_plugins() -> None:
     register_configs()
 
 
-@pytest.fixture(autouse=True)
-def plugins_and_logging() -> Iterator[None]:
-    """tapelab's plugins registered, and the root logger's handlers afterwards as before (Hydra's point to job
-    log files)."""
-    registered_plugins()
+@contextmanager
+def root_logging_kept() -> Iterator[None]:
+    """The root logger's handlers and level afterwards as before (Hydra's point to job log files)."""
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
-    yield
-    for handler in root.handlers[:]:
-        if handler not in handlers:
-            root.removeHandler(handler)
-            handler.close()
-    root.setLevel(level)
+    try:
+        yield
+    finally:
+        for handler in root.handlers[:]:
+            if handler not in handlers:
+                root.removeHandler(handler)
+                handler.close()
+        root.setLevel(level)
+
+
+@pytest.fixture(autouse=True)
+def plugins_and_logging() -> Iterator[None]:
+    """tapelab's plugins registered, and the root logger as before afterwards."""
+    registered_plugins()
+    with root_logging_kept():
+        yield
 
 
 @pytest.fixture
@@ -224,10 +243,11 @@ def sweeps(tmp_path_factory) -> dict[str, Any]:
     found: dict[str, Any] = {}
     try:
         registered_plugins()
-        with launcher_records() as found["records"]:
+        with root_logging_kept(), launcher_records() as found["records"]:
             found["batched_returns"] = multirun(TAPELAB_TASK, *SWEEP, f"hydra.sweep.dir={sweep_dir}")
         found["batched"] = sweep_dir.rename(base / "batched")
-        found["basic_returns"] = multirun(unbatched, *SWEEP, f"hydra.sweep.dir={sweep_dir}")
+        with root_logging_kept():
+            found["basic_returns"] = multirun(unbatched, *SWEEP, f"hydra.sweep.dir={sweep_dir}")
         found["basic"] = sweep_dir.rename(base / "basic")
     finally:
         Singleton.set_state(state)
@@ -292,13 +312,98 @@ def test_each_job_gets_the_files_and_result_the_basic_launcher_gives_it(sweeps):
     ]  # fmt: skip
     assert sorted(result(job)[0] for job in job_dirs(batched)) == ["completed"] * 4 + ["diverged"] * 2 + ["failed"] * 2
     assert (batched / "multirun.yaml").read_bytes() == (basic / "multirun.yaml").read_bytes()
-    columns = ["job", "lr", "optimizer", "status", "final_loss", "steps", "dir"]
-    pd.testing.assert_frame_equal(
-        pd.read_csv(batched / "sweep.csv")[columns], pd.read_csv(basic / "sweep.csv")[columns]
-    )
+    table, alone_table = (pd.read_csv(sweep / "sweep.csv").drop(columns="wall_time_s") for sweep in (batched, basic))
+    assert list(table.columns) == ["job", "lr", "optimizer", "status", "final_loss", "best_loss", "steps",
+                                   "distance_to_min", "error", "dir"]  # fmt: skip
+    pd.testing.assert_frame_equal(table, alone_table, check_exact=True)
+    assert_same_pixels(png_pixels(batched / "sweep.png"), png_pixels(basic / "sweep.png"), batched / "sweep.png")
 
     # The JobReturns come in the sweep's order, as the basic launcher returns them.
     assert [returned(r) for r in sweeps["batched_returns"]] == [returned(r) for r in sweeps["basic_returns"]]
+
+
+# What a batched job's files must hold unlike the same job's under the basic launcher, and why; all else is the same.
+BATCH_GRAPHS = "the Graphs tab shows the batch's loop, with its [jobs, elements] variables"
+GRAPH_TAGS = {"training_loop": BATCH_GRAPHS}  # the loop's graph; the run graph (one step) is the event file's graph
+OWN_SUMMARY_KEYS = {
+    "batch": "the batch it trained in, which a job alone has not",
+    "timings_s": "its share of the batch's steps and checkpoints, and no trace or compile of its own",
+    "wall_time_s": "it runs from the batch's start (the batch's set-up and compile) to the job's own last step",
+    "steps_per_s": "its steps over that wall time",
+}
+# And the times the files were written at: each event's wall time, the HParams session's start and end, the
+# experiment's creation (the sweep's start).
+
+
+def assert_same_pixels(pixels: np.ndarray, alone_pixels: np.ndarray, what: object) -> None:
+    """Two decoded pictures are the same size and alike in every pixel."""
+    assert pixels.shape == alone_pixels.shape, what
+    differing = np.argwhere((pixels != alone_pixels).any(axis=-1))
+    assert len(differing) == 0, f"{what}: {len(differing)} pixels differ, the first at (row, column) {differing[0]}"
+
+
+def assert_same_history_events(batched: Path, alone: Path) -> None:
+    """The history event files of a batched job and of its run alone, read back with TensorBoard's reader: the
+    same tags, each with the same plugin data and steps, and the same values, scalars and histograms bit for
+    bit and pictures pixel for pixel; the Graphs tab's graphs are the batch's."""
+    events, alone_events = accumulated(history_file(batched)), accumulated(history_file(alone))
+    points, alone_points = tag_points(events), tag_points(alone_events)
+    assert list(points) == list(alone_points)
+    assert events.Tags()["graph"] and alone_events.Tags()["graph"]  # the run graph: BATCH_GRAPHS
+    for tag, alone_tag_points in alone_points.items():
+        plugin = plugin_of(events, tag)
+        assert plugin == plugin_of(alone_events, tag), tag
+        assert [point.step for point in points[tag]] == [point.step for point in alone_tag_points], tag
+        if tag in GRAPH_TAGS:
+            continue
+        for point, alone_point in zip(points[tag], alone_tag_points, strict=True):
+            if plugin[0] == "images":
+                width, height, pixels = picture(point.value)
+                alone_width, alone_height, alone_pixels = picture(alone_point.value)
+                assert (width, height) == (alone_width, alone_height), tag
+                assert_same_pixels(pixels, alone_pixels, f"{tag} at step {point.step}")
+            else:
+                assert (point.value.dtype, point.value.shape) == (alone_point.value.dtype, alone_point.value.shape)
+                assert point.value.tobytes() == alone_point.value.tobytes(), (
+                    f"{tag} at step {point.step}: {point.value.tolist()} != {alone_point.value.tolist()}"
+                )
+
+
+def test_each_job_s_events_pictures_session_and_summary_hold_what_the_basic_launcher_s_do(sweeps):
+    batched, basic = sweeps["batched"], sweeps["basic"]
+    plugins = set()
+    for batched_job, basic_job in zip(job_dirs(batched), job_dirs(basic), strict=True):
+        summary, alone = (json.loads((job / "summary.json").read_text()) for job in (batched_job, basic_job))
+        in_batch = "batch" in summary
+        assert summary.keys() - alone.keys() == ({"batch"} if in_batch else set()) and alone.keys() <= summary.keys()
+        assert {key: value for key, value in summary.items() if key not in OWN_SUMMARY_KEYS} == {
+            key: value for key, value in alone.items() if key not in OWN_SUMMARY_KEYS
+        }, batched_job.name
+        if in_batch:  # no trace or compile of its own, where its run alone has them
+            assert {"trace", "compile"} <= alone["timings_s"].keys()
+            assert not {"trace", "compile"} & summary["timings_s"].keys()
+        session, alone_session = (session_in(job / SESSION_FILE) for job in (batched_job, basic_job))
+        assert (session.trial_id, session.hparams, session.status) == (
+            alone_session.trial_id, alone_session.hparams, alone_session.status,
+        )  # fmt: skip
+        assert session.hparams["status"] == summary["status"]
+        if summary["status"] == "failed":  # its config had a mistake: no history, no pictures
+            assert not list(batched_job.glob("*.png")) and not list(basic_job.glob("*.png"))
+            continue
+        assert_same_history_events(batched_job, basic_job)
+        events = accumulated(history_file(batched_job))
+        plugins |= {plugin_of(events, tag)[0] for tag in events.Tags()["tensors"]}
+        metrics = {"summary/final_loss", "summary/best_loss", "summary/steps"}  # the HParams tab's metric columns
+        assert metrics <= set(events.Tags()["tensors"])
+        for name in ("loss.png", "trajectory.png"):
+            assert_same_pixels(png_pixels(batched_job / name), png_pixels(basic_job / name), batched_job / name)
+    assert plugins == {"scalars", "histograms", "images", "graph_run_metadata_graph"}
+    experiment, alone_experiment = (
+        experiment_in(next(sweep.glob(f"*/{EXPERIMENT_FILE}"))) for sweep in (batched, basic)
+    )
+    experiment.ClearField("time_created_secs")
+    alone_experiment.ClearField("time_created_secs")
+    assert experiment == alone_experiment and len(experiment.hparam_infos) == 4
 
 
 def returned(job_return: JobReturn) -> tuple[Any, ...]:
