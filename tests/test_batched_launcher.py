@@ -12,6 +12,7 @@ import shutil
 import signal
 import sys
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,7 +36,7 @@ from conftest import ROOT, compose_config
 from hydra_plugins.tapelab_batched_launcher import batched_launcher
 from hydra_plugins.tapelab_batched_launcher.batched_launcher import batches, prepares
 from hydra_plugins.tapelab_sweeper import grid_sweeper
-from tapelab import cli
+from tapelab import cli, training
 from tapelab.api import own_global_hydra
 from tapelab.batching import CannotBatch, group_key
 from tapelab.config import register_configs
@@ -88,6 +89,16 @@ def plugins_and_logging() -> Iterator[None]:
     """tapelab's plugins registered, and the root logger as before afterwards."""
     registered_plugins()
     with root_logging_kept():
+        yield
+
+
+@contextmanager
+def no_idle_trainers() -> Iterator[None]:
+    """The process's pool of idle trainers empty while the block runs, as in a fresh process, and as it was
+    afterwards: the next batch's loop is compiled ahead only if no trainer of it is idle, whatever tests ran
+    before in this process."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(training, "_idle", OrderedDict())
         yield
 
 
@@ -639,10 +650,10 @@ def test_jobs_whose_loop_xla_cannot_compile_run_alone_on_the_plain_graph(tmp_pat
 
 def test_the_next_batch_compiles_while_a_batch_ends_and_one_xla_cannot_compile_still_runs_alone(tmp_path):
     # Jobs 1–3 train as a batch under XLA and compile the next batch's loop meanwhile; XLA can't compile that one
-    # (a loss through Python), so jobs 4–6 then run alone on the plain graph, as without the compile ahead. Three
-    # members: no other test leaves a trainer of that loop for this process to reuse.
+    # (a loss through Python), so jobs 4–6 then run alone on the plain graph, as without the compile ahead. With no
+    # trainer idle, as in a fresh process, whatever ran before: the loop of jobs 4–6 is not there to reuse.
     functions = "objective.function=user_objectives.shifted_bowl,user_objectives.bowl_through_python"
-    with launcher_records(logging.getLogger("tapelab")) as records:
+    with no_idle_trainers(), launcher_records(logging.getLogger("tapelab")) as records:
         multirun(TAPELAB_TASK, "objective=python", functions, "objective.init={w: [0, 0]}", "optimizer=gd",
                  "lr=0.05,0.1,0.2", "epochs=10", "log.plots=false", "hydra/launcher=batched",
                  f"hydra.sweep.dir={tmp_path}")  # fmt: skip
@@ -656,6 +667,80 @@ def test_the_next_batch_compiles_while_a_batch_ends_and_one_xla_cannot_compile_s
         lr = float(re.match(r"lr=([0-9.]+),", job.name).group(1))
         shrink = 1 - 2 * lr  # w ← w − lr·2(w − t): (1 − 2·lr) a step
         assert summary["final_loss"] == pytest.approx(5.0 * (shrink**10) ** 2, rel=1e-4)  # float32 steps
+
+
+# SGD and Adam, two loops of their own; each seed's jobs may share a batch (the seed is a member's value).
+ENV_SWEEP = ["optimizer=adam,sgd", "lr=0.1,0.2", "seed=1,2", "epochs=5", "log.plots=false", "log.tensorboard=false"]
+ENV_SWEEP += ["hydra/launcher=batched", "hydra.verbose=tapelab"]
+ENVIRONMENT = "+hydra.job.env_set.TAPELAB_TEST_SEED=${seed}"  # each job's environment names its seed
+COMPILE_AHEAD = "compiling the loop of the next batch ({} members) meanwhile"
+
+
+@pytest.fixture(scope="module")
+def env_sweeps(tmp_path_factory) -> dict[str, Any]:
+    """ENV_SWEEP as it is ("plain"), and with ENVIRONMENT ("env_set"), each with no trainer idle (as in a fresh
+    process): each one's directory, and the batched launcher's and tapelab's log records."""
+    base = tmp_path_factory.mktemp("env")
+    state = Singleton.get_state()
+    found: dict[str, Any] = {}
+    try:
+        registered_plugins()
+        for name, extra in (("plain", []), ("env_set", [ENVIRONMENT])):
+            with root_logging_kept(), no_idle_trainers(), launcher_records() as batches_formed:
+                with launcher_records(logging.getLogger("tapelab")) as records:
+                    multirun(TAPELAB_TASK, *ENV_SWEEP, *extra, f"hydra.sweep.dir={base / name}")
+            found[name] = (base / name, [record.getMessage() for record in batches_formed + records])
+    finally:
+        Singleton.set_state(state)
+    return found
+
+
+def logged(job_dir: Path) -> list[str]:
+    """The messages in a job's tapelab.log, without the logging prefix."""
+    return [line.partition(" - ")[2] for line in (job_dir / "tapelab.log").read_text().splitlines()]
+
+
+def test_a_batch_s_log_records_go_to_its_first_job_s_log_and_each_job_s_line_to_its_own(env_sweeps):
+    sweep_dir, messages = env_sweeps["plain"]
+    assert messages[:2] == ["batch of 4: jobs 1, 2, 3, 4", "batch of 4: jobs 5, 6, 7, 8"]
+    jobs = {job_number(job): job for job in job_dirs(sweep_dir)}
+    assert len(jobs) == 8
+    # While Adam's batch trains, tapelab's records (shown at DEBUG, hydra.verbose=tapelab) go to job 1's log.
+    line = COMPILE_AHEAD.format(4)
+    assert [num for num, job in jobs.items() if line in logged(job)] == [0]
+    for num, job in jobs.items():
+        job_lines = [message for message in logged(job) if message.startswith("job ")]
+        assert len(job_lines) == 1 and job_lines[0].startswith(f"job {num + 1}/8 {job.name}: completed after 5 steps")
+
+
+def test_hydra_job_env_set_splits_a_group_and_keeps_the_next_batch_from_compiling_meanwhile(env_sweeps):
+    plain, plain_messages = env_sweeps["plain"]
+    sweep_dir, messages = env_sweeps["env_set"]
+    # Without it, each optimizer's jobs are one batch, and SGD's loop compiles while Adam's jobs end.
+    assert COMPILE_AHEAD.format(4) in plain_messages
+    assert [message for message in messages if message.startswith("batch of")] == [
+        "batch of 2: jobs 1, 3", "batch of 2: jobs 2, 4", "batch of 2: jobs 5, 7", "batch of 2: jobs 6, 8",
+    ]  # fmt: skip
+    assert not [message for message in messages if message.startswith("compiling the loop")]
+    assert not [job for job in job_dirs(sweep_dir) if any(m.startswith("compiling") for m in logged(job))]
+    for job in job_dirs(sweep_dir):
+        summary = json.loads((job / "summary.json").read_text())
+        assert summary["status"] == "completed" and summary["batch"]["size"] == 2
+
+
+def test_jobs_that_run_in_their_own_directory_run_alone_with_tapelab_s_task_and_a_line_that_says_why(tmp_path):
+    with launcher_records() as records:
+        returns = multirun(TAPELAB_TASK, "lr=0.1,0.2", "epochs=5", "log.plots=false", "hydra.job.chdir=true",
+                           "hydra/launcher=batched", f"hydra.sweep.dir={tmp_path}")  # fmt: skip
+    why = "runs alone: hydra.job.chdir runs each job in its own working directory"
+    assert [record.getMessage() for record in records] == [f"job 1 (lr=0.1) {why}", f"job 2 (lr=0.2) {why}"]
+    assert [job_return.working_dir for job_return in returns] == [
+        str(tmp_path / "lr=0.1_0"),
+        str(tmp_path / "lr=0.2_1"),
+    ]
+    for job in job_dirs(tmp_path):
+        summary = json.loads((job / "summary.json").read_text())
+        assert summary["status"] == "completed" and "batch" not in summary
 
 
 def test_relaunching_a_finished_batched_sweep_skips_its_jobs(sweeps, tmp_path):
