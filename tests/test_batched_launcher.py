@@ -7,9 +7,11 @@ import importlib
 import json
 import logging
 import logging.handlers
+import os
 import re
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from collections import OrderedDict
@@ -792,52 +794,114 @@ def test_a_max_batch_below_1_is_refused_in_one_line(tmp_path, monkeypatch, capsy
     assert not list(tmp_path.glob("*/.hydra"))  # no job started
 
 
-# Three Adam runs (their moments must survive the checkpoints) that take a few seconds as one batch.
-LONG_SWEEP = ["-m", "hydra/launcher=batched", *SLOW_RUN, "optimizer=adam", "lr=0.05,0.02,0.01", "epochs=20000"]
+# Three Adam runs (their moments must survive the checkpoints) as one batch of about a millisecond a step. Its
+# first chunk is 1000 steps and a chunk grows at most fourfold, so a signal once the first is saved leaves steps.
+LONG_SWEEP = ["-m", "hydra/launcher=batched", *SLOW_RUN, "optimizer=adam", "lr=0.05,0.02,0.01", "epochs=6000"]
+
+
+def output_of_success(process: subprocess.Popen, timeout: float = 300) -> str:
+    """What a process printed, once it exited with 0."""
+    stdout, stderr = process.communicate(timeout=timeout)
+    assert process.returncode == 0, stderr[-3000:]
+    return stdout
 
 
 @pytest.fixture(scope="module")
 def straight_sweep(tmp_path_factory) -> Path:
     """LONG_SWEEP, run to its end without a stop."""
     sweep_dir = tmp_path_factory.mktemp("straight")
-    process = start(*LONG_SWEEP, f"hydra.sweep.dir={sweep_dir}")
-    assert process.wait(timeout=300) == 0, process.communicate()[1][-3000:]
+    output_of_success(start(*LONG_SWEEP, f"hydra.sweep.dir={sweep_dir}"))
     return sweep_dir
 
 
-@pytest.mark.e2e
-@pytest.mark.parametrize("relaunch", ["hydra/launcher=batched", "hydra/launcher=basic"])
-def test_an_interrupted_batched_sweep_is_finished_by_a_relaunch_as_if_never_stopped(tmp_path, straight_sweep, relaunch):
-    process = start(*LONG_SWEEP, f"hydra.sweep.dir={tmp_path}")
+@pytest.fixture(scope="module")
+def interrupted_sweep(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """LONG_SWEEP stopped by a real SIGINT once its batch saved its first chunk: its directory, and the process's
+    exit code and output."""
+    sweep_dir = tmp_path_factory.mktemp("interrupted")
+    process = start(*LONG_SWEEP, f"hydra.sweep.dir={sweep_dir}")
     deadline = time.monotonic() + 120
-    while not (tmp_path / "lr=0.01_2" / "checkpoint" / "member.json").exists():  # once the batch's first is saved
+    while not (sweep_dir / "lr=0.01_2" / "checkpoint" / "member.json").exists():  # once the batch's first is saved
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1][-3000:]
         time.sleep(0.05)
     process.send_signal(signal.SIGINT)
-    stdout, stderr = process.communicate()
+    stdout, stderr = process.communicate(timeout=120)
+    return sweep_dir, subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def statuses(sweep_dir: Path) -> dict[str, tuple[str, int]]:
+    """Each job's status and steps, by its directory's name."""
+    return {job.name: result(job)[:2] for job in job_dirs(sweep_dir)}
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(300)
+def test_a_signal_stops_a_batched_sweep_with_each_job_interrupted_after_the_same_chunk(interrupted_sweep):
+    sweep_dir, process = interrupted_sweep
     assert process.returncode == 130
-    assert "Traceback" not in stderr + stdout
+    assert "Traceback" not in process.stderr + process.stdout
     assert re.search(r"interrupted by SIGINT after \d+ steps; continue with resume=true hydra.run.dir=\S+ "
-                     r"\(or re-launch the sweep\)$", stdout, re.MULTILINE)  # fmt: skip
-    jobs = job_dirs(tmp_path)
+                     r"\(or re-launch the sweep\)$", process.stdout, re.MULTILINE)  # fmt: skip
+    jobs = job_dirs(sweep_dir)
     assert [job.name for job in jobs] == ["lr=0.01_2", "lr=0.02_1", "lr=0.05_0"]
-    batch = tmp_path / "lr=0.05_0" / "checkpoint" / "batch"  # the batch's checkpoint, in its first job's directory
+    batch = sweep_dir / "lr=0.05_0" / "checkpoint" / "batch"  # the batch's checkpoint, in its first job's directory
     for member, job in enumerate(reversed(jobs)):  # every job stopped after the same chunk, pointing to it
-        summary = json.loads((job / "summary.json").read_text())
-        assert summary["status"] == "interrupted" and 0 < summary["steps"] < 20000
         pointer = json.loads((job / "checkpoint" / "member.json").read_text())
         assert (job / "checkpoint" / pointer.pop("batch")).resolve() == batch.resolve()
         assert pointer == {"member": member, "members": 3}
-    assert len({json.loads((job / "summary.json").read_text())["steps"] for job in jobs}) == 1
+    (ended,) = set(statuses(sweep_dir).values())
+    assert ended[0] == "interrupted" and 1000 <= ended[1] < 6000
 
-    process = start(*[argument for argument in LONG_SWEEP if "launcher" not in argument], relaunch,
-                    f"hydra.sweep.dir={tmp_path}")  # fmt: skip
-    assert process.wait(timeout=300) == 0, process.communicate()[1][-3000:]
-    for job, straight in zip(jobs, job_dirs(straight_sweep), strict=True):
-        assert result(job) == result(straight) and result(job)[:2] == ("completed", 20000)
+
+@pytest.mark.e2e
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("relaunch", ["hydra/launcher=batched", "hydra/launcher=basic"])
+def test_an_interrupted_batched_sweep_is_finished_by_a_relaunch_as_if_never_stopped(
+    tmp_path, interrupted_sweep, straight_sweep, relaunch
+):
+    sweep_dir = tmp_path / "sweep"
+    shutil.copytree(interrupted_sweep[0], sweep_dir, symlinks=True)
+    assert {status for status, _ in statuses(sweep_dir).values()} == {"interrupted"}
+    output_of_success(start(*[argument for argument in LONG_SWEEP if "launcher" not in argument], relaunch,
+                            f"hydra.sweep.dir={sweep_dir}"))  # fmt: skip
+    for job, straight in zip(job_dirs(sweep_dir), job_dirs(straight_sweep), strict=True):
+        assert result(job) == result(straight) and result(job)[:2] == ("completed", 6000)
         pd.testing.assert_frame_equal(
             pd.read_csv(job / "metrics.csv"), pd.read_csv(straight / "metrics.csv"), check_exact=True
         )
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(180)
+def test_a_signal_while_a_batch_s_jobs_end_still_stops_the_sweep(tmp_path):
+    # Adam's eight jobs train as one batch of 50 steps, then draw their pictures and write their files, one job
+    # after another; SGD's batch would come next. The signal goes in while the process is stopped (SIGSTOP) once
+    # the first job's loss.png is written and the last job's summary.json still says "running".
+    lrs = ["0.001", "0.002", "0.005", "0.01", "0.02", "0.05", "0.1", "0.2"]
+    process = start("-m", "hydra/launcher=batched", "objective=rosenbrock", "optimizer=adam,sgd", f"lr={','.join(lrs)}",
+                    "epochs=50", f"hydra.sweep.dir={tmp_path}")  # fmt: skip
+    adam = [tmp_path / f"lr={lr},optimizer=adam_{num}" for num, lr in enumerate(lrs)]
+    deadline = time.monotonic() + 120
+    while not (adam[0] / "loss.png").exists():
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1][-3000:]
+        time.sleep(0.01)
+    os.kill(process.pid, signal.SIGSTOP)
+    try:
+        last_job = json.loads((adam[-1] / "summary.json").read_text())["status"]
+        if last_job == "running":
+            os.kill(process.pid, signal.SIGINT)  # delivered as it continues
+    finally:
+        os.kill(process.pid, signal.SIGCONT)
+    assert last_job == "running", "the batch's jobs had all ended before the signal"
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130 and "Traceback" not in stderr + stdout
+    assert re.search(r"interrupted by SIGINT after 50 steps; continue with resume=true hydra.run.dir=\S+ "
+                     r"\(or re-launch the sweep\)$", stdout, re.MULTILINE)  # fmt: skip
+    # Each of Adam's jobs ended as it would have: completed, with its files. SGD's batch never started.
+    for job in adam:
+        assert result(job)[:2] == ("completed", 50)
+        assert (job / "loss.png").exists() and (job / "trajectory.png").exists() and (job / SESSION_FILE).exists()
+    assert sorted(job_dirs(tmp_path)) == sorted(adam)
 
 
 @pytest.mark.parametrize("launcher", ["basic", "batched"])
