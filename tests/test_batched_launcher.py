@@ -55,7 +55,7 @@ from tensorboard_events import (
 )
 from test_batch_training import MEMBER_KEYS, MEMBER_VALUES
 from test_grid_sweeper import OTHER_OVERRIDES_OF_THE_SWEPT_KEY
-from test_interrupts import SLOW_RUN, start
+from test_interrupts import start
 
 pytestmark = pytest.mark.usefixtures("hydra_restore_singletons")
 TAPELAB_TASK = cli.experiment.__wrapped__  # the function Hydra's launchers get
@@ -794,9 +794,12 @@ def test_a_max_batch_below_1_is_refused_in_one_line(tmp_path, monkeypatch, capsy
     assert not list(tmp_path.glob("*/.hydra"))  # no job started
 
 
-# Three Adam runs (their moments must survive the checkpoints) as one batch of about a millisecond a step. Its
-# first chunk is 1000 steps and a chunk grows at most fourfold, so a signal once the first is saved leaves steps.
-LONG_SWEEP = ["-m", "hydra/launcher=batched", *SLOW_RUN, "optimizer=adam", "lr=0.05,0.02,0.01", "epochs=6000"]
+# Three Adam runs of a regression on 4000 points as one batch, 0.1 to 0.4 ms a step. The noise keeps their
+# gradients from reaching zero, so each step after a resume needs Adam's moments as the checkpoint kept them. The
+# first chunk is 1000 steps and a chunk grows at most fourfold, so once the first is saved the test has 4000 steps
+# or more (0.4 s or more) to send a signal that leaves steps to go.
+LONG_SWEEP = ["-m", "hydra/launcher=batched", "objective=linear_regression", "objective.n_points=4000"]
+LONG_SWEEP += ["objective.noise=0.1", "log.plots=false", "optimizer=adam", "lr=0.05,0.02,0.01", "epochs=6000"]
 
 
 def output_of_success(process: subprocess.Popen, timeout: float = 300) -> str:
@@ -823,7 +826,7 @@ def interrupted_sweep(tmp_path_factory) -> tuple[Path, subprocess.CompletedProce
     deadline = time.monotonic() + 120
     while not (sweep_dir / "lr=0.01_2" / "checkpoint" / "member.json").exists():  # once the batch's first is saved
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1][-3000:]
-        time.sleep(0.05)
+        time.sleep(0.01)
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=120)
     return sweep_dir, subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
