@@ -895,6 +895,8 @@ def test_a_signal_while_a_batch_s_jobs_end_still_stops_the_sweep(tmp_path):
             os.kill(process.pid, signal.SIGINT)  # delivered as it continues
     finally:
         os.kill(process.pid, signal.SIGCONT)
+    if last_job != "running":
+        process.kill()
     assert last_job == "running", "the batch's jobs had all ended before the signal"
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 130 and "Traceback" not in stderr + stdout
