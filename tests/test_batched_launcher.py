@@ -7,16 +7,20 @@ import importlib
 import json
 import logging
 import logging.handlers
+import os
 import re
 import shutil
 import signal
+import subprocess
 import sys
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -26,6 +30,7 @@ from hydra._internal.hydra import Hydra
 from hydra._internal.utils import create_automatic_config_search_path
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn
+from hydra.experimental.callback import Callback
 from hydra.test_utils.launcher_common_tests import BatchedSweeperTestSuite, IntegrationTestSuite, LauncherTestSuite
 from omegaconf import DictConfig, OmegaConf
 
@@ -33,13 +38,24 @@ from conftest import ROOT, compose_config
 from hydra_plugins.tapelab_batched_launcher import batched_launcher
 from hydra_plugins.tapelab_batched_launcher.batched_launcher import batches, prepares
 from hydra_plugins.tapelab_sweeper import grid_sweeper
-from tapelab import cli
+from tapelab import cli, training
 from tapelab.api import own_global_hydra
 from tapelab.batching import CannotBatch, group_key
 from tapelab.config import register_configs
+from tapelab.sinks.hparams import EXPERIMENT_FILE, SESSION_FILE
+from tensorboard_events import (
+    accumulated,
+    experiment_in,
+    history_file,
+    picture,
+    plugin_of,
+    png_pixels,
+    session_in,
+    tag_points,
+)
 from test_batch_training import MEMBER_KEYS, MEMBER_VALUES
 from test_grid_sweeper import OTHER_OVERRIDES_OF_THE_SWEPT_KEY
-from test_interrupts import SLOW_RUN, start
+from test_interrupts import start
 
 pytestmark = pytest.mark.usefixtures("hydra_restore_singletons")
 TAPELAB_TASK = cli.experiment.__wrapped__  # the function Hydra's launchers get
@@ -55,19 +71,37 @@ def registered_plugins() -> None:
     register_configs()
 
 
-@pytest.fixture(autouse=True)
-def plugins_and_logging() -> Iterator[None]:
-    """tapelab's plugins registered, and the root logger's handlers afterwards as before (Hydra's point to job
-    log files)."""
-    registered_plugins()
+@contextmanager
+def root_logging_kept() -> Iterator[None]:
+    """The root logger's handlers and level afterwards as before (Hydra's point to job log files)."""
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
-    yield
-    for handler in root.handlers[:]:
-        if handler not in handlers:
-            root.removeHandler(handler)
-            handler.close()
-    root.setLevel(level)
+    try:
+        yield
+    finally:
+        for handler in root.handlers[:]:
+            if handler not in handlers:
+                root.removeHandler(handler)
+                handler.close()
+        root.setLevel(level)
+
+
+@pytest.fixture(autouse=True)
+def plugins_and_logging() -> Iterator[None]:
+    """tapelab's plugins registered, and the root logger as before afterwards."""
+    registered_plugins()
+    with root_logging_kept():
+        yield
+
+
+@contextmanager
+def no_idle_trainers() -> Iterator[None]:
+    """The process's pool of idle trainers empty while the block runs, as in a fresh process, and as it was
+    afterwards: the next batch's loop is compiled ahead only if no trainer of it is idle, whatever tests ran
+    before in this process."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(training, "_idle", OrderedDict())
+        yield
 
 
 @pytest.fixture
@@ -222,10 +256,11 @@ def sweeps(tmp_path_factory) -> dict[str, Any]:
     found: dict[str, Any] = {}
     try:
         registered_plugins()
-        with launcher_records() as found["records"]:
+        with root_logging_kept(), launcher_records() as found["records"]:
             found["batched_returns"] = multirun(TAPELAB_TASK, *SWEEP, f"hydra.sweep.dir={sweep_dir}")
         found["batched"] = sweep_dir.rename(base / "batched")
-        found["basic_returns"] = multirun(unbatched, *SWEEP, f"hydra.sweep.dir={sweep_dir}")
+        with root_logging_kept():
+            found["basic_returns"] = multirun(unbatched, *SWEEP, f"hydra.sweep.dir={sweep_dir}")
         found["basic"] = sweep_dir.rename(base / "basic")
     finally:
         Singleton.set_state(state)
@@ -290,13 +325,98 @@ def test_each_job_gets_the_files_and_result_the_basic_launcher_gives_it(sweeps):
     ]  # fmt: skip
     assert sorted(result(job)[0] for job in job_dirs(batched)) == ["completed"] * 4 + ["diverged"] * 2 + ["failed"] * 2
     assert (batched / "multirun.yaml").read_bytes() == (basic / "multirun.yaml").read_bytes()
-    columns = ["job", "lr", "optimizer", "status", "final_loss", "steps", "dir"]
-    pd.testing.assert_frame_equal(
-        pd.read_csv(batched / "sweep.csv")[columns], pd.read_csv(basic / "sweep.csv")[columns]
-    )
+    table, alone_table = (pd.read_csv(sweep / "sweep.csv").drop(columns="wall_time_s") for sweep in (batched, basic))
+    assert list(table.columns) == ["job", "lr", "optimizer", "status", "final_loss", "best_loss", "steps",
+                                   "distance_to_min", "error", "dir"]  # fmt: skip
+    pd.testing.assert_frame_equal(table, alone_table, check_exact=True)
+    assert_same_pixels(png_pixels(batched / "sweep.png"), png_pixels(basic / "sweep.png"), batched / "sweep.png")
 
     # The JobReturns come in the sweep's order, as the basic launcher returns them.
     assert [returned(r) for r in sweeps["batched_returns"]] == [returned(r) for r in sweeps["basic_returns"]]
+
+
+# What a batched job's files must hold unlike the same job's under the basic launcher, and why; all else is the same.
+BATCH_GRAPHS = "the Graphs tab shows the batch's loop, with its [jobs, elements] variables"
+GRAPH_TAGS = {"training_loop": BATCH_GRAPHS}  # the loop's graph; the run graph (one step) is the event file's graph
+OWN_SUMMARY_KEYS = {
+    "batch": "the batch it trained in, which a job alone has not",
+    "timings_s": "its share of the batch's steps and checkpoints, and no trace or compile of its own",
+    "wall_time_s": "it runs from the batch's start (the batch's set-up and compile) to the job's own last step",
+    "steps_per_s": "its steps over that wall time",
+}
+# And the times the files were written at: each event's wall time, the HParams session's start and end, the
+# experiment's creation (the sweep's start).
+
+
+def assert_same_pixels(pixels: np.ndarray, alone_pixels: np.ndarray, what: object) -> None:
+    """Two decoded pictures are the same size and alike in every pixel."""
+    assert pixels.shape == alone_pixels.shape, what
+    differing = np.argwhere((pixels != alone_pixels).any(axis=-1))
+    assert len(differing) == 0, f"{what}: {len(differing)} pixels differ, the first at (row, column) {differing[0]}"
+
+
+def assert_same_history_events(batched: Path, alone: Path) -> None:
+    """The history event files of a batched job and of its run alone, read back with TensorBoard's reader: the
+    same tags, each with the same plugin data and steps, and the same values, scalars and histograms bit for
+    bit and pictures pixel for pixel; the Graphs tab's graphs are the batch's."""
+    events, alone_events = accumulated(history_file(batched)), accumulated(history_file(alone))
+    points, alone_points = tag_points(events), tag_points(alone_events)
+    assert list(points) == list(alone_points)
+    assert events.Tags()["graph"] and alone_events.Tags()["graph"]  # the run graph: BATCH_GRAPHS
+    for tag, alone_tag_points in alone_points.items():
+        plugin = plugin_of(events, tag)
+        assert plugin == plugin_of(alone_events, tag), tag
+        assert [point.step for point in points[tag]] == [point.step for point in alone_tag_points], tag
+        if tag in GRAPH_TAGS:
+            continue
+        for point, alone_point in zip(points[tag], alone_tag_points, strict=True):
+            if plugin[0] == "images":
+                width, height, pixels = picture(point.value)
+                alone_width, alone_height, alone_pixels = picture(alone_point.value)
+                assert (width, height) == (alone_width, alone_height), tag
+                assert_same_pixels(pixels, alone_pixels, f"{tag} at step {point.step}")
+            else:
+                assert (point.value.dtype, point.value.shape) == (alone_point.value.dtype, alone_point.value.shape)
+                assert point.value.tobytes() == alone_point.value.tobytes(), (
+                    f"{tag} at step {point.step}: {point.value.tolist()} != {alone_point.value.tolist()}"
+                )
+
+
+def test_each_job_s_events_pictures_session_and_summary_hold_what_the_basic_launcher_s_do(sweeps):
+    batched, basic = sweeps["batched"], sweeps["basic"]
+    plugins = set()
+    for batched_job, basic_job in zip(job_dirs(batched), job_dirs(basic), strict=True):
+        summary, alone = (json.loads((job / "summary.json").read_text()) for job in (batched_job, basic_job))
+        in_batch = "batch" in summary
+        assert summary.keys() - alone.keys() == ({"batch"} if in_batch else set()) and alone.keys() <= summary.keys()
+        assert {key: value for key, value in summary.items() if key not in OWN_SUMMARY_KEYS} == {
+            key: value for key, value in alone.items() if key not in OWN_SUMMARY_KEYS
+        }, batched_job.name
+        if in_batch:  # no trace or compile of its own, where its run alone has them
+            assert {"trace", "compile"} <= alone["timings_s"].keys()
+            assert not {"trace", "compile"} & summary["timings_s"].keys()
+        session, alone_session = (session_in(job / SESSION_FILE) for job in (batched_job, basic_job))
+        assert (session.trial_id, session.hparams, session.status) == (
+            alone_session.trial_id, alone_session.hparams, alone_session.status,
+        )  # fmt: skip
+        assert session.hparams["status"] == summary["status"]
+        if summary["status"] == "failed":  # its config had a mistake: no history, no pictures
+            assert not list(batched_job.glob("*.png")) and not list(basic_job.glob("*.png"))
+            continue
+        assert_same_history_events(batched_job, basic_job)
+        events = accumulated(history_file(batched_job))
+        plugins |= {plugin_of(events, tag)[0] for tag in events.Tags()["tensors"]}
+        metrics = {"summary/final_loss", "summary/best_loss", "summary/steps"}  # the HParams tab's metric columns
+        assert metrics <= set(events.Tags()["tensors"])
+        for name in ("loss.png", "trajectory.png"):
+            assert_same_pixels(png_pixels(batched_job / name), png_pixels(basic_job / name), batched_job / name)
+    assert plugins == {"scalars", "histograms", "images", "graph_run_metadata_graph"}
+    experiment, alone_experiment = (
+        experiment_in(next(sweep.glob(f"*/{EXPERIMENT_FILE}"))) for sweep in (batched, basic)
+    )
+    experiment.ClearField("time_created_secs")
+    alone_experiment.ClearField("time_created_secs")
+    assert experiment == alone_experiment and len(experiment.hparam_infos) == 4
 
 
 def returned(job_return: JobReturn) -> tuple[Any, ...]:
@@ -366,7 +486,8 @@ def sweep_both_ways(tmp_path: Path, sweep: list[str]) -> tuple[list[str], list[d
 
 def test_every_elementwise_optimizer_trains_each_job_of_its_batch_as_the_basic_launcher_does(tmp_path):
     sweep = ["objective=rosenbrock", f"optimizer={','.join(ELEMENTWISE)}", "lr=0.001,0.1,10", "epochs=40"]
-    sweep += ["jit_compile=true", "log.plots=false", "stop.grad_tol=0.5", "stop.loss_tol=0.001", "stop.patience=3"]
+    sweep += ["jit_compile=true", "log.plots=false", "log.tensorboard=false"]  # the histories are the point here
+    sweep += ["stop.grad_tol=0.5", "stop.loss_tol=0.001", "stop.patience=3"]
     lines, summaries = sweep_both_ways(tmp_path, sweep)
     assert lines == [
         f"batch of 3: jobs {3 * n + 1}, {3 * n + 2}, {3 * n + 3}" for n in range(len(ELEMENTWISE))
@@ -377,7 +498,9 @@ def test_every_elementwise_optimizer_trains_each_job_of_its_batch_as_the_basic_l
 
 def test_jobs_that_differ_in_adam_s_beta_1_train_as_one_batch_each_as_the_basic_launcher_does(tmp_path):
     sweep = ["objective=rosenbrock", "optimizer=adam", "optimizer.beta_1=0.8,0.9,0.95", "lr=0.01", "epochs=40"]
-    lines, summaries = sweep_both_ways(tmp_path, [*sweep, "jit_compile=true", "log.plots=false"])
+    lines, summaries = sweep_both_ways(
+        tmp_path, [*sweep, "jit_compile=true", "log.plots=false", "log.tensorboard=false"]
+    )
     assert lines == ["batch of 3: jobs 1, 2, 3"]
     assert [summary["batch"] for summary in summaries] == [{"group": 0, "size": 3}] * 3
     assert sorted(summary["optimizer_params"]["beta_1"] for summary in summaries) == [0.8, 0.9, 0.95]
@@ -419,7 +542,7 @@ def sweep_outcome(arguments: list[str], sweep_dir: Path) -> str | dict[str, tupl
 def test_sweeps_with_other_overrides_of_a_swept_key_give_each_job_hydra_s_config_under_both_launchers(
     tmp_path, arguments
 ):
-    arguments = [*arguments, "epochs=5"]
+    arguments = [*arguments, "epochs=5", "log.plots=false", "log.tensorboard=false"]  # configs and results only
     hydra_s = sweep_outcome([*arguments, "hydra/sweeper=basic"], tmp_path / "hydra")
     for launcher in ("basic", "batched"):
         grid = sweep_outcome([*arguments, f"hydra/launcher={launcher}"], tmp_path / launcher)  # the grid sweeper
@@ -453,6 +576,64 @@ def test_a_batched_job_s_time_runs_to_its_own_last_step_and_its_line_says_it_ran
         assert re.search(rf"{re.escape(job.name)}: {steps} \(in a batch of 2\): final loss ", line), line
 
 
+def summaries_in(sweep_dir: Path) -> list[dict]:
+    """Each job's summary.json, in job order."""
+    return [json.loads((job / "summary.json").read_text()) for job in sorted(job_dirs(sweep_dir), key=job_number)]
+
+
+def job_number(job_dir: Path) -> int:
+    return int(job_dir.name.rpartition("_")[2])
+
+
+class JobClock(Callback):
+    """A Hydra callback that notes when (`time.perf_counter()`) each job starts and ends, in `JobClock.times`."""
+
+    times: list[tuple[str, float]] = []
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        JobClock.times.append(("start", time.perf_counter()))
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        JobClock.times.append(("end", time.perf_counter()))
+
+
+def test_a_batched_job_s_step_time_is_its_share_of_the_batch_s(tmp_path):
+    # Sixteen linear regressions on 5000 points as one batch, whose steps take much of its time; lr=10 diverges
+    # within a few steps, the others run all 3000. Its jobs all start before it trains, and end after.
+    lrs = [f"{0.01 * number:.2f}" for number in range(1, 16)] + ["10"]
+    JobClock.times.clear()
+    multirun(TAPELAB_TASK, "objective=linear_regression", "objective.n_points=5000", "optimizer=sgd",
+             f"lr={','.join(lrs)}", "epochs=3000", "log.every=100", "log.plots=false", "log.tensorboard=false",
+             f"+hydra.callbacks.clock._target_={__name__}.JobClock", "hydra/launcher=batched",
+             f"hydra.sweep.dir={tmp_path}")  # fmt: skip
+    assert [event for event, _ in JobClock.times] == ["start"] * 16 + ["end"] * 16
+    batch_seconds = JobClock.times[16][1] - JobClock.times[15][1]
+    summaries = summaries_in(tmp_path)
+    assert [summary["steps"] for summary in summaries[:15]] == [3000] * 15
+    assert summaries[15]["status"] == "diverged" and summaries[15]["steps"] < 100
+    # Each job holds the same share, whatever its own steps; the shares add up to the batch's time in its
+    # compiled calls, which lies within the batch's.
+    (steps,) = {summary["timings_s"]["steps"] for summary in summaries}
+    assert len(lrs) * steps <= batch_seconds
+
+
+def test_a_batched_job_s_checkpoint_time_is_its_share_of_the_batch_s(tmp_path):
+    # Sixteen Rosenbrock runs, batched and alone. With log.every=1 a chunk holds at most 4095 steps, and it grows
+    # fourfold from 1000 steps while they take under 1/8 s: either way, the runs save after 1000, 5000 and 9095
+    # steps (lr=1 diverges at its first).
+    lrs = [f"{0.0001 * number:.4f}" for number in range(1, 16)] + ["1"]
+    sweep = ["objective=rosenbrock", "optimizer=sgd", f"lr={','.join(lrs)}", "epochs=9095", "log.every=1"]
+    sweep += ["log.plots=false", "log.tensorboard=false", "jit_compile=true"]
+    multirun(TAPELAB_TASK, *sweep, "hydra/launcher=basic", f"hydra.sweep.dir={tmp_path / 'alone'}")
+    multirun(TAPELAB_TASK, *sweep, "hydra/launcher=batched", f"hydra.sweep.dir={tmp_path / 'batched'}")
+    summaries, alone = summaries_in(tmp_path / "batched"), summaries_in(tmp_path / "alone")
+    assert [summary["steps"] for summary in summaries] == [summary["steps"] for summary in alone] == [9095] * 15 + [1]
+    (checkpoint,) = {summary["timings_s"]["checkpoint"] for summary in summaries}  # the same share for each
+    # The batch saves its jobs together as often as a run alone saves itself: a job's share is a sixteenth of
+    # that, where saving sixteen runs at once costs one to four times what saving one does (measured).
+    assert checkpoint < np.median([summary["timings_s"]["checkpoint"] for summary in alone]) / 2
+
+
 def test_jobs_whose_loop_xla_cannot_compile_run_alone_on_the_plain_graph(tmp_path):
     python = [
         "objective=python",
@@ -474,10 +655,10 @@ def test_jobs_whose_loop_xla_cannot_compile_run_alone_on_the_plain_graph(tmp_pat
 
 def test_the_next_batch_compiles_while_a_batch_ends_and_one_xla_cannot_compile_still_runs_alone(tmp_path):
     # Jobs 1–3 train as a batch under XLA and compile the next batch's loop meanwhile; XLA can't compile that one
-    # (a loss through Python), so jobs 4–6 then run alone on the plain graph, as without the compile ahead. Three
-    # members: no other test leaves a trainer of that loop for this process to reuse.
+    # (a loss through Python), so jobs 4–6 then run alone on the plain graph, as without the compile ahead. With no
+    # trainer idle, as in a fresh process, whatever ran before: the loop of jobs 4–6 is not there to reuse.
     functions = "objective.function=user_objectives.shifted_bowl,user_objectives.bowl_through_python"
-    with launcher_records(logging.getLogger("tapelab")) as records:
+    with no_idle_trainers(), launcher_records(logging.getLogger("tapelab")) as records:
         multirun(TAPELAB_TASK, "objective=python", functions, "objective.init={w: [0, 0]}", "optimizer=gd",
                  "lr=0.05,0.1,0.2", "epochs=10", "log.plots=false", "hydra/launcher=batched",
                  f"hydra.sweep.dir={tmp_path}")  # fmt: skip
@@ -491,6 +672,80 @@ def test_the_next_batch_compiles_while_a_batch_ends_and_one_xla_cannot_compile_s
         lr = float(re.match(r"lr=([0-9.]+),", job.name).group(1))
         shrink = 1 - 2 * lr  # w ← w − lr·2(w − t): (1 − 2·lr) a step
         assert summary["final_loss"] == pytest.approx(5.0 * (shrink**10) ** 2, rel=1e-4)  # float32 steps
+
+
+# SGD and Adam, two loops of their own; each seed's jobs may share a batch (the seed is a member's value).
+ENV_SWEEP = ["optimizer=adam,sgd", "lr=0.1,0.2", "seed=1,2", "epochs=5", "log.plots=false", "log.tensorboard=false"]
+ENV_SWEEP += ["hydra/launcher=batched", "hydra.verbose=tapelab"]
+ENVIRONMENT = "+hydra.job.env_set.TAPELAB_TEST_SEED=${seed}"  # each job's environment names its seed
+COMPILE_AHEAD = "compiling the loop of the next batch ({} members) meanwhile"
+
+
+@pytest.fixture(scope="module")
+def env_sweeps(tmp_path_factory) -> dict[str, Any]:
+    """ENV_SWEEP as it is ("plain"), and with ENVIRONMENT ("env_set"), each with no trainer idle (as in a fresh
+    process): each one's directory, and the batched launcher's and tapelab's log records."""
+    base = tmp_path_factory.mktemp("env")
+    state = Singleton.get_state()
+    found: dict[str, Any] = {}
+    try:
+        registered_plugins()
+        for name, extra in (("plain", []), ("env_set", [ENVIRONMENT])):
+            with root_logging_kept(), no_idle_trainers(), launcher_records() as batches_formed:
+                with launcher_records(logging.getLogger("tapelab")) as records:
+                    multirun(TAPELAB_TASK, *ENV_SWEEP, *extra, f"hydra.sweep.dir={base / name}")
+            found[name] = (base / name, [record.getMessage() for record in batches_formed + records])
+    finally:
+        Singleton.set_state(state)
+    return found
+
+
+def logged(job_dir: Path) -> list[str]:
+    """The messages in a job's tapelab.log, without the logging prefix."""
+    return [line.partition(" - ")[2] for line in (job_dir / "tapelab.log").read_text().splitlines()]
+
+
+def test_a_batch_s_log_records_go_to_its_first_job_s_log_and_each_job_s_line_to_its_own(env_sweeps):
+    sweep_dir, messages = env_sweeps["plain"]
+    assert messages[:2] == ["batch of 4: jobs 1, 2, 3, 4", "batch of 4: jobs 5, 6, 7, 8"]
+    jobs = {job_number(job): job for job in job_dirs(sweep_dir)}
+    assert len(jobs) == 8
+    # While Adam's batch trains, tapelab's records (shown at DEBUG, hydra.verbose=tapelab) go to job 1's log.
+    line = COMPILE_AHEAD.format(4)
+    assert [num for num, job in jobs.items() if line in logged(job)] == [0]
+    for num, job in jobs.items():
+        job_lines = [message for message in logged(job) if message.startswith("job ")]
+        assert len(job_lines) == 1 and job_lines[0].startswith(f"job {num + 1}/8 {job.name}: completed after 5 steps")
+
+
+def test_hydra_job_env_set_splits_a_group_and_keeps_the_next_batch_from_compiling_meanwhile(env_sweeps):
+    plain, plain_messages = env_sweeps["plain"]
+    sweep_dir, messages = env_sweeps["env_set"]
+    # Without it, each optimizer's jobs are one batch, and SGD's loop compiles while Adam's jobs end.
+    assert COMPILE_AHEAD.format(4) in plain_messages
+    assert [message for message in messages if message.startswith("batch of")] == [
+        "batch of 2: jobs 1, 3", "batch of 2: jobs 2, 4", "batch of 2: jobs 5, 7", "batch of 2: jobs 6, 8",
+    ]  # fmt: skip
+    assert not [message for message in messages if message.startswith("compiling the loop")]
+    assert not [job for job in job_dirs(sweep_dir) if any(m.startswith("compiling") for m in logged(job))]
+    for job in job_dirs(sweep_dir):
+        summary = json.loads((job / "summary.json").read_text())
+        assert summary["status"] == "completed" and summary["batch"]["size"] == 2
+
+
+def test_jobs_that_run_in_their_own_directory_run_alone_with_tapelab_s_task_and_a_line_that_says_why(tmp_path):
+    with launcher_records() as records:
+        returns = multirun(TAPELAB_TASK, "lr=0.1,0.2", "epochs=5", "log.plots=false", "hydra.job.chdir=true",
+                           "hydra/launcher=batched", f"hydra.sweep.dir={tmp_path}")  # fmt: skip
+    why = "runs alone: hydra.job.chdir runs each job in its own working directory"
+    assert [record.getMessage() for record in records] == [f"job 1 (lr=0.1) {why}", f"job 2 (lr=0.2) {why}"]
+    assert [job_return.working_dir for job_return in returns] == [
+        str(tmp_path / "lr=0.1_0"),
+        str(tmp_path / "lr=0.2_1"),
+    ]
+    for job in job_dirs(tmp_path):
+        summary = json.loads((job / "summary.json").read_text())
+        assert summary["status"] == "completed" and "batch" not in summary
 
 
 def test_relaunching_a_finished_batched_sweep_skips_its_jobs(sweeps, tmp_path):
@@ -539,52 +794,119 @@ def test_a_max_batch_below_1_is_refused_in_one_line(tmp_path, monkeypatch, capsy
     assert not list(tmp_path.glob("*/.hydra"))  # no job started
 
 
-# Three Adam runs (their moments must survive the checkpoints) that take a few seconds as one batch.
-LONG_SWEEP = ["-m", "hydra/launcher=batched", *SLOW_RUN, "optimizer=adam", "lr=0.05,0.02,0.01", "epochs=20000"]
+# Three Adam runs of a regression on 4000 points as one batch, 0.1 to 0.4 ms a step. The noise keeps their
+# gradients from reaching zero, so each step after a resume needs Adam's moments as the checkpoint kept them. The
+# first chunk is 1000 steps and a chunk grows at most fourfold, so once the first is saved the test has 4000 steps
+# or more (0.4 s or more) to send a signal that leaves steps to go.
+LONG_SWEEP = ["-m", "hydra/launcher=batched", "objective=linear_regression", "objective.n_points=4000"]
+LONG_SWEEP += ["objective.noise=0.1", "log.plots=false", "optimizer=adam", "lr=0.05,0.02,0.01", "epochs=6000"]
+
+
+def output_of_success(process: subprocess.Popen, timeout: float = 300) -> str:
+    """What a process printed, once it exited with 0."""
+    stdout, stderr = process.communicate(timeout=timeout)
+    assert process.returncode == 0, stderr[-3000:]
+    return stdout
 
 
 @pytest.fixture(scope="module")
 def straight_sweep(tmp_path_factory) -> Path:
     """LONG_SWEEP, run to its end without a stop."""
     sweep_dir = tmp_path_factory.mktemp("straight")
-    process = start(*LONG_SWEEP, f"hydra.sweep.dir={sweep_dir}")
-    assert process.wait(timeout=300) == 0, process.communicate()[1][-3000:]
+    output_of_success(start(*LONG_SWEEP, f"hydra.sweep.dir={sweep_dir}"))
     return sweep_dir
 
 
-@pytest.mark.e2e
-@pytest.mark.parametrize("relaunch", ["hydra/launcher=batched", "hydra/launcher=basic"])
-def test_an_interrupted_batched_sweep_is_finished_by_a_relaunch_as_if_never_stopped(tmp_path, straight_sweep, relaunch):
-    process = start(*LONG_SWEEP, f"hydra.sweep.dir={tmp_path}")
+@pytest.fixture(scope="module")
+def interrupted_sweep(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """LONG_SWEEP stopped by a real SIGINT once its batch saved its first chunk: its directory, and the process's
+    exit code and output."""
+    sweep_dir = tmp_path_factory.mktemp("interrupted")
+    process = start(*LONG_SWEEP, f"hydra.sweep.dir={sweep_dir}")
     deadline = time.monotonic() + 120
-    while not (tmp_path / "lr=0.01_2" / "checkpoint" / "member.json").exists():  # once the batch's first is saved
+    while not (sweep_dir / "lr=0.01_2" / "checkpoint" / "member.json").exists():  # once the batch's first is saved
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1][-3000:]
-        time.sleep(0.05)
+        time.sleep(0.01)
     process.send_signal(signal.SIGINT)
-    stdout, stderr = process.communicate()
+    stdout, stderr = process.communicate(timeout=120)
+    return sweep_dir, subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def statuses(sweep_dir: Path) -> dict[str, tuple[str, int]]:
+    """Each job's status and steps, by its directory's name."""
+    return {job.name: result(job)[:2] for job in job_dirs(sweep_dir)}
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(300)
+def test_a_signal_stops_a_batched_sweep_with_each_job_interrupted_after_the_same_chunk(interrupted_sweep):
+    sweep_dir, process = interrupted_sweep
     assert process.returncode == 130
-    assert "Traceback" not in stderr + stdout
+    assert "Traceback" not in process.stderr + process.stdout
     assert re.search(r"interrupted by SIGINT after \d+ steps; continue with resume=true hydra.run.dir=\S+ "
-                     r"\(or re-launch the sweep\)$", stdout, re.MULTILINE)  # fmt: skip
-    jobs = job_dirs(tmp_path)
+                     r"\(or re-launch the sweep\)$", process.stdout, re.MULTILINE)  # fmt: skip
+    jobs = job_dirs(sweep_dir)
     assert [job.name for job in jobs] == ["lr=0.01_2", "lr=0.02_1", "lr=0.05_0"]
-    batch = tmp_path / "lr=0.05_0" / "checkpoint" / "batch"  # the batch's checkpoint, in its first job's directory
+    batch = sweep_dir / "lr=0.05_0" / "checkpoint" / "batch"  # the batch's checkpoint, in its first job's directory
     for member, job in enumerate(reversed(jobs)):  # every job stopped after the same chunk, pointing to it
-        summary = json.loads((job / "summary.json").read_text())
-        assert summary["status"] == "interrupted" and 0 < summary["steps"] < 20000
         pointer = json.loads((job / "checkpoint" / "member.json").read_text())
         assert (job / "checkpoint" / pointer.pop("batch")).resolve() == batch.resolve()
         assert pointer == {"member": member, "members": 3}
-    assert len({json.loads((job / "summary.json").read_text())["steps"] for job in jobs}) == 1
+    (ended,) = set(statuses(sweep_dir).values())
+    assert ended[0] == "interrupted" and 1000 <= ended[1] < 6000
 
-    process = start(*[argument for argument in LONG_SWEEP if "launcher" not in argument], relaunch,
-                    f"hydra.sweep.dir={tmp_path}")  # fmt: skip
-    assert process.wait(timeout=300) == 0, process.communicate()[1][-3000:]
-    for job, straight in zip(jobs, job_dirs(straight_sweep), strict=True):
-        assert result(job) == result(straight) and result(job)[:2] == ("completed", 20000)
+
+@pytest.mark.e2e
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("relaunch", ["hydra/launcher=batched", "hydra/launcher=basic"])
+def test_an_interrupted_batched_sweep_is_finished_by_a_relaunch_as_if_never_stopped(
+    tmp_path, interrupted_sweep, straight_sweep, relaunch
+):
+    sweep_dir = tmp_path / "sweep"
+    shutil.copytree(interrupted_sweep[0], sweep_dir, symlinks=True)
+    assert {status for status, _ in statuses(sweep_dir).values()} == {"interrupted"}
+    output_of_success(start(*[argument for argument in LONG_SWEEP if "launcher" not in argument], relaunch,
+                            f"hydra.sweep.dir={sweep_dir}"))  # fmt: skip
+    for job, straight in zip(job_dirs(sweep_dir), job_dirs(straight_sweep), strict=True):
+        assert result(job) == result(straight) and result(job)[:2] == ("completed", 6000)
         pd.testing.assert_frame_equal(
             pd.read_csv(job / "metrics.csv"), pd.read_csv(straight / "metrics.csv"), check_exact=True
         )
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(180)
+def test_a_signal_while_a_batch_s_jobs_end_still_stops_the_sweep(tmp_path):
+    # Adam's eight jobs train as one batch of 50 steps, then draw their pictures and write their files, one job
+    # after another; SGD's batch would come next. The signal goes in while the process is stopped (SIGSTOP) once
+    # the first job's loss.png is written and the last job's summary.json still says "running".
+    lrs = ["0.001", "0.002", "0.005", "0.01", "0.02", "0.05", "0.1", "0.2"]
+    process = start("-m", "hydra/launcher=batched", "objective=rosenbrock", "optimizer=adam,sgd", f"lr={','.join(lrs)}",
+                    "epochs=50", f"hydra.sweep.dir={tmp_path}")  # fmt: skip
+    adam = [tmp_path / f"lr={lr},optimizer=adam_{num}" for num, lr in enumerate(lrs)]
+    deadline = time.monotonic() + 120
+    while not (adam[0] / "loss.png").exists():
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1][-3000:]
+        time.sleep(0.01)
+    os.kill(process.pid, signal.SIGSTOP)
+    try:
+        last_job = json.loads((adam[-1] / "summary.json").read_text())["status"]
+        if last_job == "running":
+            os.kill(process.pid, signal.SIGINT)  # delivered as it continues
+    finally:
+        os.kill(process.pid, signal.SIGCONT)
+    if last_job != "running":
+        process.kill()
+    assert last_job == "running", "the batch's jobs had all ended before the signal"
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130 and "Traceback" not in stderr + stdout
+    assert re.search(r"interrupted by SIGINT after 50 steps; continue with resume=true hydra.run.dir=\S+ "
+                     r"\(or re-launch the sweep\)$", stdout, re.MULTILINE)  # fmt: skip
+    # Each of Adam's jobs ended as it would have: completed, with its files. SGD's batch never started.
+    for job in adam:
+        assert result(job)[:2] == ("completed", 50)
+        assert (job / "loss.png").exists() and (job / "trajectory.png").exists() and (job / SESSION_FILE).exists()
+    assert sorted(job_dirs(tmp_path)) == sorted(adam)
 
 
 @pytest.mark.parametrize("launcher", ["basic", "batched"])

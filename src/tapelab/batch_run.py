@@ -188,8 +188,9 @@ def train_batch(
             if any(chunk.updates for chunks in members for chunk in chunks):  # after every member's summary
                 saving = time.perf_counter()
                 checkpoint.save(trainer.step)
+                seconds = time.perf_counter() - saving
                 for record in records:  # each member's share
-                    record.timings.add("checkpoint", (time.perf_counter() - saving) / size)
+                    record.timings.add("checkpoint", seconds / size)
             if stop_requests.received is not None:
                 break
         if upcoming and stop_requests.received is None:
