@@ -47,14 +47,14 @@ def start(run_dir: Path, xla_flags: str | None) -> subprocess.Popen:
 
 
 @pytest.mark.e2e
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(180)
 @pytest.mark.skipif(not has_fma(), reason="the cap is about FMA, which this CPU lacks")
 def test_xla_runs_without_fma_unless_the_user_sets_xla_s_instruction_set(tmp_path, train):
     capped, users = tmp_path / "capped", tmp_path / "users"
     processes = {capped: start(capped, None), users: start(users, "--xla_cpu_max_isa=AVX512")}
     plain_graph = train(*SEED_000_RUN, "jit_compile=false").metrics  # meanwhile, in this process
     for process in processes.values():
-        _, stderr = process.communicate(timeout=100)
+        _, stderr = process.communicate(timeout=150)
         assert process.returncode == 0, stderr[-3000:]  # and XLA_FLAGS is as it was before the run
     seed = np.array(SEED_000, np.float32)
     assert np.array_equal(plain_graph[["x", "loss"]].to_numpy(np.float32)[:28], seed)
