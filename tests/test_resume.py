@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import logging
+import logging.handlers
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +88,55 @@ def test_resume_refuses_a_diverged_run(tmp_path):
 def test_resume_refuses_a_directory_without_a_checkpoint(tmp_path):
     with pytest.raises(ConfigError, match="resume: .* holds no checkpoint"):
         resume_in(tmp_path, "epochs=200")
+
+
+def save_older_checkpoint(checkpoint_dir: Path, steps: int) -> None:
+    """Adam on Rosenbrock's two parameters, saved as tapelab saved a run before its one trainer (2026-12-03): the
+    step, best loss and plateau counters as scalars, and the Keras optimizer itself rather than its variables."""
+    import keras
+    import tensorflow as tf
+
+    x = tf.Variable([-1.0, 1.0], name="x")
+    optimizer = keras.optimizers.Adam(0.01)
+    optimizer.build([x])
+    scalars = {"step": tf.Variable(steps, dtype=tf.int64), "best_loss": tf.Variable(1.0),
+               "plateau_best": tf.Variable(np.inf), "plateau_steps": tf.Variable(0, dtype=tf.int64)}  # fmt: skip
+    state = tf.train.Checkpoint(params={"x": x}, optimizer=optimizer, **scalars)
+    tf.train.CheckpointManager(state, checkpoint_dir, max_to_keep=1).save(checkpoint_number=steps)
+
+
+@contextmanager
+def tensorflow_warnings() -> Iterator[list[logging.LogRecord]]:
+    """The records TensorFlow's Python logger writes (WARNING and up) in the block, and as the block's garbage is
+    freed at its end."""
+    handler, logger = logging.handlers.BufferingHandler(capacity=10**6), logging.getLogger("tensorflow")
+    handler.setLevel(logging.WARNING)
+    logger.addHandler(handler)
+    try:
+        yield handler.buffer
+        gc.collect()
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_resume_refuses_an_older_tapelabs_checkpoint_in_one_line_and_changes_nothing(tmp_path):
+    run_dir = tmp_path / "run"
+    run_in(run_dir, *ADAM_ON_ROSENBROCK, "epochs=20")
+    shutil.rmtree(run_dir / "checkpoint")
+    save_older_checkpoint(run_dir / "checkpoint", 20)
+    before = {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in run_dir.rglob("*") if path.is_file()}
+
+    with tensorflow_warnings() as warnings:
+        with pytest.raises(ConfigError) as refusal:
+            resume_in(run_dir, "epochs=40")
+        message = str(refusal.value)
+        del refusal  # what the command line does once it printed the message
+    assert message.startswith(f"resume: the checkpoint in {run_dir} does not fit this run's loop: "), message
+    assert "\n" not in message and len(message) < 400
+    assert [record.getMessage() for record in warnings] == []  # nothing else on the console
+    assert {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in run_dir.rglob("*") if path.is_file()} == (
+        before
+    )
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import signal
@@ -128,15 +129,50 @@ def restore(checkpoints: Any, trainer: Any, run_dir: Path) -> None:
             log.info("%s holds no complete checkpoint: continuing from the first step", run_dir)
         trainer.restored()
         return
-    status = None
-    try:
-        status = checkpoints.checkpoint.restore(checkpoints.latest_checkpoint)
-        status.assert_consumed()
-    except (AssertionError, ValueError) as error:  # another structure, or an older tapelab's layout
-        if status is not None:
-            status.expect_partial()  # TensorFlow would log each unmatched value again; the error names them
-        raise unfit_checkpoint(run_dir, error) from None
+    unfit = restored_or_unfit(trainer, checkpoints.latest_checkpoint, run_dir)
+    if unfit is not None:
+        raise unfit
     trainer.restored()
+
+
+def restored_or_unfit(trainer: Any, path: str, run_dir: Path) -> ConfigError | None:
+    """Load the checkpoint at `path` into the trainer; None, or the refusal if it doesn't fit this run's loop.
+
+    A restore that fails midway leaves objects that log a warning for each value they didn't restore when they are
+    freed, which could be long after the refusal's one line: they are made here, and freed here unheard."""
+
+    def restore() -> ConfigError | None:
+        status = None
+        try:
+            status = trainer.checkpoint().restore(path)
+            status.assert_consumed()
+        except (AssertionError, ValueError) as error:  # another structure, or an older tapelab's layout
+            if status is not None:
+                status.expect_partial()  # TensorFlow would log each unmatched value again; the error names them
+            return unfit_checkpoint(run_dir, error)
+        return None
+
+    tensorflow_log = logging.getLogger("tensorflow")
+    tensorflow_log.addFilter(not_about_unrestored_values)
+    try:
+        unfit = restore()
+        if unfit is not None:
+            gc.collect()
+        return unfit
+    finally:
+        tensorflow_log.removeFilter(not_about_unrestored_values)
+
+
+UNRESTORED_VALUES = (  # TensorFlow's warnings as the objects of a restore that left values unused are freed
+    "Detecting that an object or model or tf.train.Checkpoint is being deleted with unrestored values",
+    "Value in checkpoint could not be found in the restored object",
+    "An attribute in the restored object could not be found in the checkpoint",
+)
+
+
+def not_about_unrestored_values(record: logging.LogRecord) -> bool:
+    """A logging filter that drops TensorFlow's warnings of values a restore left unused."""
+    return not record.getMessage().startswith(UNRESTORED_VALUES)
 
 
 def unfit_checkpoint(run_dir: Path, error: Exception) -> ConfigError:
