@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import re
 import subprocess
 import sys
@@ -107,25 +106,12 @@ def outputs(tmp_path_factory):
     """An `outputs` directory with SWEEPS and SINGLE_RUNS, each run in this process by Hydra as the command line
     runs it (the sweeps' report included). Hydra's state and the root logger's handlers (Hydra's point to job log
     files) are as before afterwards."""
-    from hydra.core.singleton import Singleton
-
     import tapelab
-    from test_batched_launcher import TAPELAB_TASK, multirun, registered_plugins
+    from test_sweeps import sweep_in_process
 
     logdir = tmp_path_factory.mktemp("outputs")
-    state, root = Singleton.get_state(), logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    try:
-        registered_plugins()
-        for sweep_dir, overrides in SWEEPS.items():
-            multirun(TAPELAB_TASK, *GRID, *overrides, f"hydra.sweep.dir={logdir / sweep_dir}")
-    finally:
-        Singleton.set_state(state)
-        for handler in root.handlers[:]:
-            if handler not in handlers:
-                root.removeHandler(handler)
-                handler.close()
-        root.setLevel(level)
+    for sweep_dir, overrides in SWEEPS.items():
+        sweep_in_process(*GRID, *overrides, f"hydra.sweep.dir={logdir / sweep_dir}")
     for run_dir, overrides in SINGLE_RUNS.items():
         tapelab.run(*overrides, run_dir=logdir / run_dir)
     return logdir

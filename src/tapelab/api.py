@@ -116,13 +116,13 @@ def load_sweep(sweep_dir: str | os.PathLike[str]) -> pd.DataFrame:
     """
     path = Path(sweep_dir).resolve()
     if (path / SWEEP_CSV).exists():
-        table = pd.read_csv(path / SWEEP_CSV)
+        table = pd.read_csv(path / SWEEP_CSV, dtype={"dir": str})  # a sweep that varies nothing names jobs 0, 1, …
     else:
         jobs = find_jobs(path)
         if not jobs:
             raise FileNotFoundError(f"{path} holds no sweep ({SWEEP_CSV} and job directories are missing)")
         text = sweep_table(path, jobs, swept_keys(path, jobs)).to_csv(index=False)
-        table = pd.read_csv(io.StringIO(text))  # the columns' types as sweep.csv's would be read
+        table = pd.read_csv(io.StringIO(text), dtype={"dir": str})  # the columns' types as sweep.csv's are read
     table["run"] = [Run(path / job_dir) for job_dir in table["dir"]]
     return table
 
