@@ -18,6 +18,7 @@ import numpy as np
 DPI = 110  # tapelab's pictures: inches × DPI pixels
 DARK = 0.15  # black lines and text; no viridis colour (the contours) is this dark in every channel
 EDGE = 0.35  # a marker's black edge, drawn over colour by a line a pixel wide
+POSITION_TOLERANCE = 1.5  # pixels: a marker's middle, found from its pixels, from where its data put it
 MIN_SIDE = 100  # pixels: the spines of a frame at least; a colour bar is narrower
 MAX_GAP = 20  # pixels of a spine that a marker drawn over it (a sweep's ✖) may hide
 LABEL_REACH = 10  # pixels above and below its tick that a tick label (10 points) may reach
@@ -133,14 +134,22 @@ def near(image: np.ndarray, colour: tuple, row: float, column: float, radius: in
 
 
 def marker_at(image: np.ndarray, fill: tuple, row: float, column: float, edge: float, tolerance: float = 0.1) -> bool:
-    """Whether a round or square marker of `fill` with a black edge `edge` pixels out is centred at (row, column)
-    (within a pixel): its middle is `fill`, and its edge is black above, below, left and right of it."""
-    middle = image[round(row) - 1 : round(row) + 2, round(column) - 1 : round(column) + 2]
-    if not is_colour(middle, fill, tolerance).all():
+    """Whether a round or square marker of `fill` with a black edge `edge` pixels out is centred at (row, column),
+    within POSITION_TOLERANCE: the middle of its `fill` inside the edge, and the edge black above, below, left and
+    right of that middle."""
+    rows, columns = np.mgrid[-round(edge) : round(edge) + 1, -round(edge) : round(edge) + 1]
+    inside = np.hypot(rows, columns) < edge - 1
+    window = image[round(row) - round(edge) : round(row) + round(edge) + 1,
+                   round(column) - round(edge) : round(column) + round(edge) + 1]  # fmt: skip
+    filled = is_colour(window, fill, tolerance) & inside
+    if window.shape[:2] != inside.shape or filled.sum() < inside.sum() / 2:
+        return False
+    middle = round(row) + rows[filled].mean(), round(column) + columns[filled].mean()
+    if np.hypot(middle[0] - row, middle[1] - column) > POSITION_TOLERANCE:
         return False
     reach = range(round(edge) - 2, round(edge) + 3)
-    sides = [[(round(row) + sign * r, round(column)) for r in reach] for sign in (-1, 1)]
-    sides += [[(round(row), round(column) + sign * r) for r in reach] for sign in (-1, 1)]
+    sides = [[(round(middle[0]) + sign * r, round(middle[1])) for r in reach] for sign in (-1, 1)]
+    sides += [[(round(middle[0]), round(middle[1]) + sign * r) for r in reach] for sign in (-1, 1)]
     return all(any(image[point].max() < EDGE for point in side) for side in sides)
 
 
