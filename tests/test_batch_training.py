@@ -24,8 +24,8 @@ STOP_RULES = ["stop.grad_tol=0.01", "stop.loss_tol=1e-4", "stop.patience=20"]
 def run_both(tmp_path: Path, optimizer: str, lrs: list[str], *extra: str, epochs: int = 300) -> list[tuple[Path, Path]]:
     """The runs at `lrs` (with `extra` overrides, one string per member) as one batch and each alone under XLA,
     as batches train; their directories, in pairs."""
-    common = ["objective=rosenbrock", f"optimizer={optimizer}", f"epochs={epochs}", "jit_compile=true", "log.plots=false",
-              *STOP_RULES]  # fmt: skip
+    common = ["objective=rosenbrock", f"optimizer={optimizer}", f"epochs={epochs}", "jit_compile=true"]
+    common += ["log.plots=false", *STOP_RULES]
     experiments = [
         to_experiment(derived(common, f"lr={lr}", *more.split()))
         for lr, more in zip(lrs, extra or [""] * len(lrs), strict=True)

@@ -30,20 +30,24 @@ SPREAD_STARTS = ["objective=quadratic", "optimizer=sgd", "lr=0.1", "stop.grad_to
 
 
 @pytest.fixture
-def alone(tmp_path) -> Callable[..., Run]:
-    """`python run.py <overrides> objective.init=<start>` in-process into a fresh directory (with log.plots=false
-    unless `overrides` set it): `start` is a float32 number, or an array of the parameters' elements, each written
-    in its shortest text. The config of `overrides` is composed once (`composed.derived`)."""
+def trained(tmp_path) -> Callable[..., Run]:
+    """`python run.py <overrides> <values>` in-process into a fresh directory (with log.plots=false unless
+    `overrides` set it): the config of `overrides` is composed once, and `values` set on it (`composed.derived`)."""
     numbers = itertools.count()
 
-    def _alone(overrides: Sequence[str], start) -> Run:
+    def _trained(overrides: Sequence[str], *values: str) -> Run:
         if not any(override.startswith("log.plots=") for override in overrides):
             overrides = ("log.plots=false", *overrides)
-        init = str(start) if np.ndim(start) == 0 else "[" + ",".join(str(value) for value in start) + "]"
-        run_dir = tmp_path / f"alone{next(numbers)}"
-        return Run(run_dir, run(derived(overrides, f"objective.init={init}"), run_dir))
+        run_dir = tmp_path / f"derived{next(numbers)}"
+        return Run(run_dir, run(derived(overrides, *values), run_dir))
 
-    return _alone
+    return _trained
+
+
+def from_point(start) -> str:
+    """The override that starts a run at `start`, a float32 number or an array of the parameters' elements, each
+    written in its shortest text."""
+    return f"objective.init={start}" if np.ndim(start) == 0 else f"objective.init=[{','.join(map(str, start))}]"
 
 
 @pytest.fixture(scope="module")
@@ -61,13 +65,14 @@ def spread_starts(tmp_path_factory) -> Run:
     return Run(run_dir, None)
 
 
-def test_a_batch_of_starts_equals_separate_runs_from_the_same_points(batch, alone):
+def test_a_batch_of_starts_equals_separate_runs_from_the_same_points(batch, trained):
     starts = pd.read_csv(batch.dir / "starts.csv")
     assert starts.columns.tolist() == [
         "start", "start_x[0]", "start_x[1]", "end_x[0]", "end_x[1]", "final_loss", "status", "steps"
     ]  # fmt: skip
     assert starts["status"].tolist() == ["completed"] * 4 and starts["steps"].tolist() == [300] * 4
-    assert_batch_equals_runs_alone(starts, lambda start: alone([*HIMMELBLAU, "log.tensorboard=false"], start))
+    alone = lambda start: trained([*HIMMELBLAU, "log.tensorboard=false"], from_point(start))  # noqa: E731
+    assert_batch_equals_runs_alone(starts, alone)
 
 
 def test_starts_are_drawn_from_the_domain_by_seed(batch, train):
@@ -176,31 +181,32 @@ def rosenbrock_from_starts(optimizer: str, jit: str) -> list[str]:
     ids=["xla", "graph"],
 )
 @pytest.mark.parametrize("optimizer", list(ELEMENTWISE_LR))
-def test_every_elementwise_optimizer_makes_a_batch_exactly_separate_runs(train, alone, optimizer, jit, starts):
+def test_every_elementwise_optimizer_makes_a_batch_exactly_separate_runs(trained, optimizer, jit, starts):
     ulps = POW_ROUNDING_ULPS["ftrl"] if (optimizer, jit) == ("ftrl", "false") else (0, 0)
     overrides = rosenbrock_from_starts(optimizer, jit)
-    batch = train(*overrides, f"objective.starts={starts}")
+    batch = trained(overrides, f"objective.starts={starts}")
     assert batch.summary["status"] == "completed" and batch.summary["xla"] is (jit == "true")
-    assert_batch_equals_runs_alone(pd.read_csv(batch.dir / "starts.csv"), lambda start: alone(overrides, start), *ulps)
+    alone = lambda start: trained(overrides, from_point(start))  # noqa: E731
+    assert_batch_equals_runs_alone(pd.read_csv(batch.dir / "starts.csv"), alone, *ulps)
 
 
-def test_eight_starts_on_the_plain_graph_are_separate_runs_within_a_few_ulps(train, alone):
+def test_eight_starts_on_the_plain_graph_are_separate_runs_within_a_few_ulps(trained):
     overrides = rosenbrock_from_starts("adam", "false")
-    batch = train(*overrides, "objective.starts=8")
-    starts = pd.read_csv(batch.dir / "starts.csv")
-    assert_batch_equals_runs_alone(starts, lambda start: alone(overrides, start), *POW_ROUNDING_ULPS["adam"])
+    batch = trained(overrides, "objective.starts=8")
+    alone = lambda start: trained(overrides, from_point(start))  # noqa: E731
+    assert_batch_equals_runs_alone(pd.read_csv(batch.dir / "starts.csv"), alone, *POW_ROUNDING_ULPS["adam"])
 
 
 # Under XLA, the end of a batch whose loss sums over a vector parameter (tf.reduce_sum inside tf.vectorized_map)
 # was once evaluated from the parameters as they were when the compiled call began (TensorFlow 2.21).
 @pytest.mark.parametrize("jit", ["true", "false"], ids=["xla", "graph"])
-def test_a_batch_over_a_summing_objective_reports_the_loss_at_its_ends(train, alone, jit):
+def test_a_batch_over_a_summing_objective_reports_the_loss_at_its_ends(trained, jit):
     overrides = ["objective=styblinski_tang", "optimizer=adam", "lr=0.01", "epochs=50", "seed=3",
                  f"jit_compile={jit}", "log.tensorboard=false"]  # fmt: skip
-    batch = train(*overrides, "objective.starts=4")
+    batch = trained(overrides, "objective.starts=4")
     starts = pd.read_csv(batch.dir / "starts.csv")
     for _, row in starts.iterrows():
-        by_itself = alone(overrides, float32(row.filter(like="start_").to_numpy()))
+        by_itself = trained(overrides, from_point(float32(row.filter(like="start_").to_numpy())))
         if jit == "true":  # exactly separate runs (the plain graph's x**4 of [4, 2] rounds otherwise, see above)
             assert float32(row["final_loss"]) == float32(by_itself.summary["final_loss"])
         else:
@@ -234,7 +240,7 @@ def test_a_one_value_domain_covers_every_element(train):
     assert len(starts) == 5 and starts.filter(like="start_").abs().to_numpy().max() <= 1
 
 
-def test_each_start_stops_at_its_own_step_as_it_does_alone(spread_starts, alone):
+def test_each_start_stops_at_its_own_step_as_it_does_alone(spread_starts, trained):
     result = spread_starts
     overrides = [*SPREAD_STARTS[:5], "epochs=222", "log.tensorboard=false"]  # one start, by itself
     starts = pd.read_csv(result.dir / "starts.csv")
@@ -243,7 +249,7 @@ def test_each_start_stops_at_its_own_step_as_it_does_alone(spread_starts, alone)
     assert result.summary["status"] == "completed" and result.summary["steps"] == 222
     assert result.summary["starts"] == starts["status"].value_counts().to_dict()
     for _, row in starts.iterrows():
-        by_itself = alone(overrides, float32(row["start_x"]))
+        by_itself = trained(overrides, from_point(float32(row["start_x"])))
         assert (by_itself.summary["status"], by_itself.summary["steps"]) == (row["status"], row["steps"])
         if row["status"] != "diverged":
             assert float32(row["end_x"]) == float32(by_itself.summary["params"]["x"])

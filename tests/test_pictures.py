@@ -472,7 +472,8 @@ def sweep_of(
     """A sweep table and its (step, loss) curves: the loss falls to lr·spreadᵏ for the k-th optimizer, as
     (lr·spreadᵏ)^(step/steps); a diverged job's explodes from 1 and ends at step 4."""
     rows, curves = [], {}
-    for job, (k, optimizer, lr) in enumerate((k, optimizer, lr) for k, optimizer in enumerate(optimizers) for lr in lrs):
+    jobs = [(k, optimizer, lr) for k, optimizer in enumerate(optimizers) for lr in lrs]
+    for job, (k, optimizer, lr) in enumerate(jobs):
         blown = (optimizer, lr) in diverged
         length = 4 if blown else steps
         final = lr * spread**k
