@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from conftest import ROOT, compose_config
+from composed import derived
+from conftest import ROOT
 from tapelab import training
 from tapelab.batch_run import train_batch
 from tapelab.config import to_experiment
@@ -23,19 +24,10 @@ STOP_RULES = ["stop.grad_tol=0.01", "stop.loss_tol=1e-4", "stop.patience=20"]
 def run_both(tmp_path: Path, optimizer: str, lrs: list[str], *extra: str, epochs: int = 300) -> list[tuple[Path, Path]]:
     """The runs at `lrs` (with `extra` overrides, one string per member) as one batch and each alone under XLA,
     as batches train; their directories, in pairs."""
+    common = ["objective=rosenbrock", f"optimizer={optimizer}", f"epochs={epochs}", "jit_compile=true"]
+    common += ["log.plots=false", *STOP_RULES]
     experiments = [
-        to_experiment(
-            compose_config(
-                "objective=rosenbrock",
-                f"optimizer={optimizer}",
-                f"lr={lr}",
-                f"epochs={epochs}",
-                "jit_compile=true",
-                "log.plots=false",
-                *STOP_RULES,
-                *more.split(),
-            )
-        )  # fmt: skip
+        to_experiment(derived(common, f"lr={lr}", *more.split()))
         for lr, more in zip(lrs, extra or [""] * len(lrs), strict=True)
     ]
     batch = [tmp_path / "batch" / str(number) for number in range(len(lrs))]
@@ -72,8 +64,8 @@ def test_a_member_resumes_alone_as_its_run_alone_does(tmp_path):
     lrs = ["0.001", "0.01", "0.05"]
     pairs = run_both(tmp_path, "adam", lrs)
     for (batch, alone), lr in zip(pairs, lrs, strict=True):
-        longer = to_experiment(compose_config("objective=rosenbrock", "optimizer=adam", f"lr={lr}", "epochs=500",
-                                              "jit_compile=true", "log.plots=false", *STOP_RULES))  # fmt: skip
+        longer = to_experiment(derived(["objective=rosenbrock", "optimizer=adam", "jit_compile=true", "log.plots=false",
+                                        *STOP_RULES], f"lr={lr}", "epochs=500"))  # fmt: skip
         if summary_of(batch)["status"] != "completed":
             continue
         for run_dir in (batch, alone):
@@ -101,11 +93,11 @@ def test_a_member_with_parameters_of_two_shapes_resumes_alone_as_its_run_alone_d
     python = ["objective=python", "objective.function=user_objectives.neuron_and_vector"]
     python += ["objective.init={a: 0.5, v: [1.0, -3.0]}", "optimizer=adam", "jit_compile=true", "log.plots=false"]
     lrs = ["0.01", "0.1"]
-    short = [to_experiment(compose_config(*python, f"lr={lr}", "epochs=30")) for lr in lrs]
+    short = [to_experiment(derived(python, f"lr={lr}", "epochs=30")) for lr in lrs]
     batch = [tmp_path / "batch" / lr for lr in lrs]
     train_batch(short, batch, lrs, group=0)
     for lr, run_dir in zip(lrs, batch, strict=True):
-        longer = to_experiment(compose_config(*python, f"lr={lr}", "epochs=60"))
+        longer = to_experiment(derived(python, f"lr={lr}", "epochs=60"))
         train(longer, run_dir, resume=True, trial=lr)
         train(longer, tmp_path / "straight" / lr, trial=lr)
         # This loss, mapped over the members, rounds unlike its run alone in the last bit now and then (README):
@@ -126,7 +118,7 @@ def test_a_member_equals_its_run_alone_on_every_built_in_objective(tmp_path):
     for objective in BUILT_IN:
         overrides = [f"objective={objective}", "optimizer=adam", "epochs=30", "jit_compile=true", "log.plots=false"]
         overrides.append("log.tensorboard=false")  # the histories are the point here
-        experiments = [to_experiment(compose_config(*overrides, f"lr={lr}")) for lr in lrs]
+        experiments = [to_experiment(derived(overrides, f"lr={lr}")) for lr in lrs]
         batch = [tmp_path / objective / "batch" / lr for lr in lrs]
         train_batch(experiments, batch, lrs, group=0)
         for experiment, run_dir, lr in zip(experiments, batch, lrs, strict=True):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -10,29 +12,67 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.util import tensor_util
 
+from composed import derived
+from conftest import Run, compose_config, resume_in, run_in
+from pixels import ORANGE, RED, WHITE, centroid, frames, marker_at, rgb
 from tapelab.errors import ConfigError
+from tapelab.runner import run
 from tensorboard_client import time_series_groups, time_series_tags
 
 HIMMELBLAU = ["objective=himmelblau", "optimizer=adam", "lr=0.05", "epochs=300", "seed=3", "jit_compile=true"]
+HIMMELBLAU_DOMAIN = [[-5.0, 5.0], [-5.0, 5.0]]  # conf/objective/himmelblau.yaml
+HIMMELBLAU_MINIMA = [[3.0, 2.0], [-2.805118, 3.131312], [-3.779310, -3.283186], [3.584428, -1.848126]]
+# (x − 1)² overflows float32 beyond |x| ≈ 1.8e19, so some of 16 starts drawn from ±4e19 are infinite at once; the
+# others converge on the gradient at steps of their own (the further out, the later: 218 to 223), or run out of
+# steps first.
+SPREAD_STARTS = ["objective=quadratic", "optimizer=sgd", "lr=0.1", "stop.grad_tol=1e-2", "jit_compile=true",
+                 "objective.starts=16", "objective.domain=[[-4e19,4e19]]"]  # fmt: skip
+
+
+@pytest.fixture
+def trained(tmp_path) -> Callable[..., Run]:
+    """`python run.py <overrides> <values>` in-process into a fresh directory (with log.plots=false unless
+    `overrides` set it): the config of `overrides` is composed once, and `values` set on it (`composed.derived`)."""
+    numbers = itertools.count()
+
+    def _trained(overrides: Sequence[str], *values: str) -> Run:
+        if not any(override.startswith("log.plots=") for override in overrides):
+            overrides = ("log.plots=false", *overrides)
+        run_dir = tmp_path / f"derived{next(numbers)}"
+        return Run(run_dir, run(derived(overrides, *values), run_dir))
+
+    return _trained
+
+
+def from_point(start) -> str:
+    """The override that starts a run at `start`, a float32 number or an array of the parameters' elements, each
+    written in its shortest text."""
+    return f"objective.init={start}" if np.ndim(start) == 0 else f"objective.init=[{','.join(map(str, start))}]"
 
 
 @pytest.fixture(scope="module")
-def batch(tmp_path_factory):
-    from conftest import Run, compose_config
-    from tapelab.runner import run
-
+def batch(tmp_path_factory) -> Run:
     run_dir = tmp_path_factory.mktemp("batch")
     returned = run(compose_config(*HIMMELBLAU, "objective.starts=4", "log.plots=true"), run_dir)
     return Run(run_dir, returned)
 
 
-def test_a_batch_of_starts_equals_separate_runs_from_the_same_points(batch, train):
+@pytest.fixture(scope="module")
+def spread_starts(tmp_path_factory) -> Run:
+    """16 starts of SGD on (x − 1)² for 222 steps, some diverged at once, others converged at steps of their own."""
+    run_dir = tmp_path_factory.mktemp("spread") / "run"
+    run_in(run_dir, *SPREAD_STARTS, "epochs=222")
+    return Run(run_dir, None)
+
+
+def test_a_batch_of_starts_equals_separate_runs_from_the_same_points(batch, trained):
     starts = pd.read_csv(batch.dir / "starts.csv")
     assert starts.columns.tolist() == [
         "start", "start_x[0]", "start_x[1]", "end_x[0]", "end_x[1]", "final_loss", "status", "steps"
     ]  # fmt: skip
     assert starts["status"].tolist() == ["completed"] * 4 and starts["steps"].tolist() == [300] * 4
-    assert_batch_equals_runs_alone(starts, lambda init: train(*HIMMELBLAU, init, "log.tensorboard=false"))
+    alone = lambda start: trained([*HIMMELBLAU, "log.tensorboard=false"], from_point(start))  # noqa: E731
+    assert_batch_equals_runs_alone(starts, alone)
 
 
 def test_starts_are_drawn_from_the_domain_by_seed(batch, train):
@@ -67,7 +107,31 @@ def test_history_has_the_best_mean_and_worst_loss_and_the_summary_the_best_start
     groups = time_series_groups(time_series_tags(batch.dir))  # Time Series' groups; it opens the first two
     assert list(groups)[:2] == ["loss", "lr"]
     assert groups["loss"] == ["loss", "loss/grad_norm", "loss/mean", "loss/worst"]
-    assert (batch.dir / "starts.png").exists() and not (batch.dir / "trajectory.png").exists()
+
+
+def test_starts_png_joins_each_start_to_its_end_over_the_contour_and_tensorboard_shows_it(batch):
+    import tensorflow as tf
+
+    assert not (batch.dir / "trajectory.png").exists()
+    image = rgb(batch.dir / "starts.png")
+    (frame,) = frames(image)
+    xlim, ylim = HIMMELBLAU_DOMAIN  # the starts, the ends and the minima lie in it: the frame
+    starts = pd.read_csv(batch.dir / "starts.csv")
+    for _, row in starts.iterrows():
+        start, end = row[["start_x[0]", "start_x[1]"]].to_numpy(float), row[["end_x[0]", "end_x[1]"]].to_numpy(float)
+        assert marker_at(image, WHITE, *frame.at(start, xlim, ylim), edge=3.8)  # 5 points wide
+        assert marker_at(image, ORANGE, *frame.at(end, xlim, ylim), edge=3.8)
+        (row0, column0), (row1, column1) = frame.at(start, xlim, ylim), frame.at(end, xlim, ylim)
+        middle = image[round((row0 + row1) / 2) - 1 : round((row0 + row1) / 2) + 2,
+                       round((column0 + column1) / 2) - 1 : round((column0 + column1) / 2) + 2]  # fmt: skip
+        assert middle.min(axis=2).max() > 0.45  # the light line between: no viridis colour is this pale
+    for minimum in HIMMELBLAU_MINIMA:  # each start ended on one: its star around the end
+        assert centroid(image, RED, *frame.at(minimum, xlim, ylim), radius=12) is not None
+    events = EventAccumulator(str(batch.dir), size_guidance={"tensors": 0})
+    events.Reload()
+    (point,) = events.Tensors("plots/starts")
+    shown = tf.io.decode_png(tf.make_ndarray(point.tensor_proto)[2], channels=4).numpy()
+    np.testing.assert_array_equal(shown[..., :3], np.round(image * 255).astype(np.uint8))
 
 
 def float32(values) -> np.ndarray:
@@ -75,12 +139,11 @@ def float32(values) -> np.ndarray:
 
 
 def assert_batch_equals_runs_alone(starts: pd.DataFrame, alone, end_ulps: int = 0, loss_ulps: int = 0) -> None:
-    """Each start of starts.csv, run alone by `alone("objective.init=[...]")` from the same float32 point,
-    ends at the very same float32 point with the very same final loss, or within the ulps given."""
+    """Each start of starts.csv, run alone by `alone(start)` from the same float32 point, ends at the very same
+    float32 point with the very same final loss, or within the ulps given."""
     for _, row in starts.iterrows():
         start = float32(row.filter(like="start_").to_numpy())
-        init = "[" + ",".join(str(value) for value in start) + "]"  # each float32 in its shortest text
-        run = alone(f"objective.init={init}")
+        run = alone(start)
         columns = [name.removeprefix("start_") for name in row.filter(like="start_").index]
         np.testing.assert_array_equal(float32(run.metrics[columns].iloc[0].to_numpy()), start)  # the same start
         ends = np.concatenate([np.ravel(values) for values in run.summary["params"].values()])
@@ -118,36 +181,36 @@ def rosenbrock_from_starts(optimizer: str, jit: str) -> list[str]:
     ids=["xla", "graph"],
 )
 @pytest.mark.parametrize("optimizer", list(ELEMENTWISE_LR))
-def test_every_elementwise_optimizer_makes_a_batch_exactly_separate_runs(train, optimizer, jit, starts):
+def test_every_elementwise_optimizer_makes_a_batch_exactly_separate_runs(trained, optimizer, jit, starts):
     ulps = POW_ROUNDING_ULPS["ftrl"] if (optimizer, jit) == ("ftrl", "false") else (0, 0)
     overrides = rosenbrock_from_starts(optimizer, jit)
-    batch = train(*overrides, f"objective.starts={starts}")
+    batch = trained(overrides, f"objective.starts={starts}")
     assert batch.summary["status"] == "completed" and batch.summary["xla"] is (jit == "true")
-    assert_batch_equals_runs_alone(pd.read_csv(batch.dir / "starts.csv"), lambda init: train(*overrides, init), *ulps)
+    alone = lambda start: trained(overrides, from_point(start))  # noqa: E731
+    assert_batch_equals_runs_alone(pd.read_csv(batch.dir / "starts.csv"), alone, *ulps)
 
 
-def test_eight_starts_on_the_plain_graph_are_separate_runs_within_a_few_ulps(train):
+def test_eight_starts_on_the_plain_graph_are_separate_runs_within_a_few_ulps(trained):
     overrides = rosenbrock_from_starts("adam", "false")
-    batch = train(*overrides, "objective.starts=8")
-    starts = pd.read_csv(batch.dir / "starts.csv")
-    assert_batch_equals_runs_alone(starts, lambda init: train(*overrides, init), *POW_ROUNDING_ULPS["adam"])
+    batch = trained(overrides, "objective.starts=8")
+    alone = lambda start: trained(overrides, from_point(start))  # noqa: E731
+    assert_batch_equals_runs_alone(pd.read_csv(batch.dir / "starts.csv"), alone, *POW_ROUNDING_ULPS["adam"])
 
 
 # Under XLA, the end of a batch whose loss sums over a vector parameter (tf.reduce_sum inside tf.vectorized_map)
 # was once evaluated from the parameters as they were when the compiled call began (TensorFlow 2.21).
 @pytest.mark.parametrize("jit", ["true", "false"], ids=["xla", "graph"])
-def test_a_batch_over_a_summing_objective_reports_the_loss_at_its_ends(train, jit):
+def test_a_batch_over_a_summing_objective_reports_the_loss_at_its_ends(trained, jit):
     overrides = ["objective=styblinski_tang", "optimizer=adam", "lr=0.01", "epochs=50", "seed=3",
                  f"jit_compile={jit}", "log.tensorboard=false"]  # fmt: skip
-    batch = train(*overrides, "objective.starts=4")
+    batch = trained(overrides, "objective.starts=4")
     starts = pd.read_csv(batch.dir / "starts.csv")
     for _, row in starts.iterrows():
-        init = "[" + ",".join(str(value) for value in float32(row.filter(like="start_").to_numpy())) + "]"
-        alone = train(*overrides, f"objective.init={init}")
+        by_itself = trained(overrides, from_point(float32(row.filter(like="start_").to_numpy())))
         if jit == "true":  # exactly separate runs (the plain graph's x**4 of [4, 2] rounds otherwise, see above)
-            assert float32(row["final_loss"]) == float32(alone.summary["final_loss"])
+            assert float32(row["final_loss"]) == float32(by_itself.summary["final_loss"])
         else:
-            assert row["final_loss"] == pytest.approx(alone.summary["final_loss"], rel=1e-6)
+            assert row["final_loss"] == pytest.approx(by_itself.summary["final_loss"], rel=1e-6)
     assert batch.summary["final_loss"] == starts["final_loss"].min()
 
 
@@ -177,24 +240,20 @@ def test_a_one_value_domain_covers_every_element(train):
     assert len(starts) == 5 and starts.filter(like="start_").abs().to_numpy().max() <= 1
 
 
-def test_each_start_stops_at_its_own_step_as_it_does_alone(train):
-    # (x − 1)² overflows float32 beyond |x| ≈ 1.8e19, so some starts drawn from ±4e19 are infinite at once; the
-    # others converge on the gradient at steps of their own (the further out, the later: 218 to 223), or run out
-    # of steps first.
-    overrides = ["objective=quadratic", "optimizer=sgd", "lr=0.1", "stop.grad_tol=1e-2", "epochs=222",
-                 "jit_compile=true", "log.tensorboard=false"]  # fmt: skip
-    result = train(*overrides, "objective.starts=16", "objective.domain=[[-4e19,4e19]]", "log.plots=true")
+def test_each_start_stops_at_its_own_step_as_it_does_alone(spread_starts, trained):
+    result = spread_starts
+    overrides = [*SPREAD_STARTS[:5], "epochs=222", "log.tensorboard=false"]  # one start, by itself
     starts = pd.read_csv(result.dir / "starts.csv")
     assert set(starts["status"]) == {"diverged", "converged", "completed"}
     assert len(set(starts.loc[starts["status"] == "converged", "steps"])) > 1
     assert result.summary["status"] == "completed" and result.summary["steps"] == 222
     assert result.summary["starts"] == starts["status"].value_counts().to_dict()
     for _, row in starts.iterrows():
-        alone = train(*overrides, f"objective.init={float32(row['start_x'])}")
-        assert (alone.summary["status"], alone.summary["steps"]) == (row["status"], row["steps"])
+        by_itself = trained(overrides, from_point(float32(row["start_x"])))
+        assert (by_itself.summary["status"], by_itself.summary["steps"]) == (row["status"], row["steps"])
         if row["status"] != "diverged":
-            assert float32(row["end_x"]) == float32(alone.summary["params"]["x"])
-            assert float32(row["final_loss"]) == float32(alone.summary["final_loss"])
+            assert float32(row["end_x"]) == float32(by_itself.summary["params"]["x"])
+            assert float32(row["final_loss"]) == float32(by_itself.summary["final_loss"])
     finite = starts[np.isfinite(starts["final_loss"])]
     assert result.summary["best_start"] == int(finite.loc[finite["final_loss"].idxmin(), "start"])
     assert result.summary["final_loss"] == float32(finite["final_loss"].min())
@@ -203,15 +262,10 @@ def test_each_start_stops_at_its_own_step_as_it_does_alone(train):
     assert np.isfinite(result.metrics[["loss", "loss_mean", "loss_worst"]].to_numpy()).all()
 
 
-def test_a_resumed_batch_of_starts_equals_a_straight_one_and_its_stopped_starts_stay_stopped(tmp_path):
-    from conftest import resume_in, run_in
-
-    # The starts of the test above: at step 220 one has converged (218), one converges (220), and many diverged.
-    overrides = ["objective=quadratic", "optimizer=sgd", "lr=0.1", "stop.grad_tol=1e-2", "jit_compile=true",
-                 "objective.starts=16", "objective.domain=[[-4e19,4e19]]", "log.plots=false"]  # fmt: skip
-    whole, split = tmp_path / "whole", tmp_path / "split"
-    run_in(whole, *overrides, "epochs=222")
-    run_in(split, *overrides, "epochs=220")
+def test_a_resumed_batch_of_starts_equals_a_straight_one_and_its_stopped_starts_stay_stopped(spread_starts, tmp_path):
+    # At step 220 one start has converged (218), one converges (220), and many diverged.
+    whole, split = spread_starts.dir, tmp_path / "split"
+    run_in(split, *SPREAD_STARTS, "epochs=220")
     summary = resume_in(split, "epochs=222")
     for name in ("starts.csv", "metrics.csv"):
         pd.testing.assert_frame_equal(pd.read_csv(split / name), pd.read_csv(whole / name), check_exact=True)

@@ -26,6 +26,7 @@ MIN_EXIT_ARROW = 0.12  # of the frame: the shortest arrow that shows where a div
 FLOAT32_EPS = float(np.finfo(np.float32).eps)  # the spacing of float32 numbers relative to their size, 2⁻²³
 ROUNDING_STEPS = 10  # float32 steps of the loss near its reference value that a loss axis shows linearly
 SUPERSCRIPTS = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+TITLE_FITS = 4  # times a title too wide is measured and made smaller, at most
 # A run's pictures are drawn for every job of a sweep, so they skip what costs most and shows least: the
 # layout and the titles' height are fixed rather than computed from every label's extent, log axes are
 # labelled 10⁻³ in plain text rather than with mathtext, and get few minor ticks (each label is drawn text).
@@ -248,8 +249,10 @@ def fitted_title(axis: Any, title: str) -> None:
     figure = axis.get_figure()
     centre = (axis.bbox.x0 + axis.bbox.x1) / 2
     room = 2 * min(centre, figure.bbox.width - centre) * 0.98
-    width = text.get_window_extent(figure.canvas.get_renderer()).width
-    if width > room:
+    for _ in range(TITLE_FITS):  # a text's width is not quite in proportion to its size: measured again
+        width = text.get_window_extent(figure.canvas.get_renderer()).width
+        if width <= room:
+            break
         text.set_fontsize(text.get_fontsize() * room / width)
 
 
