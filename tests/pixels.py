@@ -109,8 +109,10 @@ def frames(image: np.ndarray) -> list[Frame]:
         for (left, *down_left), (right, *down_right) in itertools.combinations(columns, 2):
             spans = [(across_top, left, right), (across_bottom, left, right), (down_left, top, bottom),
                      (down_right, top, bottom)]  # fmt: skip
-            if bottom - top >= MIN_SIDE and right - left >= MIN_SIDE and all(
-                start <= low and high < stop for (start, stop), low, high in spans
+            if (
+                bottom - top >= MIN_SIDE
+                and right - left >= MIN_SIDE
+                and all(start <= low and high < stop for (start, stop), low, high in spans)
             ):
                 found.append(Frame(left, right, top, bottom))
     return sorted(found, key=lambda frame: frame.left)
