@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -11,6 +13,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
+from tapelab import training
 from tapelab.config import register_configs
 from tapelab.resume import resumed_config
 from tapelab.runner import run
@@ -66,3 +69,12 @@ def train(tmp_path: Path) -> Callable[..., Run]:
         return Run(run_dir, run(compose_config(*overrides), run_dir))
 
     return _train
+
+
+@contextmanager
+def no_idle_trainers() -> Iterator[None]:
+    """The process's pool of idle trainers empty while the block runs, as in a fresh process, and as it was
+    afterwards: a run's first loop of each structure traces, whatever tests ran before in this process."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(training, "_idle", OrderedDict())
+        yield

@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,11 +33,11 @@ from hydra.experimental.callback import Callback
 from hydra.test_utils.launcher_common_tests import BatchedSweeperTestSuite, IntegrationTestSuite, LauncherTestSuite
 from omegaconf import DictConfig, OmegaConf
 
-from conftest import ROOT, compose_config
+from conftest import ROOT, compose_config, no_idle_trainers
 from hydra_plugins.tapelab_batched_launcher import batched_launcher
 from hydra_plugins.tapelab_batched_launcher.batched_launcher import batches, prepares
 from hydra_plugins.tapelab_sweeper import grid_sweeper
-from tapelab import batch_run, cli, training
+from tapelab import batch_run, cli
 from tapelab.api import own_global_hydra
 from tapelab.batching import CannotBatch, group_key
 from tapelab.config import register_configs
@@ -91,16 +90,6 @@ def plugins_and_logging() -> Iterator[None]:
     """tapelab's plugins registered, and the root logger as before afterwards."""
     registered_plugins()
     with root_logging_kept():
-        yield
-
-
-@contextmanager
-def no_idle_trainers() -> Iterator[None]:
-    """The process's pool of idle trainers empty while the block runs, as in a fresh process, and as it was
-    afterwards: the next batch's loop is compiled ahead only if no trainer of it is idle, whatever tests ran
-    before in this process."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(training, "_idle", OrderedDict())
         yield
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import json
 import math
-from collections import OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +23,8 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import CONF_DIR, compose_config, resume_in, run_in
+from conftest import CONF_DIR, compose_config, no_idle_trainers, resume_in, run_in
 from fresh_process import FreshProcess
-from tapelab import training
 from tapelab.runner import run
 from test_stop_rules import GD_ON_SQUARE, first_step_without_progress
 
@@ -66,10 +65,10 @@ def references(tmp_path_factory):
 
 
 @pytest.fixture
-def fresh_pool(monkeypatch):
-    """An empty pool of traced loops for this test (the process's own comes back after it), so that the test's
-    first job of each structure traces, whatever earlier tests left in the process."""
-    monkeypatch.setattr(training, "_idle", OrderedDict())
+def fresh_pool() -> Iterator[None]:
+    """An empty pool of traced loops for this test (the process's own comes back after it)."""
+    with no_idle_trainers():
+        yield
 
 
 def traced_and_compiled(run_dir: Path) -> tuple[float, float]:
