@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,10 +12,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from tapelab import training
 from tapelab.config import register_configs
+from tapelab.engine.pool import POOL
 from tapelab.resume import resumed_config
-from tapelab.runner import run
+from tapelab.runs import train_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
@@ -34,14 +33,14 @@ def run_in(run_dir: Path, *overrides: str) -> dict:
     """A new run into `run_dir`, with its overrides saved as Hydra saves them; returns its summary."""
     (run_dir / ".hydra").mkdir(parents=True)
     OmegaConf.save(OmegaConf.create(list(overrides)), run_dir / ".hydra" / "overrides.yaml")
-    run(compose_config(*overrides), run_dir)
+    train_config(compose_config(*overrides), run_dir)
     return json.loads((run_dir / "summary.json").read_text())
 
 
 def resume_in(run_dir: Path, *overrides: str) -> dict:
     """`python run.py resume=true hydra.run.dir=<run_dir> <overrides>`, in-process; returns the summary."""
     cfg = resumed_config(run_dir, ["resume=true", *overrides], lambda keys: compose_config(*keys))
-    run(cfg, run_dir, resume=True)
+    train_config(cfg, run_dir, resume=True)
     return json.loads((run_dir / "summary.json").read_text())
 
 
@@ -66,15 +65,17 @@ def train(tmp_path: Path) -> Callable[..., Run]:
         run_dir = tmp_path / f"run{count}"
         if not any(override.startswith("log.plots=") for override in overrides):
             overrides = ("log.plots=false", *overrides)  # pictures cost ~0.5 s a run; test_pictures.py asks for them
-        return Run(run_dir, run(compose_config(*overrides), run_dir))
+        return Run(run_dir, train_config(compose_config(*overrides), run_dir))
 
     return _train
 
 
 @contextmanager
 def no_idle_trainers() -> Iterator[None]:
-    """The process's pool of idle trainers empty while the block runs, as in a fresh process, and as it was
-    afterwards: a run's first loop of each structure traces, whatever tests ran before in this process."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(training, "_idle", OrderedDict())
+    """The process's pool of loops empty while the block runs, as in a fresh process, and again afterwards: a run's
+    first loop of each structure traces, whatever tests ran before in this process."""
+    POOL.reset()
+    try:
         yield
+    finally:
+        POOL.reset()

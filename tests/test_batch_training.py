@@ -9,10 +9,9 @@ import pandas as pd
 
 from composed import derived
 from conftest import ROOT
-from tapelab import training
-from tapelab.batch_run import train_batch
 from tapelab.config import to_experiment
-from tapelab.runner import train
+from tapelab.engine.pool import POOL
+from tapelab.runs import train_alone, train_batch
 
 # Learning rates from far too small to far too large for Rosenbrock/Adam, and stop rules: in one batch, members
 # complete, converge (on the gradient or a plateau) and diverge at steps of their own. Every elementwise optimizer
@@ -36,7 +35,8 @@ def run_both(tmp_path: Path, optimizer: str, lrs: list[str], *extra: str, epochs
     for run_dir in batch:
         assert json.loads((run_dir / "summary.json").read_text())["batch"] == {"group": 3, "size": len(lrs)}
     assert returned == [
-        train(experiment, run_dir, trial=lr) for experiment, run_dir, lr in zip(experiments, alone, lrs, strict=True)
+        train_alone(experiment, run_dir, trial=lr)
+        for experiment, run_dir, lr in zip(experiments, alone, lrs, strict=True)
     ]
     return list(zip(batch, alone, strict=True))
 
@@ -69,7 +69,7 @@ def test_a_member_resumes_alone_as_its_run_alone_does(tmp_path):
         if summary_of(batch)["status"] != "completed":
             continue
         for run_dir in (batch, alone):
-            train(longer, run_dir, resume=True, trial=lr)
+            train_alone(longer, run_dir, resume=True, trial=lr)
         pd.testing.assert_frame_equal(
             pd.read_csv(batch / "metrics.csv"), pd.read_csv(alone / "metrics.csv"), check_exact=True
         )
@@ -78,9 +78,9 @@ def test_a_member_resumes_alone_as_its_run_alone_does(tmp_path):
 
 def test_a_batch_that_reuses_an_earlier_batch_s_loop_equals_its_runs_alone(tmp_path):
     run_both(tmp_path / "first", "adam", ADAM_LEARNING_RATES)
-    built = {id(trainer) for trainers in training._idle.values() for trainer in trainers}
+    built = {id(batch) for batch in POOL.idle()}
     pairs = run_both(tmp_path / "again", "adam", list(reversed(ADAM_LEARNING_RATES)))  # other values, the same loop
-    assert {id(trainer) for trainers in training._idle.values() for trainer in trainers} == built  # none new
+    assert {id(batch) for batch in POOL.idle()} == built  # none new
     for batch, alone in pairs:
         pd.testing.assert_frame_equal(
             pd.read_csv(batch / "metrics.csv"), pd.read_csv(alone / "metrics.csv"), check_exact=True
@@ -98,8 +98,8 @@ def test_a_member_with_parameters_of_two_shapes_resumes_alone_as_its_run_alone_d
     train_batch(short, batch, lrs, group=0)
     for lr, run_dir in zip(lrs, batch, strict=True):
         longer = to_experiment(derived(python, f"lr={lr}", "epochs=60"))
-        train(longer, run_dir, resume=True, trial=lr)
-        train(longer, tmp_path / "straight" / lr, trial=lr)
+        train_alone(longer, run_dir, resume=True, trial=lr)
+        train_alone(longer, tmp_path / "straight" / lr, trial=lr)
         # This loss, mapped over the members, rounds unlike its run alone in the last bit now and then (README):
         # to float32 rounding, and Adam's moments restored into the right slots (a wrong one would not even
         # fit: a is a scalar, v a vector).
@@ -122,7 +122,7 @@ def test_a_member_equals_its_run_alone_on_every_built_in_objective(tmp_path):
         batch = [tmp_path / objective / "batch" / lr for lr in lrs]
         train_batch(experiments, batch, lrs, group=0)
         for experiment, run_dir, lr in zip(experiments, batch, lrs, strict=True):
-            train(experiment, tmp_path / objective / "alone" / lr, trial=lr)
+            train_alone(experiment, tmp_path / objective / "alone" / lr, trial=lr)
             pd.testing.assert_frame_equal(
                 pd.read_csv(run_dir / "metrics.csv"),
                 pd.read_csv(tmp_path / objective / "alone" / lr / "metrics.csv"),

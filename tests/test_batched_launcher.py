@@ -37,7 +37,7 @@ from conftest import ROOT, compose_config, no_idle_trainers
 from hydra_plugins.tapelab_batched_launcher import batched_launcher
 from hydra_plugins.tapelab_batched_launcher.batched_launcher import batches, prepares
 from hydra_plugins.tapelab_sweeper import grid_sweeper
-from tapelab import batch_run, cli
+from tapelab import checkpoints, cli
 from tapelab.api import own_global_hydra
 from tapelab.batching import CannotBatch, group_key
 from tapelab.config import register_configs
@@ -610,7 +610,7 @@ def test_a_batched_job_s_checkpoint_time_is_its_share_of_the_batch_s(tmp_path, m
     # Sixteen Rosenbrock runs as one batch (lr=1 diverges at its first step); the batch's saves are timed from
     # outside, around each call of its checkpoint's save.
     saves: list[float] = []
-    save = batch_run.BatchCheckpoint.save
+    save = checkpoints.BatchCheckpoint.save
 
     def timed_save(self: Any, *args: Any, **kwargs: Any) -> Any:
         started = time.perf_counter()
@@ -619,7 +619,7 @@ def test_a_batched_job_s_checkpoint_time_is_its_share_of_the_batch_s(tmp_path, m
         finally:
             saves.append(time.perf_counter() - started)
 
-    monkeypatch.setattr(batch_run.BatchCheckpoint, "save", timed_save)
+    monkeypatch.setattr(checkpoints.BatchCheckpoint, "save", timed_save)
     lrs = [f"{0.0001 * number:.4f}" for number in range(1, 16)] + ["1"]
     multirun(TAPELAB_TASK, "objective=rosenbrock", "optimizer=sgd", f"lr={','.join(lrs)}", "epochs=9095",
              "log.every=1", "log.plots=false", "log.tensorboard=false", "hydra/launcher=batched",

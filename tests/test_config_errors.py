@@ -9,7 +9,7 @@ from omegaconf.errors import ValidationError
 from conftest import compose_config
 from tapelab.config import to_experiment
 from tapelab.errors import ConfigError, one_line
-from tapelab.runner import run
+from tapelab.runs import train_config
 
 
 @pytest.mark.parametrize(
@@ -66,7 +66,7 @@ def test_out_of_range_top_level_values_name_their_key(overrides, key):
 )
 def test_bad_objective_values_fail_before_anything_is_written(tmp_path, overrides, key, allowed):
     with pytest.raises(ConfigError) as error:
-        run(compose_config(*overrides), tmp_path / "run")
+        train_config(compose_config(*overrides), tmp_path / "run")
     assert error.value.key == key
     assert allowed in error.value.problem
     assert not (tmp_path / "run").exists()
@@ -155,7 +155,7 @@ def test_a_finished_run_directory_is_never_written_over(train):
     first = train("epochs=3")
     before = {path.name: path.read_bytes() for path in first.dir.iterdir() if path.is_file()}
     with pytest.raises(ConfigError) as error:
-        run(compose_config("epochs=5"), first.dir)
+        train_config(compose_config("epochs=5"), first.dir)
     assert error.value.key == "hydra.run.dir"
     assert {path.name: path.read_bytes() for path in first.dir.iterdir() if path.is_file()} == before
 

@@ -12,7 +12,7 @@ import pytest
 from conftest import ROOT, compose_config
 from tapelab.errors import ConfigError
 from tapelab.objectives.expression import check_expression
-from tapelab.runner import run
+from tapelab.runs import train_config
 
 SEED_000_X = [3.0, 2.3, 1.74, 1.292, 0.93360007]  # x² + x − 1 from 3, descended at lr 0.1
 
@@ -131,7 +131,7 @@ def test_anything_outside_the_whitelist_is_refused_before_tensorflow_runs(tmp_pa
     cfg.objective.expr = expr  # exactly this text, with no command-line quoting in between
     monkeypatch.setitem(sys.modules, "tensorflow", None)  # importing TensorFlow would now fail
     with pytest.raises(ConfigError) as error:
-        run(cfg, tmp_path / "run")
+        train_config(cfg, tmp_path / "run")
     assert error.value.key == "objective.expr"
     assert problem in error.value.problem
     if expr:
@@ -142,7 +142,7 @@ def test_anything_outside_the_whitelist_is_refused_before_tensorflow_runs(tmp_pa
 def test_the_column_of_a_refused_construct_points_at_it(tmp_path):
     cfg = compose_config("objective=expression", "objective.expr='4*w + w.real'")
     with pytest.raises(ConfigError) as error:
-        run(cfg, tmp_path / "run")
+        train_config(cfg, tmp_path / "run")
     assert "attribute access (.real) is not allowed, at column 8; allowed: numbers, names" in error.value.problem
 
 
@@ -169,7 +169,7 @@ def test_the_column_of_a_refused_construct_points_at_it(tmp_path):
 )
 def test_names_constants_and_start_values_are_checked(tmp_path, overrides, key, problem):
     with pytest.raises(ConfigError) as error:
-        run(compose_config("objective=expression", *overrides), tmp_path / "run")
+        train_config(compose_config("objective=expression", *overrides), tmp_path / "run")
     assert error.value.key == key
     assert problem in error.value.problem
     assert not (tmp_path / "run").exists()

@@ -21,7 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from conftest import CONF_DIR, ROOT, compose_config
 from tapelab.errors import ConfigError
-from tapelab.runner import run
+from tapelab.runs import train_config
 
 OBJECTIVES = sorted(path.stem for path in (CONF_DIR / "objective").glob("*.yaml"))
 OPTIMIZERS = sorted(path.stem for path in (CONF_DIR / "optimizer").glob("*.yaml"))
@@ -153,7 +153,7 @@ def test_any_configuration_runs_or_is_refused_cleanly(tmp_path_factory, override
         return
     run_dir = tmp_path_factory.mktemp("run") / "run"
     try:
-        final_loss = run(cfg, run_dir)
+        final_loss = train_config(cfg, run_dir)
     except (ConfigError, OmegaConfBaseException) as error:
         event(f"refused: {getattr(error, 'key', type(error).__name__)}")
         assert not (run_dir / "metrics.csv").exists() and not (run_dir / "summary.json").exists()

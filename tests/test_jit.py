@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import resume_in, run_in
-from tapelab.training import XLA_MIN_WORK
+from tapelab.engine.compiled import XLA_MIN_WORK
 
 
 def test_auto_runs_a_short_run_in_the_plain_graph_and_a_long_one_with_xla(train):

@@ -16,7 +16,7 @@ from composed import derived
 from conftest import Run, compose_config, resume_in, run_in
 from pixels import ORANGE, RED, WHITE, centroid, frames, marker_at, rgb
 from tapelab.errors import ConfigError
-from tapelab.runner import run
+from tapelab.runs import train_config
 from tensorboard_client import time_series_groups, time_series_tags
 
 HIMMELBLAU = ["objective=himmelblau", "optimizer=adam", "lr=0.05", "epochs=300", "seed=3", "jit_compile=true"]
@@ -39,7 +39,7 @@ def trained(tmp_path) -> Callable[..., Run]:
         if not any(override.startswith("log.plots=") for override in overrides):
             overrides = ("log.plots=false", *overrides)
         run_dir = tmp_path / f"derived{next(numbers)}"
-        return Run(run_dir, run(derived(overrides, *values), run_dir))
+        return Run(run_dir, train_config(derived(overrides, *values), run_dir))
 
     return _trained
 
@@ -53,7 +53,7 @@ def from_point(start) -> str:
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory) -> Run:
     run_dir = tmp_path_factory.mktemp("batch")
-    returned = run(compose_config(*HIMMELBLAU, "objective.starts=4", "log.plots=true"), run_dir)
+    returned = train_config(compose_config(*HIMMELBLAU, "objective.starts=4", "log.plots=true"), run_dir)
     return Run(run_dir, returned)
 
 

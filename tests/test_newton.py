@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 
 from tapelab.config import StopConfig
+from tapelab.engine.batch import Batch
 from tapelab.errors import ConfigError
 from tapelab.objectives import Problem
 from tapelab.optimizers import Newton
-from tapelab.training import Trainer
 
 NEWTON = ("optimizer=newton", "log.tensorboard=false")
 
@@ -123,13 +123,13 @@ def test_max_params_is_a_limit_it_reaches_and_can_raise(train):
 
 
 def run_newton(loss, start: float, steps: int, lr: float = 1.0) -> tuple[pd.DataFrame, bool]:
-    """Newton on a one-parameter loss of w, straight through the Trainer: the history and whether it diverged."""
+    """Newton on a one-parameter loss of w, straight through the engine's Batch: the history and whether it diverged."""
     import tensorflow as tf
 
     problem = Problem({"w": np.float32(start)}, lambda params, constants: loss(tf, params["w"]), repr(loss))
-    trainer = Trainer(problem, Newton(max_params=100), stop=StopConfig(), jit_compile=True)
-    trainer.load([problem], [Newton(max_params=100)], [lr], log_every=1, stops=[StopConfig()])
-    chunks = [chunk for (report,) in trainer.chunks(steps) for chunk in report]
+    batch = Batch(problem, Newton(max_params=100), stop=StopConfig(), jit_compile=True)
+    batch.load([problem], [Newton(max_params=100)], [lr], log_every=1, stops=[StopConfig()])
+    chunks = [chunk for (report,) in batch.chunks(steps) for chunk in report]
     return pd.concat([chunk.history for chunk in chunks], ignore_index=True), chunks[-1].status == "diverged"
 
 

@@ -36,7 +36,7 @@ from pixels import (
     spots,
 )
 from tapelab.plots import ContourPicture, contour_box, diverged_box, exit_arrow, loss_figure, pngs_written, save
-from tapelab.runner import run
+from tapelab.runs import train_config
 from tapelab.sweep_plots import plot_sweep, sweep_figure
 
 ROSENBROCK_DOMAIN = [[-2.0, 2.0], [-1.0, 3.0]]  # conf/objective/rosenbrock.yaml
@@ -79,7 +79,7 @@ def drawn(figure):
 
 def run_into(run_dir, *overrides: str) -> Run:
     """`python run.py <overrides>` in-process into `run_dir`, with its pictures and without TensorBoard."""
-    return Run(run_dir, run(compose_config("log.tensorboard=false", *overrides), run_dir))
+    return Run(run_dir, train_config(compose_config("log.tensorboard=false", *overrides), run_dir))
 
 
 def titled(image: np.ndarray, title: str) -> bool:
@@ -274,7 +274,7 @@ def test_a_diverged_runs_pictures_say_the_step_it_diverged_at(diverged_run):
 
 def test_a_title_too_wide_for_the_picture_is_drawn_smaller(tmp_path):
     job = "lr=0.001,optimizer.weight_decay=0.004,optimizer.momentum=0.9,stop.grad_tol=0.001,stop.patience=50_12"
-    run(compose_config("optimizer=sgd", "lr=0.001", "epochs=5", "log.tensorboard=false"), tmp_path / job)
+    train_config(compose_config("optimizer=sgd", "lr=0.001", "epochs=5", "log.tensorboard=false"), tmp_path / job)
     title = f"quadratic · sgd · lr 0.001 — {job}"
     image = rgb(tmp_path / job / "loss.png")
     (frame,) = frames(image)

@@ -9,7 +9,7 @@ from omegaconf.errors import MissingMandatoryValue
 from conftest import compose_config
 from tapelab.config import to_experiment
 from tapelab.errors import ConfigError
-from tapelab.runner import run
+from tapelab.runs import train_config
 
 
 def test_a_vector_quadratic_descends_in_closed_form(train):
@@ -77,7 +77,7 @@ def test_scalar_and_vector_parameters_keep_the_order_of_init(train):
 def test_a_bad_function_path_or_return_value_is_a_config_error(tmp_path, function, problem):
     cfg = compose_config("objective=python", f"objective.function={function}", "objective.init={w: [0, 0]}")
     with pytest.raises(ConfigError) as error:
-        run(cfg, tmp_path / "run")
+        train_config(cfg, tmp_path / "run")
     assert error.value.key == "objective.function"
     assert problem in error.value.problem
     assert not (tmp_path / "run").exists()
@@ -98,7 +98,7 @@ def test_a_bad_function_path_or_return_value_is_a_config_error(tmp_path, functio
 def test_start_values_are_checked(tmp_path, init, key, problem):
     cfg = compose_config("objective=python", "objective.function=user_objectives.shifted_bowl", init)
     with pytest.raises(ConfigError) as error:
-        run(cfg, tmp_path / "run")
+        train_config(cfg, tmp_path / "run")
     assert error.value.key == key
     assert problem in error.value.problem
     assert not (tmp_path / "run").exists()

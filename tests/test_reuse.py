@@ -25,7 +25,7 @@ from omegaconf import OmegaConf
 
 from conftest import CONF_DIR, compose_config, no_idle_trainers, resume_in, run_in
 from fresh_process import FreshProcess
-from tapelab.runner import run
+from tapelab.runs import train_config
 from test_stop_rules import GD_ON_SQUARE, first_step_without_progress
 
 OPTIMIZERS = sorted(path.stem for path in (CONF_DIR / "optimizer").glob("*.yaml"))
@@ -142,7 +142,7 @@ def test_a_process_keeps_the_loops_of_its_16_most_recently_used_structures(tmp_p
         runs += 1
         formula = copy.deepcopy(config)
         formula.objective.expr = f"x**2 - {k}.125*x"
-        run(formula, tmp_path / str(runs))
+        train_config(formula, tmp_path / str(runs))
         return json.loads((tmp_path / str(runs) / "summary.json").read_text())["timings_s"]["trace"]
 
     assert all(traced(k) > 0 for k in range(17))

@@ -29,12 +29,12 @@ def tensor_series(events: EventAccumulator, tag: str) -> tuple[list[int], list[n
 @pytest.fixture(scope="module")
 def vector_run(tmp_path_factory):
     from conftest import Run, compose_config
-    from tapelab.runner import run
+    from tapelab.runs import train_config
 
     run_dir = tmp_path_factory.mktemp("tb") / "run"
     return Run(
         run_dir,
-        run(
+        train_config(
             compose_config("objective=sum_of_squares", "optimizer=adam", "lr=0.1", "epochs=25", "log.every=4"), run_dir
         ),
     )
@@ -169,9 +169,11 @@ def test_a_resumed_run_replaces_its_session_with_the_new_status(tmp_path):
 )
 def test_every_optimizers_step_graph_has_its_update_under_update(tmp_path, overrides, update_ops):
     from conftest import compose_config
-    from tapelab.runner import run
+    from tapelab.runs import train_config
 
-    run(compose_config("objective=rosenbrock", "lr=0.001", "epochs=3", "log.plots=false", *overrides), tmp_path)
+    train_config(
+        compose_config("objective=rosenbrock", "lr=0.001", "epochs=3", "log.plots=false", *overrides), tmp_path
+    )
     graph = load_events(tmp_path).Graph()
     names = [node.name for node in graph.node]
     assert len(set(names)) == len(names)
@@ -187,10 +189,10 @@ def test_every_optimizers_step_graph_has_its_update_under_update(tmp_path, overr
 
 def test_the_graphs_change_no_number(tmp_path):
     from conftest import compose_config
-    from tapelab.runner import run
+    from tapelab.runs import train_config
 
     for graph in ("true", "false"):
-        run(
+        train_config(
             compose_config("objective=rosenbrock", "optimizer=newton", "epochs=20", f"log.graph={graph}"),
             tmp_path / graph,
         )

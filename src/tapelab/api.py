@@ -28,6 +28,7 @@ from tapelab.callbacks import quoted
 from tapelab.cli import CONFIG_PATH
 from tapelab.config import register_configs
 from tapelab.errors import ConfigError, PastHydra
+from tapelab.failures import carried_past_hydra
 from tapelab.rundir import METRICS, SUMMARY
 from tapelab.sweep import SWEEP_CSV, find_jobs, sweep_table, swept_keys
 
@@ -133,13 +134,8 @@ def _task(cfg: DictConfig) -> float:
     from tapelab.job import run_job
 
     hydra_config = HydraConfig.get()
-    with log_file(Path(hydra_config.runtime.output_dir) / f"{hydra_config.job.name}.log"):
-        try:
-            return run_job(cfg)
-        except (ConfigError, OmegaConfBaseException) as mistake:
-            raise PastHydra(ConfigError.of(mistake)) from None
-        except Exception as error:
-            raise PastHydra(error) from None
+    with log_file(Path(hydra_config.runtime.output_dir) / f"{hydra_config.job.name}.log"), carried_past_hydra():
+        return run_job(cfg)
 
 
 @contextmanager

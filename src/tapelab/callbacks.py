@@ -17,8 +17,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 from tapelab.config import check_added_keys
 from tapelab.console import count_of_jobs, job_line, to_console
-from tapelab.errors import ConfigError, PastHydra
-from tapelab.extras import check_installed
+from tapelab.errors import ConfigError
+from tapelab.extras import missing_in_launch
+from tapelab.failures import carried_past_hydra
 from tapelab.resume import composer, resumed_config
 from tapelab.rundir import SUMMARY, check_unused, check_writable, claim_new_dir
 
@@ -33,18 +34,6 @@ def is_time_named(node: DictConfig) -> bool:
 def quoted(value: str | Path) -> str:
     """`value` as a quoted Hydra override value."""
     return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-@contextmanager
-def carried_past_hydra() -> Iterator[None]:
-    """An exception of the block carried past Hydra (`PastHydra`): a config mistake as a ConfigError, any other
-    (a user's own loss function's) as it is."""
-    try:
-        yield
-    except (ConfigError, OmegaConfBaseException) as mistake:
-        raise PastHydra(ConfigError.of(mistake)) from None
-    except Exception as error:
-        raise PastHydra(error) from None
 
 
 @contextmanager
@@ -92,7 +81,7 @@ def resumed(config: DictConfig) -> DictConfig:
 class RunChecks(Callback):
     """Refuse a run or sweep of tapelab's task that can't run, before Hydra or `RunDirectories` writes anything.
 
-    A run's config must pass every check of a run (`tapelab.runner.check_config`), and a key that the command
+    A run's config must pass every check of a run (`tapelab.runs.check_config`), and a key that the command
     line adds with `+` must be one of tapelab's (`tapelab.config.check_added_keys`). A sweep's launcher and
     sweeper must be installed, and its added keys known; its jobs' values are checked as each job runs, so that
     a job with a bad value fails and the others go on. Listed before `RunDirectories`, whose callbacks Hydra
@@ -100,7 +89,7 @@ class RunChecks(Callback):
     """
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from tapelab.runner import check_config
+        from tapelab.runs import check_config
 
         with carried_past_hydra():
             check_added_keys(config)
@@ -110,7 +99,9 @@ class RunChecks(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         with carried_past_hydra():
-            check_installed(config)
+            missing = missing_in_launch(config)
+            if missing is not None:
+                raise ConfigError(*missing)
             check_added_keys(config)
 
 
@@ -191,7 +182,7 @@ def names_list(names: list[str]) -> str:
 
 def log_earlier_launch(sweep_dir: Path) -> None:
     """Say what a re-launch into `sweep_dir` will do with the jobs an earlier launch left there."""
-    from tapelab.resume import is_finished
+    from tapelab.rundir import is_finished
 
     job_dirs = [path.parent for path in sweep_dir.glob(f"*/{SUMMARY}")]
     finished = sum(is_finished(job_dir) for job_dir in job_dirs)
@@ -228,7 +219,7 @@ class JobLines(Callback):
             log.info("sweep of %s into %s", count_of_jobs(self.total), config.hydra.sweep.dir)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from tapelab.resume import holds_other_job, is_finished
+        from tapelab.rundir import holds_other_job, is_finished
 
         job_dir = Path(config.hydra.runtime.output_dir)
         # Hydra has saved this job's overrides, unless the directory is another job's or finished.
@@ -236,7 +227,7 @@ class JobLines(Callback):
         self.started[str(job_dir)] = (clash, not clash and is_finished(job_dir))
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
-        from tapelab.resume import read_summary
+        from tapelab.rundir import read_summary
 
         job_dir = Path(config.hydra.runtime.output_dir)
         clash, earlier = self.started.pop(str(job_dir), (False, False))

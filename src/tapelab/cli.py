@@ -10,19 +10,16 @@ import logging
 import os
 import sys
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig
-from omegaconf.errors import OmegaConfBaseException
 
 from tapelab import batching
 from tapelab.config import register_configs
-from tapelab.errors import ConfigError, config_errors_exit_with_usage_error, exit_on_user_error
+from tapelab.errors import config_errors_exit_with_usage_error
+from tapelab.failures import exits_as_the_command_line
 
 CONFIG_MODULE = "tapelab.conf"  # conf/ of the checkout, shipped in the wheel
 CONFIG_PATH = f"pkg://{CONFIG_MODULE}"
@@ -63,24 +60,6 @@ def configure_process() -> None:
     warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/ray' is validated against ConfigStore schema")
 
 
-@contextmanager
-def exits_as_the_command_line() -> Iterator[None]:
-    """Around the command line's jobs: a single run's config mistake is one line and exit 2; a run stopped by
-    SIGINT or SIGTERM exits with 130 or 143 after saving everything (a sweep stops too), with a line that
-    names the directory of the job HydraConfig holds (and, in a sweep, that re-launching the sweep goes on)."""
-    from tapelab.interrupts import Interrupted
-
-    try:
-        yield
-    except Interrupted as stop:
-        hydra_config = HydraConfig.get()
-        sweep = " (or re-launch the sweep)" if hydra_config.mode == RunMode.MULTIRUN else ""
-        log.warning("%s; continue with resume=true hydra.run.dir=%s%s", stop, hydra_config.runtime.output_dir, sweep)
-        raise SystemExit(stop.exit_code) from None
-    except (ConfigError, OmegaConfBaseException) as mistake:
-        exit_on_user_error(mistake)
-
-
 class CommandLineBatching:
     """`tapelab.batching` for `hydra/launcher=batched`, with the command line's exits around each batch."""
 
@@ -89,7 +68,7 @@ class CommandLineBatching:
         return batching.group_key(task_cfg)
 
     @staticmethod
-    def run_group(jobs: Sequence[batching.Job], upcoming: Sequence[batching.Job] = ()) -> list[Any]:
+    def run_group(jobs: Sequence[batching.BatchJob], upcoming: Sequence[batching.BatchJob] = ()) -> list[Any]:
         with exits_as_the_command_line():
             return batching.run_group(jobs, upcoming)
 

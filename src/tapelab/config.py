@@ -19,7 +19,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from tapelab.errors import ConfigError, unknown_key
 from tapelab.objectives import Objective
 from tapelab.objectives.base import FLOAT32_MAX
-from tapelab.optimizers import Optimizer
+from tapelab.optimizers import OptimizerConfig
 
 
 @dataclass
@@ -78,11 +78,11 @@ class Experiment:
     """A checked config, with the objective and optimizer schemas as objects."""
 
     objective: Objective
-    optimizer: Optimizer
+    optimizer: OptimizerConfig
     lr: float
     epochs: int
     seed: int
-    jit_compile: bool | None  # None: auto, decided from the run's size (tapelab.training.wants_xla)
+    jit_compile: bool | None  # None: auto, decided from the run's size (tapelab.engine.compiled.wants_xla)
     stop: StopConfig
     log: LogConfig
 
@@ -279,7 +279,7 @@ def to_experiment(cfg: DictConfig) -> Experiment:
     optimizer = OmegaConf.to_object(cfg.optimizer)
     if not isinstance(objective, Objective):
         raise ConfigError("objective", "must be chosen from conf/objective (see --help)")
-    if not isinstance(optimizer, Optimizer):
+    if not isinstance(optimizer, OptimizerConfig):
         raise ConfigError("optimizer", "must be chosen from conf/optimizer (see --help)")
     if not 1 <= objective.starts <= MAX_STARTS:
         raise ConfigError("objective.starts", f"must be an integer from 1 to {MAX_STARTS}, got {objective.starts}")

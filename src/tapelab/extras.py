@@ -8,8 +8,6 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig, OmegaConf
 
-from tapelab.errors import ConfigError
-
 
 @dataclass(frozen=True)
 class Extra:
@@ -57,14 +55,16 @@ def missing_extra(group: str, option: str) -> str | None:
     return f"needs the {extra.name} extra ({extra.plugin}), which is not installed here: {extra.command()}"
 
 
-def check_installed(config: DictConfig) -> None:
-    """Refuse a sweep whose launcher or sweeper needs an extra that isn't installed here (ConfigError)."""
+def missing_in_launch(config: DictConfig) -> tuple[str, str] | None:
+    """The launcher or sweeper of a launch's `config` that needs an extra that isn't installed here, as (group,
+    what is missing); None if every one is installed."""
     choices = OmegaConf.select(config, "hydra.runtime.choices", default={})
     for group in ("hydra/launcher", "hydra/sweeper"):
         option = str(choices.get(group))
         missing = missing_extra(group, option)
         if missing is not None:
-            raise ConfigError(group, f"{option} {missing}")
+            return group, f"{option} {missing}"
+    return None
 
 
 def options_not_installed() -> str:

@@ -124,7 +124,7 @@ def finite_differences(evaluate: Callable[[np.ndarray], float], x: np.ndarray, d
 
 def check_gradient(problem: Problem, rtol: float = RTOL, atol: float = ATOL) -> GradCheck:
     """Compare the tape's gradient at the start of `problem` with finite differences."""
-    from tapelab.training import element_columns
+    from tapelab.engine.layout import element_columns
 
     tape = tape_gradient(problem).astype(np.float64)
     evaluate, dtype = loss_of_flat(problem)

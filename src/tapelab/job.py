@@ -1,9 +1,12 @@
-"""The task of one Hydra job, shared by the command line and `tapelab.run`."""
+"""One Hydra job's task, shared by the command line, `tapelab.run` and the batched launcher: what its
+directory's state means for it, how its failure is recorded, and HydraConfig holding it while it runs."""
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -12,29 +15,38 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from tapelab.errors import ConfigError, one_line
+from tapelab.overrides import task_overrides
+from tapelab.rundir import JobState, job_state, read_summary
 
 log = logging.getLogger("tapelab")
 
 
-def task_overrides(hydra_node: DictConfig) -> list[str]:
-    """A job's overrides as typed, from its `hydra` node (HydraConfig's, or a JobReturn's `hydra_cfg.hydra`)."""
-    return list(OmegaConf.to_container(hydra_node.overrides.task, resolve=False))
+@contextmanager
+def holding(hydra_cfg: DictConfig, own_log: bool = False) -> Iterator[None]:
+    """HydraConfig holding a job's config (a JobReturn's `hydra_cfg`) for the block, and (`own_log`) its log
+    records going to its own log file. After `Interrupted` HydraConfig still holds the job, so that the line
+    that reports it names the directory of the job that was interrupted."""
+    from hydra.core.utils import configure_log
 
+    from tapelab.interrupts import Interrupted
 
-def new_sweep_run(run_dir: Path, overrides: list[str]) -> bool:
-    """Whether this sweep job starts a new run in `run_dir`: it holds no other job's files, no run that an
-    earlier launch finished and no checkpoint to continue. An earlier launch's failure before any checkpoint is
-    forgotten, so that the job runs again."""
-    from tapelab.resume import CHECKPOINTS, forget_failure, holds_other_job, is_finished
-
-    if holds_other_job(run_dir, overrides) or is_finished(run_dir) or (run_dir / CHECKPOINTS).is_dir():
-        return False
-    forget_failure(run_dir)
-    return True
+    hydra_config = HydraConfig.instance()
+    before = hydra_config.cfg
+    hydra_config.cfg = hydra_cfg
+    if own_log:
+        configure_log(hydra_cfg.hydra.job_logging, hydra_cfg.hydra.verbose)
+    try:
+        yield
+    except Interrupted:
+        before = hydra_cfg
+        raise
+    finally:
+        hydra_config.cfg = before
 
 
 def run_job(cfg: DictConfig) -> float:
-    """Run one experiment in Hydra's output directory and return its final loss (inf if it diverged).
+    """Run one experiment in Hydra's output directory (HydraConfig's job) and return its final loss (inf if it
+    diverged).
 
     In a sweep, a job that fails is recorded as failed (loss inf) so that the other jobs still run; a job
     that finished in an earlier launch into the same sweep directory is skipped, an interrupted one continues.
@@ -42,38 +54,31 @@ def run_job(cfg: DictConfig) -> float:
     SIGTERM raises `Interrupted`, in a sweep too, after saving everything.
     """
     from tapelab.console import run_line, to_console
+    from tapelab.failures import record_failure, stored_result
     from tapelab.interrupts import Interrupted
-    from tapelab.resume import (
-        CHECKPOINTS,
-        check_same_job,
-        composer,
-        forget_failure,
-        is_finished,
-        read_summary,
-        resumed_config,
-    )
-    from tapelab.runner import record_failure, run, stored_result
+    from tapelab.resume import check_same_job, composer, resumed_config
+    from tapelab.runs import train_config
     from tapelab.sinks.hparams import trial_id
 
-    hydra_config = HydraConfig.get()
-    run_dir = Path(hydra_config.runtime.output_dir)
-    multirun = hydra_config.mode == RunMode.MULTIRUN
-    overrides = task_overrides(hydra_config)
+    hydra_node = HydraConfig.get()
+    run_dir = Path(hydra_node.runtime.output_dir)
+    multirun = hydra_node.mode == RunMode.MULTIRUN
+    overrides = task_overrides(hydra_node)
     trial = trial_id(run_dir, multirun)
     try:
-        if multirun:
+        state = job_state(run_dir, overrides) if multirun else None
+        if state is JobState.FOREIGN:  # another job's directory: write nothing into it, its log neither
             try:
                 check_same_job(run_dir, overrides)
-            except ConfigError as clash:  # another job's directory: write nothing into it, its log neither
+            except ConfigError as clash:
                 to_console(log, f"Error in config: {one_line(clash)}", logging.ERROR)
                 return math.inf
-            if is_finished(run_dir):
-                return stored_result(run_dir)  # done in an earlier launch: its files stay as they are
-            forget_failure(run_dir)  # an earlier launch's failure before any checkpoint: run it again
-        resume = cfg.resume or (multirun and (run_dir / CHECKPOINTS).is_dir())
+        if state is JobState.FINISHED:
+            return stored_result(run_dir)  # done in an earlier launch: its files stay as they are
+        resume = cfg.resume or state is JobState.INTERRUPTED
         if resume:
-            cfg = resumed_config(run_dir, overrides, composer(list(hydra_config.overrides.hydra)))
-        loss = run(cfg, run_dir, resume=resume, progress=not multirun, trial=trial)
+            cfg = resumed_config(run_dir, overrides, composer(list(hydra_node.overrides.hydra)))
+        loss = train_config(cfg, run_dir, resume=resume, progress=not multirun, trial=trial)
     except Interrupted:
         raise
     except Exception as error:
@@ -82,7 +87,7 @@ def run_job(cfg: DictConfig) -> float:
         if not isinstance(error, (ConfigError, OmegaConfBaseException)):  # a config mistake: its job's line says it
             log.exception("the job failed")
         tensorboard = OmegaConf.select(cfg, "log.tensorboard", default=True, throw_on_resolution_failure=False)
-        return record_failure(run_dir, error, trial, overrides if tensorboard else None, hydra_config.runtime.choices)
+        return record_failure(run_dir, error, trial, hydra_node, tensorboard)
     if not multirun:  # a sweep's jobs get their line from tapelab.callbacks.JobLines
         log.info("%s", run_line(read_summary(run_dir), run_dir))
     return loss

@@ -1,6 +1,6 @@
 """objective.starts=N: N start points drawn from the search box, trained as one pooled batch of N members.
 
-Each start is a member with its own status and stop rules (`tapelab.training.Trainer`); the members share
+Each start is a member with its own status and stop rules (`tapelab.engine.batch.Batch`); the members share
 one report: the batch's best, mean and worst loss per step, and starts.csv and starts.png at the end. An
 elementwise optimizer makes the batch exactly N independent runs.
 """
@@ -12,15 +12,15 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
+from tapelab.engine.layout import element_columns
 from tapelab.errors import ConfigError
 from tapelab.objectives import Objective, Problem
-from tapelab.optimizers import Optimizer
-from tapelab.training import element_columns
+from tapelab.optimizers import OptimizerConfig
 
 STARTS_CSV = "starts.csv"
 
 
-def check_elementwise(optimizer: Optimizer) -> None:
+def check_elementwise(optimizer: OptimizerConfig) -> None:
     """Refuse an optimizer whose step for one element depends on others: it would couple the starts."""
     coupling = optimizer.coupling()
     if coupling is not None:

@@ -1,7 +1,7 @@
-"""Optimizer schemas: the Keras optimizers by name, the seeds' plain gradient descent, and Newton's method.
+"""OptimizerConfig schemas: the Keras optimizers by name, the seeds' plain gradient descent, and Newton's method.
 
-Each schema builds an `Update`, which the trainer calls inside its compiled loop, and checks its own values
-before TensorFlow is imported.
+Each schema (an `OptimizerConfig`) builds an `UpdateRule`, which the engine calls inside its compiled loop,
+and checks its own values before TensorFlow is imported.
 """
 
 from __future__ import annotations
@@ -18,18 +18,21 @@ from omegaconf import MISSING
 from tapelab.errors import ConfigError
 
 
-class Update:
-    """Applies one step of an optimizer to variables, given their gradients.
+class UpdateRule:
+    """Applies one step of an optimizer to variables of `dtype`, given their gradients.
 
-    The learning rate and the optimizer's `inputs` live in variables, and `load` sets them for each run, so
-    that one traced loop serves runs that differ in those values. `state()` lists what the rule carries from
-    step to step (slots, an iteration count); `load` returns it to its values before the first step.
+    The learning rate and the optimizer's `inputs` live in variables of the same dtype (Keras casts them to the
+    parameters' anyway), and `load` sets them for each run, so that one traced loop serves runs that differ in
+    those values. `state()` lists what the rule carries from step to step (slots, an iteration count), and
+    `slot_parameters()` which parameter each of them belongs to; `load` returns the state to its values
+    before the first step.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, dtype: str) -> None:
         import tensorflow as tf
 
-        self.lr = tf.Variable(1.0, trainable=False, name="lr")
+        self.dtype = dtype
+        self.lr = tf.Variable(1.0, dtype=dtype, trainable=False, name="lr")
         self.hyperparameters: dict[str, Any] = {}  # key -> the tf.Variable that holds it
         self.member_keys: tuple[str, ...] = ()  # those that `for_members` gives each member of its own
         self._initial_state: list[Any] = []
@@ -46,9 +49,9 @@ class Update:
         variable, which broadcasts over [members, n] parameters. Call it before `prepare`."""
         import tensorflow as tf
 
-        self.lr = tf.Variable(tf.ones([members, 1]), trainable=False, name="lr")
+        self.lr = tf.Variable(tf.ones([members, 1], self.dtype), trainable=False, name="lr")
         for key in self.member_keys:
-            self.hyperparameters[key] = tf.Variable(tf.zeros([members, 1]), trainable=False, name=key)
+            self.hyperparameters[key] = tf.Variable(tf.zeros([members, 1], self.dtype), trainable=False, name=key)
 
     def load(self, lr: float | np.ndarray, hyperparameters: Mapping[str, Any]) -> None:
         """Set the learning rate and the inputs for a new run, and reset the state to before the first step."""
@@ -59,19 +62,24 @@ class Update:
             variable.assign(value)
 
     def apply(self, gradients: Sequence[Any], variables: Sequence[Any]) -> None:
-        """Update `variables` in place (called inside tf.function)."""
+        """UpdateRule `variables` in place (called inside tf.function)."""
         raise NotImplementedError
 
     def learning_rate(self) -> Any:
-        """The learning rate the next step uses, as a float32 tensor."""
+        """The learning rate the next step uses, as a tensor of the rule's dtype."""
         return self.lr.read_value()
 
     def state(self) -> list[Any]:
         """The variables a checkpoint must save to continue this rule exactly; none for a stateless rule."""
         return []
 
+    def slot_parameters(self) -> list[int | None]:
+        """For each variable of `state()`, the index (in `prepare`'s variables) of the parameter it is a slot of,
+        or None for a value the parameters share (an iteration count)."""
+        return [None] * len(self.state())
 
-class KerasUpdate(Update):
+
+class KerasUpdate(UpdateRule):
     """A Keras optimizer's `apply_gradients`, reading its learning rate and `inputs` from variables.
 
     Keras takes a callable learning rate; the other inputs replace the floats it was built with. Keras tests
@@ -80,15 +88,21 @@ class KerasUpdate(Update):
     """
 
     def __init__(
-        self, optimizer_class: Any, keys: Mapping[str, Any], inputs: Sequence[str], member_inputs: Sequence[str] = ()
+        self,
+        optimizer_class: Any,
+        keys: Mapping[str, Any],
+        inputs: Sequence[str],
+        member_inputs: Sequence[str] = (),
+        dtype: str = "float32",
     ) -> None:
         import tensorflow as tf
 
-        super().__init__()
+        super().__init__(dtype)
         self.optimizer = optimizer_class(learning_rate=lambda: self.lr, **keys)
+        self._slot_parameters: list[int | None] = []
         for key in inputs:
             if keys[key] is not None:  # None switches a feature off (weight_decay): that is structure
-                self.hyperparameters[key] = tf.Variable(keys[key], dtype=tf.float32, trainable=False, name=key)
+                self.hyperparameters[key] = tf.Variable(keys[key], dtype=dtype, trainable=False, name=key)
                 setattr(self.optimizer, key, self.hyperparameters[key])
         self.member_keys = tuple(key for key in member_inputs if key in self.hyperparameters)
 
@@ -98,8 +112,26 @@ class KerasUpdate(Update):
             setattr(self.optimizer, key, self.hyperparameters[key])
 
     def prepare(self, variables: Sequence[Any], loss: Callable[[], Any]) -> None:
-        self.optimizer.build(list(variables))
+        """Build the Keras optimizer, noting the parameter each slot is made for: Keras makes every slot through
+        `add_variable_from_reference` but keeps no link back to the parameter."""
+        make_slot, parameter_of = self.optimizer.add_variable_from_reference, {}
+        index = {id(variable): number for number, variable in enumerate(variables)}
+
+        def slot_noted(reference_variable: Any, *args: Any, **kwargs: Any) -> Any:
+            slot = make_slot(reference_variable, *args, **kwargs)
+            parameter_of[id(slot)] = index.get(id(reference_variable))
+            return slot
+
+        self.optimizer.add_variable_from_reference = slot_noted
+        try:
+            self.optimizer.build(list(variables))
+        finally:
+            del self.optimizer.add_variable_from_reference
+        self._slot_parameters = [parameter_of.get(id(variable)) for variable in self.state()]
         super().prepare(variables, loss)
+
+    def slot_parameters(self) -> list[int | None]:
+        return list(self._slot_parameters)
 
     def apply(self, gradients: Sequence[Any], variables: Sequence[Any]) -> None:
         self.optimizer.apply_gradients(zip(gradients, variables, strict=True))
@@ -108,7 +140,7 @@ class KerasUpdate(Update):
         return list(self.optimizer.variables)  # the iteration count and the slots (momentum, velocity, …)
 
 
-class PlainDescent(Update):
+class PlainDescent(UpdateRule):
     """The seeds' `variable.assign_sub(lr * grad)`, with no optimizer object."""
 
     def apply(self, gradients: Sequence[Any], variables: Sequence[Any]) -> None:
@@ -117,12 +149,12 @@ class PlainDescent(Update):
 
 
 @dataclass
-class Optimizer:
+class OptimizerConfig:
     """Base of every optimizer schema.
 
     `inputs` names the float keys that the compiled loop reads from variables: runs that differ only in
     them (and in `lr`) share one trace. Every other key is part of the loop's structure. `member_inputs` names
-    those of them in which the members of a batch may differ (`tapelab.training.Trainer`): each member's value
+    those of them in which the members of a batch may differ (`tapelab.engine.batch.Batch`): each member's value
     in an [members, 1] variable, as its learning rate is.
     """
 
@@ -130,8 +162,9 @@ class Optimizer:
     inputs: ClassVar[tuple[str, ...]] = ()
     member_inputs: ClassVar[tuple[str, ...]] = ()
 
-    def build(self) -> Update:
-        """The update rule, before `Update.load` gives it this run's learning rate and inputs."""
+    def build(self, dtype: str = "float32") -> UpdateRule:
+        """The update rule for parameters of `dtype`, before `UpdateRule.load` gives it a run's learning rate and
+        inputs."""
         raise NotImplementedError
 
     def check(self, elements: int) -> None:
@@ -162,7 +195,7 @@ def require(condition: bool, key: str, allowed: str, value: Any) -> None:
         raise ConfigError(f"optimizer.{key}", f"{allowed}, got {value}")
 
 
-OptimizerT = TypeVar("OptimizerT", bound=type[Optimizer])
+OptimizerT = TypeVar("OptimizerT", bound=type[OptimizerConfig])
 
 
 def register_optimizer(name: str) -> Callable[[OptimizerT], OptimizerT]:
@@ -178,14 +211,14 @@ def register_optimizer(name: str) -> Callable[[OptimizerT], OptimizerT]:
 
 @register_optimizer("gd")
 @dataclass
-class GradientDescent(Optimizer):
+class GradientDescent(OptimizerConfig):
     """x ← x − lr·∇f, exactly as the seeds write it."""
 
-    def build(self) -> Update:
-        return PlainDescent()
+    def build(self, dtype: str = "float32") -> UpdateRule:
+        return PlainDescent(dtype)
 
 
-class NewtonStep(Update):
+class NewtonStep(UpdateRule):
     """x ← x − lr·H⁻¹g, with the exact Hessian H of the loss over all trainable elements as one vector.
 
     H is the Jacobian of the gradient (nested tapes, `tapelab.derivatives`), solved in float64 through the
@@ -197,8 +230,8 @@ class NewtonStep(Update):
 
     RCOND_PER_ELEMENT = 10 * float(np.finfo(np.float32).eps)  # as tf.linalg.pinv's default, for float32 inputs
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, dtype: str) -> None:
+        super().__init__(dtype)
         self._loss: Callable[[], Any] | None = None
 
     def prepare(self, variables: Sequence[Any], loss: Callable[[], Any]) -> None:
@@ -216,16 +249,16 @@ class NewtonStep(Update):
         gradient = tf.cast(flatten(gradients), tf.float64)  # the gradient the trainer logged for this step
         size = tf.cast(tf.size(gradient), tf.float64)
         inverse = tf.linalg.pinv(tf.cast(hessian, tf.float64), rcond=self.RCOND_PER_ELEMENT * size)
-        step = tf.cast(tf.linalg.matvec(inverse, gradient), tf.float32)
+        step = tf.cast(tf.linalg.matvec(inverse, gradient), self.dtype)
         # Not left to pinv: under XLA its SVD turns an infinite Hessian into a zero step instead of NaN.
-        step = tf.where(tf.reduce_all(tf.math.is_finite(hessian)), step, tf.constant(np.nan, tf.float32))
+        step = tf.where(tf.reduce_all(tf.math.is_finite(hessian)), step, tf.constant(np.nan, self.dtype))
         for variable, part in zip(variables, unflatten(step, variables), strict=True):
             variable.assign_sub(self.lr * part)
 
 
 @register_optimizer("newton")
 @dataclass
-class Newton(Optimizer):
+class Newton(OptimizerConfig):
     """Newton's method with the exact Hessian; `lr` damps the step (1 = pure Newton)."""
 
     max_params: int = MISSING
@@ -243,15 +276,15 @@ class Newton(Optimizer):
                 "optimizer.max_params, or choose a first-order optimizer",
             )
 
-    def build(self) -> Update:
-        return NewtonStep()
+    def build(self, dtype: str = "float32") -> UpdateRule:
+        return NewtonStep(dtype)
 
 
 CLIP_KEYS = ("clipnorm", "clipvalue", "global_clipnorm")  # Keras takes one at most
 
 
 @dataclass
-class KerasOptimizer(Optimizer):
+class KerasOptimizer(OptimizerConfig):
     """A `keras.optimizers` class, looked up by name in that namespace; the fields are its keyword arguments.
 
     (`keras.optimizers.get` would be the natural lookup, but its table misses `Lamb` in Keras 3.15.)
@@ -278,12 +311,12 @@ class KerasOptimizer(Optimizer):
             allowed = f"only one of {', '.join(CLIP_KEYS)} can be set"
             raise ConfigError(f"optimizer.{clipping[-1]}", f"{allowed}, got {given}")
 
-    def build(self) -> Update:
+    def build(self, dtype: str = "float32") -> UpdateRule:
         import keras
 
         optimizer_class = getattr(keras.optimizers, self.keras_class)
         try:
-            return KerasUpdate(optimizer_class, self.hyperparameters(), self.inputs, self.member_inputs)
+            return KerasUpdate(optimizer_class, self.hyperparameters(), self.inputs, self.member_inputs, dtype)
         except (ValueError, TypeError) as error:  # a check of Keras's that `check` does not make
             raise ConfigError(f"optimizer ({self.name})", str(error).strip()) from None
 

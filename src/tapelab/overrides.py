@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from omegaconf import DictConfig, OmegaConf
 
 YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's where PyYAML has it: ~10 times faster
 
@@ -46,3 +47,8 @@ def read_overrides(path: Path) -> list[str]:
     """The override strings of a job's `.hydra/overrides.yaml`, as the command line gave them (unresolved); none
     for an empty file (a job killed while Hydra wrote it)."""
     return list(load_yaml(path) or [])
+
+
+def task_overrides(hydra_node: DictConfig) -> list[str]:
+    """A job's task overrides as typed, from its `hydra` node (HydraConfig's, or a JobReturn's `hydra_cfg.hydra`)."""
+    return list(OmegaConf.to_container(hydra_node.overrides.task, resolve=False))

@@ -12,11 +12,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tapelab.engine.layout import element_columns
 from tapelab.landscape import loss_at, loss_elements
 from tapelab.objectives import Problem
 from tapelab.plots import ContourPicture, LossPicture, contour_box, diverged_box
 from tapelab.rundir import METRICS
-from tapelab.training import element_columns
 
 LOSS_PNG = "loss.png"
 TRAJECTORY_PNG = "trajectory.png"

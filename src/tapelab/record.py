@@ -1,15 +1,14 @@
 """One run's outputs, fed by its chunks as they come: the sinks, summary.json and the checkpoint while it
 trains; the final summary, pictures, TensorBoard's last events and the HParams session when it ends.
 
-The rows flow one way: trainer → the run's chunk → its record → its sinks (`tapelab.sinks.Sink`). A run
-alone and a multi-start run (`tapelab.runner`) and each member of a batched sweep (`tapelab.batch_run`) are
-one report of a trainer (`tapelab.training.TrainedRun`), and have a record of their own.
+The rows flow one way: the engine's batch → the run's chunk → its record → its sinks (`tapelab.sinks.Sink`).
+A run alone, a multi-start run and each member of a batched sweep are one report of a batch
+(`tapelab.engine.batch.RunView`), and have a record of their own (`tapelab.driver` feeds them).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,8 @@ import numpy as np
 import pandas as pd
 
 from tapelab.config import Experiment
+from tapelab.engine.batch import Chunk, RunView
+from tapelab.engine.layout import vector_slices
 from tapelab.multistart import STARTS_CSV, search_box, starts_table
 from tapelab.objectives import Problem
 from tapelab.plots import pngs_written
@@ -28,7 +29,6 @@ from tapelab.sinks.summary import flat_hparams, write_json_atomically
 from tapelab.sinks.tensorboard_sink import TensorBoardSink
 from tapelab.stopwatch import Stopwatch
 from tapelab.sweep import write_table
-from tapelab.training import Chunk, TrainedRun
 
 
 class RunRecord:
@@ -38,20 +38,18 @@ class RunRecord:
         self,
         experiment: Experiment,
         problem: Problem,
-        trained: TrainedRun,
+        trained: RunView,
         run_dir: Path,
         previous: dict[str, Any] | None,
         log_every: int,
         timings: Stopwatch,
-        save_checkpoint: Callable[[int], None] | None,
         started: tuple[float, float],
         batch: dict[str, int] | None = None,
     ) -> None:
-        """`save_checkpoint(step)` saves the run's state after a chunk's updates (None: a batch saves its members'
-        states itself); `started` is when this session of the run began, as `time.perf_counter()` and
-        `time.time()`; `batch` the `{group, size}` of the batch the run is a member of, for its summary."""
+        """`started` is when this session of the run began, as `time.perf_counter()` and `time.time()`; `batch`
+        the `{group, size}` of the batch the run is a member of, for its summary."""
         self.experiment, self.problem, self.trained, self.run_dir = experiment, problem, trained, run_dir
-        self.log_every, self.timings, self.save_checkpoint = log_every, timings, save_checkpoint
+        self.log_every, self.timings = log_every, timings
         self.started, self.started_at = started
         self.earlier_seconds = (previous or {}).get("wall_time_s", 0.0)  # the earlier sessions of a resumed run
         self.sinks = open_sinks(experiment, problem, trained, run_dir, new=previous is None, timings=timings)
@@ -73,7 +71,8 @@ class RunRecord:
         return (time.perf_counter() if until is None else until) - self.started + self.earlier_seconds
 
     def take(self, chunk: Chunk) -> None:
-        """Write a chunk's new rows; after updates, save the running summary, then the checkpoint."""
+        """Write a chunk's new rows; after updates, save the running summary (before the driver saves the
+        checkpoint: a checkpoint is never without its summary)."""
         history = chunk.history
         self.last_finite = chunk.last_finite if chunk.last_finite is not None else self.last_finite
         if chunk.status == "diverged" and self.last_finite is not None:
@@ -84,14 +83,11 @@ class RunRecord:
                 sink.write(history)
         if not history.empty:
             self.last_logged = int(history["step"].iat[-1])
-        if chunk.updates:  # the state moved: save it, and mark a run a SIGKILL would leave resumable
+        if chunk.updates:  # the state moved: mark a run a SIGKILL would leave resumable
             running = {"status": "running", "steps": self.trained.step, "log_every": self.log_every,
                        "xla": self.trained.jit_compile, "wall_time_s": self.elapsed()}  # fmt: skip
-            with self.timings.measure("summary"):  # first: a checkpoint is never without its summary
+            with self.timings.measure("summary"):
                 write_json_atomically(self.run_dir / SUMMARY, {**running, **self.experiment.describe()})
-            if self.save_checkpoint is not None:
-                with self.timings.measure("checkpoint"):
-                    self.save_checkpoint(self.trained.step)
         if chunk.status is not None:
             self.status = chunk.status
 
@@ -141,13 +137,11 @@ class RunRecord:
 
 
 def open_sinks(
-    experiment: Experiment, problem: Problem, trained: TrainedRun, run_dir: Path, new: bool, timings: Stopwatch
+    experiment: Experiment, problem: Problem, trained: RunView, run_dir: Path, new: bool, timings: Stopwatch
 ) -> list[Sink]:
     """metrics.csv and, unless turned off, TensorBoard; a new run also records its graphs."""
     sinks: list[Sink] = [CsvSink(run_dir / METRICS, append=not new)]
     if experiment.log.tensorboard:
-        from tapelab.training import vector_slices
-
         with timings.measure("tensorboard"):
             vectors = {} if trained.pooled else vector_slices(problem.start)
             tensorboard = TensorBoardSink(run_dir, trained.columns, trained.param_columns, vectors)
@@ -181,7 +175,7 @@ def draw_pictures(
 def summarise(
     experiment: Experiment,
     problem: Problem,
-    trainer: TrainedRun,
+    trainer: RunView,
     last_finite: pd.DataFrame | None,
     starts: pd.DataFrame | None,
     status: str,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,31 +12,18 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from tapelab.errors import ConfigError, one_line
-from tapelab.overrides import parse_override, read_overrides
-from tapelab.rundir import METRICS, SUMMARY
+from tapelab.overrides import parse_override
+from tapelab.rundir import (  # noqa: F401
+    CHECKPOINTS,
+    FINISHED,
+    METRICS,
+    SAVED_OVERRIDES,
+    holds_other_job,
+    read_summary,
+    saved_overrides,
+)
 
-FINISHED = ("completed", "converged", "diverged")  # a sweep re-launch skips jobs that ended like this
-CHECKPOINTS = "checkpoint"
-SAVED_OVERRIDES = Path(".hydra") / "overrides.yaml"
 CHANGEABLE = ("epochs", "resume")  # the keys a resumed run may set; the rest comes from the earlier run
-
-
-def read_summary(run_dir: Path) -> dict[str, Any] | None:
-    """The run's summary.json, or None if it has none."""
-    path = run_dir / SUMMARY
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def saved_overrides(run_dir: Path) -> list[str] | None:
-    """The command-line overrides Hydra saved for the run in `run_dir`, or None if it saved none."""
-    path = run_dir / SAVED_OVERRIDES
-    return read_overrides(path) if path.exists() else None
-
-
-def is_finished(run_dir: Path) -> bool:
-    """Whether the run in `run_dir` ended for good (completed, converged or diverged)."""
-    summary = read_summary(run_dir)
-    return summary is not None and summary.get("status") in FINISHED
 
 
 def saved_config_subdir(output_dir: str, mode: Any, overrides: Sequence[str]) -> str | None:
@@ -57,13 +43,6 @@ def saved_config_subdir(output_dir: str, mode: Any, overrides: Sequence[str]) ->
     if summary is None:
         return ".hydra"
     return str(Path(".hydra") / f"resumed_at_{summary.get('steps', 0)}")
-
-
-def forget_failure(run_dir: Path) -> None:
-    """Remove the summary.json of a job that failed before its first checkpoint, so that it can run again."""
-    summary = read_summary(run_dir)
-    if summary is not None and summary.get("status") == "failed" and not (run_dir / CHECKPOINTS).is_dir():
-        (run_dir / SUMMARY).unlink()
 
 
 def override_key(override: str) -> str:
@@ -122,12 +101,6 @@ def resumed_config(run_dir: Path, overrides: Sequence[str], compose: Callable[[l
             "epochs", f"must be more than the {steps} steps the run in {run_dir} has done, got {cfg.epochs}"
         )
     return cfg
-
-
-def holds_other_job(run_dir: Path, overrides: Sequence[str]) -> bool:
-    """Whether `run_dir` holds a job that was started with other overrides than these."""
-    saved = saved_overrides(run_dir)
-    return saved is not None and saved != list(overrides)
 
 
 def check_same_job(run_dir: Path, overrides: Sequence[str]) -> None:

@@ -1,14 +1,46 @@
-"""Run and sweep directories: what they hold, and the guards that keep two runs from sharing one."""
+"""Run and sweep directories: what they hold, what state a job's directory is in, and the guards that keep two
+runs from sharing one."""
 
 from __future__ import annotations
 
+import enum
+import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from tapelab.errors import ConfigError
+from tapelab.overrides import read_overrides
 
 METRICS = "metrics.csv"
 SUMMARY = "summary.json"
+CHECKPOINTS = "checkpoint"
+SAVED_OVERRIDES = Path(".hydra") / "overrides.yaml"
+FINISHED = ("completed", "converged", "diverged")  # a sweep re-launch skips jobs that ended like this
+
+
+class JobState(enum.Enum):
+    """What a sweep job's directory holds when the job starts."""
+
+    NEW = "new"  # nothing of a run: the job starts one
+    FINISHED = "finished"  # a run an earlier launch finished: its files stay as they are
+    INTERRUPTED = "interrupted"  # a run's checkpoint: the job continues it
+    FOREIGN = "foreign"  # another job's files (started with other overrides): nothing is written there
+    BLOCKED = "blocked"  # a run's results but no checkpoint: no run can start or continue there
+
+
+def job_state(run_dir: Path, overrides: Sequence[str]) -> JobState:
+    """The state of the sweep job with `overrides` in `run_dir`. An earlier launch's failure before any
+    checkpoint is forgotten here, so that the job starts again as new."""
+    if holds_other_job(run_dir, overrides):
+        return JobState.FOREIGN
+    if is_finished(run_dir):
+        return JobState.FINISHED
+    if (run_dir / CHECKPOINTS).is_dir():
+        return JobState.INTERRUPTED
+    forget_failure(run_dir)
+    return JobState.BLOCKED if results_in(run_dir) else JobState.NEW
 
 
 def results_in(run_dir: Path) -> list[str]:
@@ -50,3 +82,34 @@ def claim_new_dir(base: Path, key: str) -> Path:
         except FileExistsError:
             suffix += 1
             candidate = base.with_name(f"{base.name}_{suffix}")
+
+
+def read_summary(run_dir: Path) -> dict[str, Any] | None:
+    """The run's summary.json, or None if it has none."""
+    path = run_dir / SUMMARY
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def saved_overrides(run_dir: Path) -> list[str] | None:
+    """The command-line overrides Hydra saved for the run in `run_dir`, or None if it saved none."""
+    path = run_dir / SAVED_OVERRIDES
+    return read_overrides(path) if path.exists() else None
+
+
+def is_finished(run_dir: Path) -> bool:
+    """Whether the run in `run_dir` ended for good (completed, converged or diverged)."""
+    summary = read_summary(run_dir)
+    return summary is not None and summary.get("status") in FINISHED
+
+
+def forget_failure(run_dir: Path) -> None:
+    """Remove the summary.json of a job that failed before its first checkpoint, so that it can run again."""
+    summary = read_summary(run_dir)
+    if summary is not None and summary.get("status") == "failed" and not (run_dir / CHECKPOINTS).is_dir():
+        (run_dir / SUMMARY).unlink()
+
+
+def holds_other_job(run_dir: Path, overrides: Sequence[str]) -> bool:
+    """Whether `run_dir` holds a job that was started with other overrides than these."""
+    saved = saved_overrides(run_dir)
+    return saved is not None and saved != list(overrides)

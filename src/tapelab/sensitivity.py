@@ -96,8 +96,8 @@ def at_point(problem: Problem, at: list[float] | None = None) -> dict[str, Any]:
     Returns plain values: `elements` (column names), `point`, `f`, `gradient` and `hessian` (a list of rows).
     """
     from tapelab.derivatives import point_derivatives
+    from tapelab.engine.layout import element_columns
     from tapelab.record import shortest
-    from tapelab.training import element_columns
 
     elements = element_columns(problem.start)
     flat = problem.flat_start().astype(np.float32)

@@ -18,8 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from tapelab.atomic import replacing
 from tapelab.console import sweep_end_line
 from tapelab.overrides import load_yaml, parse_overrides, read_overrides
-from tapelab.resume import SAVED_OVERRIDES
-from tapelab.rundir import METRICS, SUMMARY
+from tapelab.rundir import METRICS, SAVED_OVERRIDES, SUMMARY
 from tapelab.sinks.hparams import EXPERIMENT_FILE, write_experiment
 from tapelab.sinks.summary import CHOSEN_GROUPS, flat_hparams, given_hparams, hparam_value
 
@@ -149,7 +148,7 @@ def write_hparams_experiment(sweep_dir: Path, jobs: list[Job], keys: list[str]) 
     The experiment goes into the first job's directory, not the sweep's root, where TensorBoard would list
     it as a run of its own with no data; the tab finds it in any run. A key's values are those its jobs'
     sessions record: a finished job's config, a failed one's overrides and Hydra's choices of objective and
-    optimizer (`runner.record_failure`).
+    optimizer (`tapelab.failures.record_failure`).
     """
     if not jobs:
         return

@@ -1,4 +1,4 @@
-"""Importing TensorFlow without its start-up notices.
+"""Importing TensorFlow without its start-up notices, and a run without its log noise.
 
 TensorFlow's C++ libraries print a few notices while they load, some before TensorFlow applies its log
 level (`TF_CPP_MIN_LOG_LEVEL`): absl's "All log messages before absl::InitializeLog()…", oneDNN's "custom
@@ -12,6 +12,7 @@ exactly these lines and lets every other line through as it comes, errors includ
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import sys
@@ -93,3 +94,26 @@ class NoticeFilter(threading.Thread):
                 if not notice and not (no_driver and NO_DRIVER_PROBE.match(text)):
                     with contextlib.suppress(OSError):  # the terminal is gone: keep draining the pipe
                         os.write(self._terminal, line)
+
+
+class _OneTracePerStructure(logging.Filter):
+    """Each loop structure is traced once per process, so a sweep over several optimizers or objectives traces a
+    few loops of the same code, and TensorFlow warns about "retracing". That warning is about this design,
+    not a fault: drop it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+@contextmanager
+def quiet_tensorflow_logs() -> Iterator[None]:
+    """For one run: no retracing warnings, and no INFO lines from absl (the checkpoint writer's timings)."""
+    tensorflow_log, absl_log = logging.getLogger("tensorflow"), logging.getLogger("absl")
+    retracing, absl_level = _OneTracePerStructure(), absl_log.level
+    tensorflow_log.addFilter(retracing)
+    absl_log.setLevel(max(absl_level, logging.WARNING))
+    try:
+        yield
+    finally:
+        tensorflow_log.removeFilter(retracing)
+        absl_log.setLevel(absl_level)

@@ -38,7 +38,7 @@ from hydra.core.utils import (
 )
 from omegaconf import DictConfig, OmegaConf, flag_override, open_dict, read_write
 
-from tapelab.batching import CannotBatch, Job
+from tapelab.batching import BatchJob, CannotBatch
 from tapelab.errors import ConfigError, PastHydra
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ class BatchedLauncher(BasicLauncher):
         log.info("job %d%s runs alone: %s", config.hydra.job.num + 1, f" ({name})" if name else "", reason)
 
     def run_batch(
-        self, protocol: Any, configs: list[DictConfig], jobs: list[Job], upcoming: list[Job]
+        self, protocol: Any, configs: list[DictConfig], jobs: list[BatchJob], upcoming: list[BatchJob]
     ) -> list[JobReturn]:
         """Start every job of a batch as Hydra's `run_job` starts a job, train them (telling the protocol the
         `upcoming` batch's jobs), and end each job."""
@@ -169,7 +169,7 @@ class BatchedLauncher(BasicLauncher):
             hydra_config.cfg = launch_hydra_cfg
 
 
-def prepared(config: DictConfig) -> Job:
+def prepared(config: DictConfig) -> BatchJob:
     """A job's output directory set in its config (as Hydra's `run_job` sets it), and the job, with the config
     its task function gets and HydraConfig's view of its `hydra` node. HydraConfig holds it on return.
 
@@ -188,7 +188,7 @@ def prepared(config: DictConfig) -> Job:
     task_cfg = copy.deepcopy(config, memo={id(config._get_node("hydra")): placeholder})
     with read_write(task_cfg), open_dict(task_cfg):
         del task_cfg["hydra"]
-    return Job(task_cfg=task_cfg, hydra_cfg=hydra_config.cfg)
+    return BatchJob(task_cfg=task_cfg, hydra_cfg=hydra_config.cfg)
 
 
 def hydra_view(config: DictConfig) -> DictConfig:
@@ -205,7 +205,7 @@ def hydra_view(config: DictConfig) -> DictConfig:
     return view
 
 
-def group_key(protocol: Any, config: DictConfig, job: Job) -> Hashable | CannotBatch:
+def group_key(protocol: Any, config: DictConfig, job: BatchJob) -> Hashable | CannotBatch:
     """The job's key for `batches`: its task's group key and its environment (`hydra.job.env_set`, which a batch
     shares), or why it runs alone. HydraConfig holds the job."""
     if changes_dir(config):
@@ -218,7 +218,7 @@ def group_key(protocol: Any, config: DictConfig, job: Job) -> Hashable | CannotB
     return key, tuple(sorted(environment.items()))
 
 
-def start(config: DictConfig, job: Job) -> None:
+def start(config: DictConfig, job: BatchJob) -> None:
     """What Hydra's `run_job` does for a job before its task runs: the job's directory, its logging, and its
     config saved into `hydra.output_subdir` (when that isn't null). HydraConfig holds the job."""
     output_dir = Path(config.hydra.runtime.output_dir)

@@ -2,7 +2,7 @@
 
 An objective's values (start values, constants, data) reach the loss as inputs, and its loss is built from
 the rest of its config, its *structure*. So one traced and compiled training loop serves every run whose
-objective has the same structure, whatever its values (see `tapelab.training`).
+objective has the same structure, whatever its values (see `tapelab.engine`).
 """
 
 from __future__ import annotations
