@@ -56,8 +56,8 @@ class Batch:
 
     def __init__(self, problem: Problem, optimizer: OptimizerConfig, stop: StopConfig, jit_compile: bool,
                  members: int = 1, pooled: bool = False, dtype: str = "float32") -> None:  # fmt: skip
-        import tensorflow as tf
-
+        if pooled and members < 2:
+            raise ValueError("a pooled batch has at least two members")
         self.members, self.pooled, self.dtype = members, pooled, dtype
         self.layout = MemberLayout(problem, members, pooled, dtype)
         self.state = MemberState(members, dtype)
@@ -74,8 +74,8 @@ class Batch:
         capacity = int(np.clip(ROW_BUFFER_FLOATS // (self.reports * len(self.columns)), 2, MAX_ROWS_PER_CHUNK))
         stop_rules = (stop.grad_tol is not None, stop.plateau_active())
         self.graph = StepGraph(self.layout, self.state, self.update, pooled, stop_rules, capacity)
-        self.update.prepare(list(self.layout.params.values()), lambda: tf.reduce_sum(self.layout.losses()))
-        self.loop = CompiledLoop(self.graph.run_steps, lambda: self.graph.apply(self.graph.evaluate()[1]), jit_compile)
+        self.update.prepare(list(self.layout.params.values()), self.layout.total_loss)
+        self.loop = CompiledLoop(self.graph.run_steps, self.graph.one_step, jit_compile)
         self._max_chunk_steps = capacity - 1
         self._every = 1  # log.every, as the state's variable holds it for the loop
         self._starts = np.zeros((members, self.layout.elements), dtype)

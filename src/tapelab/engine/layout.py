@@ -81,6 +81,12 @@ class MemberLayout:
         # One member's parameters in their own shapes, and its constants.
         return tf.vectorized_map(lambda member: loss(shaped(member[0]), member[1]), (dict(self.params), constants))
 
+    def total_loss(self) -> Any:
+        """The sum of the members' losses (in the graph), whose gradient for one member is that member's own."""
+        import tensorflow as tf
+
+        return tf.reduce_sum(self.losses())
+
     def by_member(self, tensors: Sequence[Any]) -> list[Any]:
         """Tensors of the parameters' shapes as [members, elements] rows (in the graph)."""
         import tensorflow as tf
