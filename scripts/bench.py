@@ -31,15 +31,20 @@ Set-up, in seconds:
   the faster of the two, or when they are within 15% of each other.
 
 Repeats are interleaved (every repeat times every variant once), so noise on the machine falls on all
-variants alike. The table gives median, min and max; the checks use the medians.
+variants alike. It prints one markdown table, headed with the date and the machine: each measurement's median,
+min and max, then the ratios against their targets (from the medians), as README.md's Benchmark section shows.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import importlib.metadata
 import json
 import logging
 import os
+import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -438,24 +443,36 @@ def measure_all(tasks: list[Task], repeats: int) -> dict[Task, list[float]]:
     return results
 
 
-def print_table(results: dict[Task, list[float]]) -> None:
+def machine() -> str:
+    """The CPU model, its cores, TensorFlow's and Python's versions."""
+    cpuinfo = Path("/proc/cpuinfo")
+    models = re.findall(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.M) if cpuinfo.exists() else []
+    cpu = models[0].strip() if models else platform.processor() or platform.machine()
+    tensorflow = importlib.metadata.version("tensorflow")
+    return f"{cpu}, {os.cpu_count()} cores, TensorFlow {tensorflow}, Python {platform.python_version()}"
+
+
+def row(*cells: str) -> str:
+    """A markdown table row."""
+    return "| " + " | ".join(cells) + " |"
+
+
+def measurement_rows(results: dict[Task, list[float]]) -> list[str]:
     """Median, min and max of every task."""
-    print(f"{'group':<11} {'variant':<20} {'steps/jobs':>11} {'unit':>8} {'median':>12} {'min':>12} {'max':>12}")
+    rows = []
     for task, values in results.items():
         count = "" if task.count is None else f"{task.count:,}"
-        spread = f"{statistics.median(values):12.3f} {min(values):12.3f} {max(values):12.3f}"
-        print(f"{task.group:<11} {task.label:<20} {count:>11} {task.unit:>8} {spread}")
+        spread = f"{min(values):.3f}–{max(values):.3f}"
+        rows.append(row(task.group, task.label, count, f"{statistics.median(values):.3f} {task.unit}", spread, ""))
+    return rows
 
 
-def print_phases(grid: Grid, extra_job: float) -> None:
-    """Where a job of the grid beyond the first spends its time: the medians over the sweeps."""
-    print("Each job of the grid beyond the first, by phase (summary.json's timings_s, median over the repeats):")
-    measured = 0.0
-    for phase in PHASES:
-        value = statistics.median(phases[phase] for phases in grid.phases)
-        measured += value
-        print(f"  {phase:<12} {value:8.3f} s")
-    print(f"  {'the rest':<12} {extra_job - measured:8.3f} s  (Hydra's composition and job set-up, the sweep report)")
+def phase_row(grid: Grid, extra_job: float) -> str:
+    """Where a job of the grid beyond the first spends its time (summary.json's timings_s): medians over the sweeps."""
+    values = {phase: statistics.median(phases[phase] for phases in grid.phases) for phase in PHASES}
+    rest = extra_job - sum(values.values())  # Hydra's composition and job set-up, the sweep report
+    spent = ", ".join(f"{phase} {value:.3f}" for phase, value in {**values, "the rest": rest}.items())
+    return row("grid", "a job beyond the first, by phase (s)", "", spent, "", "")
 
 
 @dataclass(frozen=True)
@@ -469,15 +486,15 @@ class Check:
     chose_faster: bool | None = None  # for jit_compile=auto: whether it picked the faster of its two choices
 
     def verdict(self) -> str:
-        """`≥ 500  PASS`, `≤ 2  FAIL`, NOISE for a value <= 0, or nothing without a target."""
+        """`≥ 500: met`, `≤ 2: **not met**`, noise for a value <= 0, or nothing without a target."""
         if self.chose_faster is not None:
-            return "×  PASS" if self.chose_faster else "×  FAIL"
+            return "chose the faster: met" if self.chose_faster else "chose the faster: **not met**"
         if self.target is None:
             return ""
         if self.value <= 0:
-            return "NOISE: a runner's cost came out <= 0; give it more steps"
+            return "noise: a runner's cost came out <= 0; give it more steps"
         met = self.value >= self.target if self.at_least else self.value <= self.target
-        return f"{'≥' if self.at_least else '≤'} {self.target:g}  {'PASS' if met else 'FAIL'}"
+        return f"{'≥' if self.at_least else '≤'} {self.target:g}: {'met' if met else '**not met**'}"
 
 
 def extra_job_seconds(median: dict[tuple[str, str], float], results: dict[Task, list[float]]) -> float:
@@ -507,7 +524,7 @@ def checks(results: dict[Task, list[float]]) -> list[Check]:
         for launcher in ("batched launcher", "basic launcher"):
             beyond = (median[name, launcher] - median[name, "single run"]) / (jobs - 1)
             wanted = target if launcher == "batched launcher" else None  # the basic one for comparison
-            found.append(Check(f"{name}, {launcher}: s per job beyond a single run", beyond, wanted))
+            found.append(Check(f"{name}: {launcher}, s per job beyond a single run", beyond, wanted))
     for length in AUTO_EPOCHS:
         group = f"jit {length}"
         if group not in groups:
@@ -520,10 +537,20 @@ def checks(results: dict[Task, list[float]]) -> list[Check]:
     return found
 
 
-def print_checks(found: list[Check]) -> None:
-    """One line per check, with PASS or FAIL against its target."""
-    for check in found:
-        print(f"{check.label:<62} {check.value:12.3f}  {check.verdict()}")
+def print_report(results: dict[Task, list[float]], grid: Grid, repeats: int) -> None:
+    """One markdown table, headed with the date and the machine: the measurements, the grid's phases, the checks."""
+    print(f"Measured {datetime.date.today().isoformat()} on {machine()}; {repeats} interleaved repeats.")
+    print()
+    print(row("group", "measurement", "steps or jobs", "median", "min–max", "target"))
+    print("|---" * 6 + "|")
+    for line in measurement_rows(results):
+        print(line)
+    if grid.phases:
+        median = {(task.group, task.label): statistics.median(values) for task, values in results.items()}
+        print(phase_row(grid, extra_job_seconds(median, results)))
+    for check in checks(results):
+        group, _, label = check.label.partition(": ")
+        print(row(group, label, "", f"{check.value:.3f}", "", check.verdict()))
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -550,13 +577,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.batched_only:
             tasks = [task for task in tasks if task.group in BATCH_GRIDS]
         results = measure_all(tasks, args.repeats)
-    print_table(results)
-    print()
-    if grid.phases:
-        median = {(task.group, task.label): statistics.median(values) for task, values in results.items()}
-        print_phases(grid, extra_job_seconds(median, results))
-        print()
-    print_checks(checks(results))
+    print_report(results, grid, args.repeats)
 
 
 if __name__ == "__main__":

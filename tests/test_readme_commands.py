@@ -155,7 +155,9 @@ def invocation(line: str) -> Invocation:
     return Invocation(env, executable, script, words)
 
 
-COMMANDS = readme_commands(README.read_text())
+# The Layout section quotes the modules' docstrings (usage lines such as `python scripts/gradcheck.py [KEY=VALUE ...]`
+# among them), not commands to run.
+COMMANDS = readme_commands(README.read_text().partition("\n## Layout\n")[0])
 
 
 def readme_says(pattern: str) -> str:
