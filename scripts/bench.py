@@ -2,6 +2,7 @@
 TensorFlow import.
 
     python scripts/bench.py [--quick] [--repeats N] [--problems quadratic rosenbrock regression]
+    python scripts/bench.py --loop-ratio   # only a run alone's loop ÷ a bare XLA loop (see `loop_ratio`)
 
 Each problem is timed per update step in five ways:
 
@@ -217,18 +218,24 @@ def runner_per_step(extra: list[str], overrides: list[str], steps: int, workdir:
     return (long - short) / (steps - 1)
 
 
+def composed_experiment(overrides: list[str]) -> Any:
+    """tapelab's `Experiment` for these overrides, composed as `run.py` composes it."""
+    from hydra import compose, initialize_config_dir
+
+    from tapelab.config import register_configs, to_experiment
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return to_experiment(compose(config_name="config", overrides=overrides))
+
+
 class Training:
     """One problem's variables, loss and update, built from tapelab's config as `run.py` builds them."""
 
     def __init__(self, overrides: list[str]) -> None:
         import tensorflow as tf
-        from hydra import compose, initialize_config_dir
 
-        from tapelab.config import register_configs, to_experiment
-
-        register_configs()
-        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-            experiment = to_experiment(compose(config_name="config", overrides=overrides))
+        experiment = composed_experiment(overrides)
         self.problem = experiment.objective.build(experiment.seed)
         self.variables = [tf.Variable(value, name=name) for name, value in self.problem.start.items()]
         self.update = experiment.optimizer.build()
@@ -290,8 +297,9 @@ def step_function_per_step(overrides: list[str], steps: int, workdir: Path) -> f
     return timed_loop(loop, training, steps)
 
 
-def bare_xla_per_step(overrides: list[str], steps: int, workdir: Path) -> float:
-    """One XLA-compiled `tf.range` loop of steps, with nothing else."""
+def bare_xla_loop(overrides: list[str], steps: int) -> Callable[[], float]:
+    """One XLA-compiled `tf.range` loop of steps, with nothing else, compiled and warmed up: a function that
+    returns its seconds per step over `steps` more steps."""
     import tensorflow as tf
 
     training = Training(overrides)
@@ -302,7 +310,56 @@ def bare_xla_per_step(overrides: list[str], steps: int, workdir: Path) -> float:
             training.step()
 
     # XLA compiles a `tf.range` loop for each value of n, so the warm-up runs the very same number of steps.
-    return timed_loop(lambda n: loop(tf.constant(n, tf.int64)), training, steps, warm_up=steps)
+    run = lambda n: loop(tf.constant(n, tf.int64))  # noqa: E731
+    run(steps)
+    training.sync()
+    return lambda: seconds(lambda: (run(steps), training.sync())) / steps
+
+
+def bare_xla_per_step(overrides: list[str], steps: int, workdir: Path) -> float:
+    """One XLA-compiled `tf.range` loop of steps, with nothing else."""
+    return bare_xla_loop(overrides, steps)()
+
+
+LOOP_RATIO_OVERRIDES = ["objective=rosenbrock", "optimizer=adam", "log.every=1000000", "jit_compile=true"]
+LOOP_RATIO_STEPS = 10_000_000  # per timed call: the calls' own overhead is then negligible
+LOOP_RATIO_TARGET = 1.3
+LOOP_RATIO_REPEATS = 5
+LOOP_RATIO_LABEL = "run alone's loop / bare XLA loop, in one process, compile excluded"
+
+
+def loop_ratio(repeats: int = 5, steps: int = LOOP_RATIO_STEPS) -> tuple[float, list[float], list[float]]:
+    """A run alone's compiled chunk loop against a bare XLA loop of the same Keras update, in this process, on
+    Rosenbrock/Adam with sparse logging: (ratio of the median seconds per step, the loop's, the bare loop's).
+
+    Both are compiled (and warmed up) before timing; then each repeat times `steps` steps of each, interleaved.
+    The run's loop compiles first, so both loops run under the XLA flags a run sets (`xla_without_fma`).
+    """
+    from tapelab.engine.pool import POOL
+
+    experiment = composed_experiment(LOOP_RATIO_OVERRIDES)
+    problem = experiment.objective.build(experiment.seed)
+    loop = POOL.batch_for([problem], [experiment.optimizer], [experiment.lr], experiment.log.every,
+                          [experiment.stop], jit_compile=True)  # fmt: skip
+    engine, bare = [], []
+    with loop as batch:
+        batch.trace()
+        batch.compile(fallback=False)
+        batch.advance(steps)  # warm-up
+        bare_per_step = bare_xla_loop(LOOP_RATIO_OVERRIDES, steps)
+        for _ in range(repeats):
+            engine.append(seconds(lambda: batch.advance(steps)) / steps)
+            bare.append(bare_per_step())
+    return statistics.median(engine) / statistics.median(bare), engine, bare
+
+
+def print_loop_ratio(repeats: int) -> None:
+    """The loop ratio, with the medians it comes from."""
+    ratio, engine, bare = loop_ratio(repeats)
+    median = lambda values: 1e6 * statistics.median(values)  # noqa: E731
+    print(f"run alone's loop {median(engine):.4f} µs/step, bare XLA loop {median(bare):.4f} µs/step "
+          f"(medians of {repeats}, {LOOP_RATIO_STEPS:,} steps each)")  # fmt: skip
+    print(f"rosenbrock: {LOOP_RATIO_LABEL}: {ratio:.3f} ({Check('', ratio, LOOP_RATIO_TARGET).verdict()})")
 
 
 def element_tags(training: Training) -> list[str]:
@@ -537,8 +594,9 @@ def checks(results: dict[Task, list[float]]) -> list[Check]:
     return found
 
 
-def print_report(results: dict[Task, list[float]], grid: Grid, repeats: int) -> None:
-    """One markdown table, headed with the date and the machine: the measurements, the grid's phases, the checks."""
+def print_report(results: dict[Task, list[float]], grid: Grid, repeats: int, extra: Sequence[Check] = ()) -> None:
+    """One markdown table, headed with the date and the machine: the measurements, the grid's phases, the checks
+    (and the `extra` ones, measured apart)."""
     print(f"Measured {datetime.date.today().isoformat()} on {machine()}; {repeats} interleaved repeats.")
     print()
     print(row("group", "measurement", "steps or jobs", "median", "min–max", "target"))
@@ -548,7 +606,7 @@ def print_report(results: dict[Task, list[float]], grid: Grid, repeats: int) -> 
     if grid.phases:
         median = {(task.group, task.label): statistics.median(values) for task, values in results.items()}
         print(phase_row(grid, extra_job_seconds(median, results)))
-    for check in checks(results):
+    for check in [*checks(results), *extra]:
         group, _, label = check.label.partition(": ")
         print(row(group, label, "", f"{check.value:.3f}", "", check.verdict()))
 
@@ -557,8 +615,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     names = [case.name for case in CASES]
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="few steps and a small grid: a smoke run")
-    parser.add_argument("--repeats", type=int, default=3, help="times each variant is timed (default 3)")
+    parser.add_argument("--repeats", type=int, help="times each variant is timed (default 3; 5 with --loop-ratio)")
     parser.add_argument("--problems", nargs="*", choices=names, default=names, metavar="NAME", help=" ".join(names))
+    parser.add_argument(
+        "--loop-ratio", action="store_true", help="only a run alone's loop against a bare XLA loop, in this process"
+    )
     parser.add_argument(
         "--batched-only", action="store_true", help="only hydra/launcher=batched's grids (and their single runs)"
     )
@@ -567,6 +628,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.loop_ratio:
+        print_loop_ratio(args.repeats or LOOP_RATIO_REPEATS)
+        return
     with tempfile.TemporaryDirectory(prefix="tapelab-bench-") as tmp:
         workdir = Path(tmp)
         grid = Grid(workdir)
@@ -576,8 +640,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         tasks += extra_tasks(args.quick, workdir, grid)
         if args.batched_only:
             tasks = [task for task in tasks if task.group in BATCH_GRIDS]
-        results = measure_all(tasks, args.repeats)
-    print_report(results, grid, args.repeats)
+        results = measure_all(tasks, args.repeats or 3)
+    extra = []
+    if "rosenbrock" in args.problems and not args.batched_only:
+        ratio, _, _ = loop_ratio(LOOP_RATIO_REPEATS, LOOP_RATIO_STEPS // (100 if args.quick else 1))
+        extra.append(Check(f"rosenbrock: {LOOP_RATIO_LABEL}", ratio, LOOP_RATIO_TARGET))
+    print_report(results, grid, args.repeats or 3, extra)
 
 
 if __name__ == "__main__":
