@@ -72,7 +72,7 @@ def run(*overrides: str, run_dir: str | os.PathLike[str] | None = None) -> Run:
     and checks as on the command line (`resume=true` with `run_dir` continues a run). A config mistake raises
     `ConfigError` with the command line's message, before the run's directory is made; a Ctrl-C ends the run
     after saving it and raises `Interrupted`. For the run's length, tapelab's log lines (INFO and up) also go to
-    the run's tapelab.log, and XLA_FLAGS caps XLA's instruction set (see README, Speed). Runs from several
+    the run's tapelab.log, and XLA_FLAGS caps XLA's instruction set (see README, How it runs). Runs from several
     threads take turns.
     """
     from hydra._internal.hydra import Hydra

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tapelab.errors import ConfigError
+from tapelab.run_summary import write_json_atomically
 from tapelab.rundir import CHECKPOINTS
-from tapelab.sinks.summary import write_json_atomically
 
 if TYPE_CHECKING:
     from tapelab.engine.batch import Batch

@@ -80,8 +80,8 @@ def record_failure(run_dir: Path, error: Exception, trial: str, hydra_node: Any,
     failed, with the values its overrides gave and the objective and optimizer Hydra chose for it.
     """
     from tapelab.overrides import parse_overrides, task_overrides
+    from tapelab.run_summary import given_hparams, write_json_atomically
     from tapelab.sinks.hparams import write_session
-    from tapelab.sinks.summary import given_hparams, write_json_atomically
 
     previous = read_summary(run_dir)
     if previous is None or previous.get("status") not in FINISHED:

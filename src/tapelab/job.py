@@ -1,5 +1,5 @@
 """One Hydra job's task, shared by the command line, `tapelab.run` and the batched launcher: what its
-directory's state means for it, how its failure is recorded, and HydraConfig holding it while it runs."""
+directory's state means for it, and HydraConfig holding it while it runs."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""OptimizerConfig schemas: the Keras optimizers by name, the seeds' plain gradient descent, and Newton's method.
+"""Optimizers: the Keras optimizers by name, the seeds' plain gradient descent, and Newton's method.
 
-Each schema (an `OptimizerConfig`) builds an `UpdateRule`, which the engine calls inside its compiled loop,
-and checks its own values before TensorFlow is imported.
+Each optimizer's schema (an `OptimizerConfig`) checks its own values before TensorFlow is imported, and builds
+its update rule (an `UpdateRule`), which the engine calls inside its compiled loop.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""One run's outputs, fed by its chunks as they come: the sinks, summary.json and the checkpoint while it
-trains; the final summary, pictures, TensorBoard's last events and the HParams session when it ends.
+"""One run's outputs, fed by its chunks as they come: the sinks and summary.json while it trains; the final
+summary, pictures, TensorBoard's last events and the HParams session when it ends.
 
 The rows flow one way: the engine's batch → the run's chunk → its record → its sinks (`tapelab.sinks.Sink`).
 A run alone, a multi-start run and each member of a batched sweep are one report of a batch
@@ -22,10 +22,10 @@ from tapelab.multistart import STARTS_CSV, search_box, starts_table
 from tapelab.objectives import Problem
 from tapelab.plots import pngs_written
 from tapelab.resume import last_logged_row
+from tapelab.run_summary import flat_hparams, write_json_atomically
 from tapelab.rundir import METRICS, SUMMARY
 from tapelab.sinks import RunEnd, Sink
 from tapelab.sinks.csv_sink import CsvSink
-from tapelab.sinks.summary import flat_hparams, write_json_atomically
 from tapelab.sinks.tensorboard_sink import TensorBoardSink
 from tapelab.stopwatch import Stopwatch
 from tapelab.sweep import write_table

@@ -18,9 +18,9 @@ from omegaconf import DictConfig, OmegaConf
 from tapelab.atomic import replacing
 from tapelab.console import sweep_end_line
 from tapelab.overrides import load_yaml, parse_overrides, read_overrides
+from tapelab.run_summary import CHOSEN_GROUPS, flat_hparams, given_hparams, hparam_value
 from tapelab.rundir import METRICS, SAVED_OVERRIDES, SUMMARY
 from tapelab.sinks.hparams import EXPERIMENT_FILE, write_experiment
-from tapelab.sinks.summary import CHOSEN_GROUPS, flat_hparams, given_hparams, hparam_value
 
 log = logging.getLogger(__name__)
 

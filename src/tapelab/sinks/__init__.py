@@ -1,4 +1,4 @@
-"""Where a run's history goes: metrics.csv, TensorBoard event files and summary.json.
+"""Where a run's history goes: metrics.csv and TensorBoard event files (summary.json is `tapelab.run_summary`).
 
 Every sink takes the run's new rows as they come (`write`) and what the run ended with (`finish`).
 """
