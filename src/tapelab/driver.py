@@ -34,8 +34,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Member = tuple[Problem, Experiment]  # a batch member: its problem, and the experiment whose optimizer, learning
-# rate and stop rules it trains with
+# A batch member: its problem, and the experiment whose optimizer, learning rate and stop rules it trains with.
+Member = tuple[Problem, Experiment]
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from omegaconf import DictConfig, OmegaConf, flag_override, open_dict, read_writ
 
 from tapelab.batching import BatchJob, CannotBatch
 from tapelab.errors import ConfigError, PastHydra
+from tapelab.job import holding
 
 log = logging.getLogger(__name__)
 
@@ -139,34 +140,28 @@ class BatchedLauncher(BasicLauncher):
         `upcoming` batch's jobs), and end each job."""
         assert self.hydra_context is not None
         callbacks = self.hydra_context.callbacks
-        hydra_config = HydraConfig.instance()
-        launch_hydra_cfg = hydra_config.cfg
-        try:
-            with env_override(jobs[0].hydra_cfg.hydra.job.env_set):
-                for config, job in zip(configs, jobs, strict=True):
-                    hydra_config.cfg = job.hydra_cfg
+        with env_override(jobs[0].hydra_cfg.hydra.job.env_set):
+            for config, job in zip(configs, jobs, strict=True):
+                with holding(job.hydra_cfg):
                     start(config, job)
                     callbacks.on_job_start(config=config, task_function=self.task_function)
-                results = protocol.run_group(jobs, upcoming)
-            returns = []
-            for config, job, result in zip(configs, jobs, results, strict=True):
-                hydra_config.cfg = job.hydra_cfg
-                job_return = JobReturn(
-                    overrides=OmegaConf.to_container(config.hydra.overrides.task),
-                    cfg=job.task_cfg,
-                    hydra_cfg=job.hydra_cfg,
-                    working_dir=os.getcwd(),
-                    task_name=JobRuntime.instance().get("name"),
-                    status=JobStatus.FAILED if isinstance(result, BaseException) else JobStatus.COMPLETED,
-                )
-                job_return.return_value = result
-                configure_log(config.hydra.job_logging, config.hydra.verbose)  # its last lines go to its own log
+            results = protocol.run_group(jobs, upcoming)
+        returns = []
+        for config, job, result in zip(configs, jobs, results, strict=True):
+            job_return = JobReturn(
+                overrides=OmegaConf.to_container(config.hydra.overrides.task),
+                cfg=job.task_cfg,
+                hydra_cfg=job.hydra_cfg,
+                working_dir=os.getcwd(),
+                task_name=JobRuntime.instance().get("name"),
+                status=JobStatus.FAILED if isinstance(result, BaseException) else JobStatus.COMPLETED,
+            )
+            job_return.return_value = result
+            with holding(job.hydra_cfg, own_log=True):  # its last lines go to its own log
                 _flush_loggers()
                 callbacks.on_job_end(config=config, job_return=job_return)
-                returns.append(job_return)
-            return returns
-        finally:
-            hydra_config.cfg = launch_hydra_cfg
+            returns.append(job_return)
+        return returns
 
 
 def prepared(config: DictConfig) -> BatchJob:
