@@ -27,6 +27,7 @@ import pytest
 
 from conftest import ROOT
 from fresh_process import FreshProcess
+from tapelab.record import RunRecord
 
 pytestmark = pytest.mark.e2e
 
@@ -269,3 +270,26 @@ def test_a_relaunched_sweep_skips_finished_jobs_and_continues_the_interrupted_on
             pd.read_csv(job_dir / "metrics.csv"), pd.read_csv(reference / "metrics.csv"), check_exact=True
         )
         assert summary_of(job_dir)["final_loss"] == summary_of(reference)["final_loss"]
+
+
+@pytest.mark.timeout(120)
+def test_a_signal_while_a_run_writes_its_last_files_still_ends_it_as_interrupted(tmp_path, monkeypatch):
+    # The signal comes (to this process, whose run catches it) as the run starts drawing its pictures, after
+    # its last step: the run still writes every file, as completed, and then stops as a stopped run does.
+    import tapelab
+
+    draw, signalled = RunRecord.draw, []
+
+    def draw_after_a_signal(record: RunRecord) -> object:
+        if not signalled:  # once: a second Ctrl-C would stop the process at once
+            signalled.append(os.kill(os.getpid(), signal.SIGINT))
+        return draw(record)
+
+    monkeypatch.setattr(RunRecord, "draw", draw_after_a_signal)
+    with pytest.raises(tapelab.Interrupted, match=r"^interrupted by SIGINT after 20 steps$") as stopped:
+        tapelab.run("epochs=20", "log.plots=false", run_dir=tmp_path / "run")
+    assert stopped.value.exit_code == 130
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    # SGD at lr 0.01 on (x − 1)² from 0: x_t = 1 − 0.98^t, so the loss after 20 steps is 0.98^40.
+    assert (summary["status"], summary["steps"]) == ("completed", 20)
+    assert summary["final_loss"] == pytest.approx(0.98**40, rel=1e-6)

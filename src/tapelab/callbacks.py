@@ -219,12 +219,14 @@ class JobLines(Callback):
             log.info("sweep of %s into %s", count_of_jobs(self.total), config.hydra.sweep.dir)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from tapelab.rundir import holds_other_job, is_finished
+        from tapelab.rundir import JobState, job_state
 
+        if config.hydra.mode != RunMode.MULTIRUN:
+            return
         job_dir = Path(config.hydra.runtime.output_dir)
         # Hydra has saved this job's overrides, unless the directory is another job's or finished.
-        clash = holds_other_job(job_dir, OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
-        self.started[str(job_dir)] = (clash, not clash and is_finished(job_dir))
+        state = job_state(job_dir, OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
+        self.started[str(job_dir)] = (state is JobState.FOREIGN, state is JobState.FINISHED)
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         from tapelab.rundir import read_summary
