@@ -288,7 +288,7 @@ def test_a_signal_while_a_run_writes_its_last_files_still_ends_it_as_interrupted
     monkeypatch.setattr(RunRecord, "draw", draw_after_a_signal)
     with pytest.raises(tapelab.Interrupted, match=r"^interrupted by SIGINT after 20 steps$") as stopped:
         tapelab.run("epochs=20", "log.plots=false", run_dir=tmp_path / "run")
-    assert stopped.value.exit_code == 130
+    assert stopped.value.exit_code == 130 and stopped.value.ended  # the command line's line says nothing is left
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     # SGD at lr 0.01 on (x − 1)² from 0: x_t = 1 − 0.98^t, so the loss after 20 steps is 0.98^40.
     assert (summary["status"], summary["steps"]) == ("completed", 20)

@@ -79,11 +79,13 @@ def run_group(jobs: Sequence[BatchJob], upcoming: Sequence[BatchJob] = ()) -> li
     """
     from tapelab.engine.compiled import CannotCompile
     from tapelab.job import holding
+    from tapelab.rundir import forget_failure
 
     results: list[Any] = [None] * len(jobs)
     new: list[int] = []
     for index, job in enumerate(jobs):
         if is_new(job):
+            forget_failure(output_dir(job))
             new.append(index)
         else:
             results[index] = run_alone(job)

@@ -98,15 +98,18 @@ def train_runs(runs: Sequence[RunSpec], plan: Plan) -> list[float]:
                 if stop_requests.received is not None:
                     break
         if stop_requests.received is None and plan.upcoming:
-            compile_ahead(plan.upcoming, plan.log_every)
+            compile_ahead(plan.upcoming)
         summaries = finish_all(records, [run.trial for run in runs])
-    if stop_requests.received is not None or not all(record.ended for record in records):
-        raise Interrupted(stop_requests.received or signal.SIGINT, batch.step)
+    ended = all(record.ended for record in records)
+    if stop_requests.received is not None or not ended:
+        raise Interrupted(stop_requests.received or signal.SIGINT, batch.step, ended)
     return [math.inf if record.status == "diverged" else summary["final_loss"]
             for record, summary in zip(records, summaries, strict=True)]  # fmt: skip
 
 
-def start(batch: Batch, runs: Sequence[RunSpec], plan: Plan) -> tuple[RunCheckpoint | BatchCheckpoint, dict]:
+def start(
+    batch: Batch, runs: Sequence[RunSpec], plan: Plan
+) -> tuple[RunCheckpoint | BatchCheckpoint, dict[str, float]]:
     """Compile the loop, make the run directories and the checkpoint, and restore a resumed run; the checkpoint,
     and the seconds of the set-up's phases that a run alone's timings count."""
     if plan.batch is not None:
@@ -152,15 +155,15 @@ def save(checkpoint: RunCheckpoint | BatchCheckpoint, step: int, records: Sequen
         record.timings.add("checkpoint", seconds / len(records))
 
 
-def compile_ahead(members: Sequence[Member], log_every: int) -> None:
+def compile_ahead(members: Sequence[Member]) -> None:
     """Compile the loop of the next batch's `members` while this batch's runs end (`LoopPool.compile_ahead`).
     What fails here is only logged: that batch meets it again when it runs, and handles it."""
     from tapelab.engine.pool import POOL
 
     problems, experiments = zip(*members, strict=True)
     try:
-        POOL.compile_ahead(problems, [e.optimizer for e in experiments], [e.lr for e in experiments], log_every,
-                           [e.stop for e in experiments])  # fmt: skip
+        POOL.compile_ahead(problems, [e.optimizer for e in experiments], [e.lr for e in experiments],
+                           experiments[0].log_every(), [e.stop for e in experiments])  # fmt: skip
     except Exception as error:
         log.debug("the next batch's loop was not compiled ahead: %s: %s", type(error).__name__, one_line(error))
 

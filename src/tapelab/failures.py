@@ -27,14 +27,18 @@ log = logging.getLogger("tapelab")
 def exits_as_the_command_line() -> Iterator[None]:
     """Around the command line's jobs: a single run's config mistake is one line and exit 2; a run stopped by
     SIGINT or SIGTERM exits with 130 or 143 after saving everything (a sweep stops too), with a line that
-    names the directory of the job HydraConfig holds (and, in a sweep, that re-launching the sweep goes on)."""
+    names the directory of the job HydraConfig holds and how to go on (none for a run that had ended)."""
 
     try:
         yield
     except Interrupted as stop:
         hydra_config = HydraConfig.get()
-        sweep = " (or re-launch the sweep)" if hydra_config.mode == RunMode.MULTIRUN else ""
-        log.warning("%s; continue with resume=true hydra.run.dir=%s%s", stop, hydra_config.runtime.output_dir, sweep)
+        if hydra_config.mode != RunMode.MULTIRUN and stop.ended:
+            log.warning("%s, as the run ended: %s holds all its files", stop, hydra_config.runtime.output_dir)
+        else:
+            sweep = " (or re-launch the sweep)" if hydra_config.mode == RunMode.MULTIRUN else ""
+            output_dir = hydra_config.runtime.output_dir
+            log.warning("%s; continue with resume=true hydra.run.dir=%s%s", stop, output_dir, sweep)
         raise SystemExit(stop.exit_code) from None
     except (ConfigError, OmegaConfBaseException) as mistake:
         exit_on_user_error(mistake)

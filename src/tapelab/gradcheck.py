@@ -70,7 +70,7 @@ class GradCheck:
 
 
 def tape_gradient(problem: Problem) -> np.ndarray:
-    """The flat gradient at the start, as the trainer computes it: float32 variables and one tape."""
+    """The flat gradient at the start, as the engine computes it: float32 variables and one tape."""
     import tensorflow as tf
 
     from tapelab.derivatives import flatten

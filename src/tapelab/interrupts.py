@@ -10,10 +10,12 @@ CAUGHT = (signal.SIGINT, signal.SIGTERM)
 
 
 class Interrupted(Exception):
-    """A run stopped on a signal after saving everything; the process should exit with `exit_code`."""
+    """A run stopped on a signal after saving everything; the process should exit with `exit_code`. `ended`: the
+    signal came as the runs wrote their last files, after their end: nothing is left to continue."""
 
-    def __init__(self, signal_number: int, steps: int) -> None:
+    def __init__(self, signal_number: int, steps: int, ended: bool = False) -> None:
         self.exit_code = 128 + signal_number  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+        self.ended = ended
         super().__init__(f"interrupted by {signal.Signals(signal_number).name} after {steps} steps")
 
 

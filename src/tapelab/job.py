@@ -16,16 +16,16 @@ from omegaconf.errors import OmegaConfBaseException
 
 from tapelab.errors import ConfigError, one_line
 from tapelab.overrides import task_overrides
-from tapelab.rundir import JobState, job_state, read_summary
+from tapelab.rundir import JobState, forget_failure, job_state, read_summary
 
 log = logging.getLogger("tapelab")
 
 
 @contextmanager
 def holding(hydra_cfg: DictConfig, own_log: bool = False) -> Iterator[None]:
-    """HydraConfig holding a job's config (a JobReturn's `hydra_cfg`) for the block, and (`own_log`) its log
-    records going to its own log file. After `Interrupted` HydraConfig still holds the job, so that the line
-    that reports it names the directory of the job that was interrupted."""
+    """HydraConfig holding a job's config (a JobReturn's `hydra_cfg`) for the block; with `own_log`, log records
+    go to the job's own log file from then on (as Hydra's `run_job` leaves them). After `Interrupted`
+    HydraConfig still holds the job, so that the line that reports it names the directory of the job."""
     from hydra.core.utils import configure_log
 
     from tapelab.interrupts import Interrupted
@@ -33,9 +33,9 @@ def holding(hydra_cfg: DictConfig, own_log: bool = False) -> Iterator[None]:
     hydra_config = HydraConfig.instance()
     before = hydra_config.cfg
     hydra_config.cfg = hydra_cfg
-    if own_log:
-        configure_log(hydra_cfg.hydra.job_logging, hydra_cfg.hydra.verbose)
     try:
+        if own_log:
+            configure_log(hydra_cfg.hydra.job_logging, hydra_cfg.hydra.verbose)
         yield
     except Interrupted:
         before = hydra_cfg
@@ -72,9 +72,11 @@ def run_job(cfg: DictConfig) -> float:
                 check_same_job(run_dir, overrides)
             except ConfigError as clash:
                 to_console(log, f"Error in config: {one_line(clash)}", logging.ERROR)
-                return math.inf
+            return math.inf
         if state is JobState.FINISHED:
             return stored_result(run_dir)  # done in an earlier launch: its files stay as they are
+        if state in (JobState.NEW, JobState.BLOCKED):  # an earlier launch's failure: forgotten as the job starts
+            forget_failure(run_dir)
         resume = cfg.resume or state is JobState.INTERRUPTED
         if resume:
             cfg = resumed_config(run_dir, overrides, composer(list(hydra_node.overrides.hydra)))

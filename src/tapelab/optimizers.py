@@ -62,7 +62,7 @@ class UpdateRule:
             variable.assign(value)
 
     def apply(self, gradients: Sequence[Any], variables: Sequence[Any]) -> None:
-        """UpdateRule `variables` in place (called inside tf.function)."""
+        """Update `variables` in place (called inside tf.function)."""
         raise NotImplementedError
 
     def learning_rate(self) -> Any:
@@ -225,7 +225,7 @@ class NewtonStep(UpdateRule):
     pseudo-inverse, with singular values below 10·n·ε_float32·σ_max (what a float32 H resolves) as zero: a
     singular Hessian gives the minimum-norm step (nothing along directions of zero curvature), an indefinite
     one gives pure Newton's step towards the saddle or maximum of the local quadratic model, and a
-    non-finite one gives a non-finite step, which the trainer's divergence check turns into `diverged`.
+    non-finite one gives a non-finite step, which the engine's divergence check turns into `diverged`.
     """
 
     RCOND_PER_ELEMENT = 10 * float(np.finfo(np.float32).eps)  # as tf.linalg.pinv's default, for float32 inputs
@@ -246,7 +246,7 @@ class NewtonStep(UpdateRule):
         if self._loss is None:
             raise RuntimeError("NewtonStep.prepare must run before apply")
         _, _, hessian = gradient_and_hessian(self._loss, variables)
-        gradient = tf.cast(flatten(gradients), tf.float64)  # the gradient the trainer logged for this step
+        gradient = tf.cast(flatten(gradients), tf.float64)  # the gradient the engine logged for this step
         size = tf.cast(tf.size(gradient), tf.float64)
         inverse = tf.linalg.pinv(tf.cast(hessian, tf.float64), rcond=self.RCOND_PER_ELEMENT * size)
         step = tf.cast(tf.linalg.matvec(inverse, gradient), self.dtype)

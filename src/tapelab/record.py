@@ -175,7 +175,7 @@ def draw_pictures(
 def summarise(
     experiment: Experiment,
     problem: Problem,
-    trainer: RunView,
+    trained: RunView,
     last_finite: pd.DataFrame | None,
     starts: pd.DataFrame | None,
     status: str,
@@ -189,14 +189,14 @@ def summarise(
         steps, final_loss, best, flat = 0, None, None, problem.flat_start()
     else:
         row = last_finite.iloc[0]
-        steps, final_loss, best = int(row["step"]), shortest(row["loss"]), shortest(trainer.best_loss)
-        flat = row[trainer.param_columns].to_numpy(np.float32)
+        steps, final_loss, best = int(row["step"]), shortest(row["loss"]), shortest(trained.best_loss)
+        flat = row[trained.param_columns].to_numpy(np.float32)
     summary: dict[str, Any] = {"status": status, "steps": steps, "final_loss": final_loss, "best_loss": best}
     if starts is not None:  # a batch: the best start that ended finite, at the step the batch stopped
         finite = starts[np.isfinite(starts.filter(regex="^(start_|end_|final_loss)").to_numpy()).all(axis=1)]
         summary["starts"] = {key: int(count) for key, count in starts["status"].value_counts().sort_index().items()}
         summary["best_start"] = None if finite.empty else int(finite["final_loss"].idxmin())
-        summary["steps"] = trainer.step
+        summary["steps"] = trained.step
         if finite.empty:
             summary["final_loss"], flat = None, problem.flat_start()
         else:
@@ -207,7 +207,7 @@ def summarise(
         params=parameter_values(problem, flat),
         wall_time_s=wall_time,
         steps_per_s=steps / wall_time,
-        xla=trainer.jit_compile,
+        xla=trained.jit_compile,
         **experiment.describe(),
     )
     if problem.minima:

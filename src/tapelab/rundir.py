@@ -31,16 +31,18 @@ class JobState(enum.Enum):
 
 
 def job_state(run_dir: Path, overrides: Sequence[str]) -> JobState:
-    """The state of the sweep job with `overrides` in `run_dir`. An earlier launch's failure before any
-    checkpoint is forgotten here, so that the job starts again as new."""
+    """The state of the sweep job with `overrides` in `run_dir`. The summary.json of an earlier launch's failure
+    before any checkpoint doesn't count: the job starts again as new (`forget_failure` before it does)."""
     if holds_other_job(run_dir, overrides):
         return JobState.FOREIGN
     if is_finished(run_dir):
         return JobState.FINISHED
     if (run_dir / CHECKPOINTS).is_dir():
         return JobState.INTERRUPTED
-    forget_failure(run_dir)
-    return JobState.BLOCKED if results_in(run_dir) else JobState.NEW
+    results = results_in(run_dir)
+    if (read_summary(run_dir) or {}).get("status") == "failed":
+        results.remove(SUMMARY)
+    return JobState.BLOCKED if results else JobState.NEW
 
 
 def results_in(run_dir: Path) -> list[str]:

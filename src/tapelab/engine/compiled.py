@@ -59,6 +59,7 @@ class CompiledLoop:
         self._function = tf.function(run_steps, jit_compile=jit_compile, autograph=False)
         self.compiled = False
         self._compiling: Future | None = None  # a compile started by `compile_in_background`
+        self._failed_in_background: BaseException | None = None
         self._graph_def: bytes | None = None
         self._step_graph_def: bytes | None = None
 
@@ -82,6 +83,8 @@ class CompiledLoop:
         started = time.perf_counter()
         self.wait()
         if not self.compiled:
+            if self._failed_in_background is not None and not fallback:
+                raise self._failed_in_background  # no second attempt at what XLA already refused
             self.call(0, fallback)
         return time.perf_counter() - started
 
@@ -94,10 +97,10 @@ class CompiledLoop:
             self._compiling = executor.submit(self.call, 0, False)
 
     def wait(self) -> None:
-        """Wait for a compile in the background, if one was started; its error is met again by `compile`."""
+        """Wait for a compile in the background, if one was started; `compile` raises its error."""
         if self._compiling is not None:
             compiling, self._compiling = self._compiling, None
-            compiling.exception()
+            self._failed_in_background = compiling.exception()
 
     def call(self, n_steps: int, fallback: bool = True) -> tuple[Any, ...]:
         """Call the loop; if XLA can't compile it the first time, fall back to the plain graph (with `fallback`)

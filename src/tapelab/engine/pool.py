@@ -113,8 +113,9 @@ class LoopPool:
         batch = Batch(problems[0], optimizers[0], stops[0], True, len(problems), dtype=dtype)
         batch.load(problems, optimizers, lrs, log_every, stops)
         batch.trace()
-        if self._compile_thread is None:
-            self._compile_thread = ThreadPoolExecutor(1, thread_name_prefix="tapelab-compile")
+        with self._lock:
+            if self._compile_thread is None:
+                self._compile_thread = ThreadPoolExecutor(1, thread_name_prefix="tapelab-compile")
         batch.loop.compile_in_background(self._compile_thread)
         self.keep(key, batch)
 

@@ -1,12 +1,12 @@
 """The graph of the training loop: one step (the loss, the tape's gradient, the row, the update) and the
-`tf.while_loop` of a chunk of steps, with its values in a named `LoopState`.
+`tf.while_loop` of a chunk of steps, a batch's over a named `LoopState`, a run alone's over an `AloneState`.
 
 Inside a chunk every step writes its reports' rows into a fixed-size buffer, at the slot after the rows kept
 so far, and a row on the `log.every` grid is kept; so the loop compiles with XLA (no conditional write) and
-the history is written after the call. A member that diverges or converges stops at its own step: from then
-on its update is undone at every step (`tf.where` on its parameters and optimizer slots, not a conditional
-update, which is slow under XLA; what the members share, such as the iteration count, moves while any member
-does), its rows end, and the others go on.
+the history is written after the call. In a batch, a member that diverges or converges stops at its own step:
+from then on its update is undone at every step (`tf.where` on its parameters and optimizer slots, not a
+conditional update, which is slow under XLA; what the members share, such as the iteration count, moves while
+any member does), its rows end, and the others go on. A run alone's loop ends at the step its run stops.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ LossFn = Callable[[Mapping[str, Any], Mapping[str, Any]], Any]
 
 @dataclass(frozen=True)
 class Problem:
-    """What the trainer needs from an objective.
+    """What the engine needs from an objective.
 
     `start` holds the trainable parameters' start values (float32, scalar or 1-D), in column order;
     `constants` the float32 values the loss reads but does not train (an objective's constants, its data).

@@ -2,7 +2,7 @@
 
 The events are TensorBoard's own protocol buffers (its summary metadata helpers), appended to the file with
 TensorFlow's record writer: no summary op is traced, so a sweep's jobs pay no tracing for their TensorBoard
-output (the step graph is traced once per loop structure, `Trainer.step_graph_def`). Tags (`scalar_tag`):
+output (the step graph is traced once per loop structure, `CompiledLoop.step_graph_def`). Tags (`scalar_tag`):
 `loss`, `loss/grad_norm`, `loss/mean`, `loss/worst`, `lr`, `params/<column>`, `params/<column>/grad`,
 histograms `params/<name>` for vector parameters, `summary/final_loss`, `summary/best_loss`, `summary/steps`
 at the end, and `plots/<picture>`. The graph of one training step is the run graph of the Graphs tab; the
