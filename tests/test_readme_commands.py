@@ -45,8 +45,7 @@ from tapelab.callbacks import RunChecks
 from tapelab.cli import CONFIG_MODULE, quiet_flag_as_override
 from tapelab.config import check_added_keys
 from tapelab.errors import ConfigError, PastHydra, one_line
-from tapelab.resume import CHECKPOINTS, SAVED_OVERRIDES
-from tapelab.rundir import METRICS, SUMMARY
+from tapelab.rundir import CHECKPOINTS, METRICS, SAVED_OVERRIDES, SUMMARY
 
 README = ROOT / "README.md"
 PROGRAM = re.compile(r"(?:[A-Z_]+=\S* )*(?:\S*/)?(?:python3? (?:run\.py|scripts/\w+\.py)|tapelab)(?=\s|$)")

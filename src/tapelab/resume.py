@@ -13,12 +13,13 @@ from omegaconf.errors import OmegaConfBaseException
 
 from tapelab.errors import ConfigError, one_line
 from tapelab.overrides import parse_override
-from tapelab.rundir import (  # noqa: F401
+from tapelab.rundir import (
     CHECKPOINTS,
-    FINISHED,
     METRICS,
     SAVED_OVERRIDES,
+    JobState,
     holds_other_job,
+    job_state,
     read_summary,
     saved_overrides,
 )
@@ -36,9 +37,7 @@ def saved_config_subdir(output_dir: str, mode: Any, overrides: Sequence[str]) ->
     summary = read_summary(run_dir)
     if str(mode).endswith("MULTIRUN"):
         typed = OmegaConf.to_container(overrides, resolve=False) if isinstance(overrides, ListConfig) else overrides
-        if holds_other_job(run_dir, typed):
-            return None
-        if summary is not None and summary.get("status") in FINISHED:
+        if job_state(run_dir, typed) in (JobState.FOREIGN, JobState.FINISHED):
             return None
     if summary is None:
         return ".hydra"
