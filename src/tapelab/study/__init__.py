@@ -1,0 +1,1 @@
+"""Studies: optimizers compared over problems, learning rates and seeds, by measures defined once."""
