@@ -218,6 +218,7 @@ CONFIG_MISTAKES = [
         "optimizer.max_params: the objective has 101 trainable elements",
     ),  # fmt: skip
     (["jit_compile=maybe"], "jit_compile: must be auto, true or false, got 'maybe'"),
+    (["dtype=float16"], "dtype: must be float32 or float64, got 'float16'"),
 ]
 USER_MISTAKES = [
     (["lr=-1"], "lr: must be a finite number > 0 (in float32, so 1e-45 to 3.4e38), got -1.0"),
@@ -254,7 +255,7 @@ ONE_LINE_MISTAKES = {
     "objective=nope": "objective: no option 'nope'; choose from " + ", ".join(OBJECTIVES),
     "lr=fast": "lr: 'fast' is not a float",
     "nokey=1": "nokey: not a key of the config; the top level has objective, optimizer, lr, epochs, seed, "
-    "jit_compile, resume, stop, log",
+    "jit_compile, dtype, resume, stop, log, study",
     "optimizer.momentum=2": "optimizer.momentum: must be a float between 0 and 1, got 2.0",
 }
 

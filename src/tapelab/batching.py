@@ -59,7 +59,7 @@ def group_key(task_cfg: DictConfig) -> str:
         raise CannotBatch("objective.starts > 1 trains its starts as a batch of their own")
     if experiment.jit_compile is False:
         raise CannotBatch("jit_compile=false, and batches train under XLA")
-    loop = loop_key(problem, experiment.optimizer, experiment.stop, jit_compile=True)
+    loop = loop_key(problem, experiment.optimizer, experiment.stop, jit_compile=True, dtype=experiment.dtype)
     shared = (experiment.epochs, experiment.log_every(), dataclasses.asdict(experiment.log))
     optimizer = experiment.optimizer
     values = {key: value for key, value in optimizer.hyperparameters().items() if key not in optimizer.member_inputs}

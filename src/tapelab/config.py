@@ -68,9 +68,11 @@ class Config:
     epochs: int = MISSING
     seed: int = MISSING
     jit_compile: Any = "auto"  # auto, true or false (OmegaConf has no union of str and bool)
+    dtype: str = "float32"  # of the parameters, the optimizer's slots and hyperparameters, and the loss
     resume: bool = False
     stop: StopConfig = field(default_factory=StopConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    study: Any = None  # an option of conf/study: a study instead of one run (tapelab.study)
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,7 @@ class Experiment:
     jit_compile: bool | None  # None: auto, decided from the run's size (tapelab.engine.compiled.wants_xla)
     stop: StopConfig
     log: LogConfig
+    dtype: str = "float32"
 
     def log_every(self) -> int:
         """The effective `log.every`: raised, if needed, so that at most about `log.max_rows` rows are written."""
@@ -100,6 +103,7 @@ class Experiment:
             "lr": self.lr,
             "epochs": self.epochs,
             "seed": self.seed,
+            "dtype": self.dtype,
             "stop": dataclasses.asdict(self.stop),
             "objective_params": plain_values(self.objective),
             "optimizer_params": self.optimizer.hyperparameters(),
@@ -131,6 +135,7 @@ def register_configs() -> None:
 
     from tapelab.extras import options_not_installed
     from tapelab.resume import saved_config_subdir
+    from tapelab.study import schema  # noqa: F401 (stores the study group's schema)
 
     ConfigStore.instance().store(name="schema_config", node=Config)
     plugins = Plugins.instance()  # the scan
@@ -157,6 +162,7 @@ def job_dir_name(override_dirname: str, job_number: int) -> str:
     return f"{override_dirname}_{job_number}" if override_dirname else str(job_number)
 
 
+DTYPES = ("float32", "float64")
 MAX_STEPS = 2**62  # step numbers are int64 inside the graph
 MAX_STARTS = 1_000_000
 
@@ -258,8 +264,13 @@ def check_finite_numbers(prefix: str, values: Any) -> None:
 def to_experiment(cfg: DictConfig) -> Experiment:
     """Turn a composed config into an `Experiment`, or raise `ConfigError` naming the bad key."""
     check_schema_keys(cfg)
-    if not (0 < cfg.lr <= FLOAT32_MAX and np.float32(cfg.lr) > 0):
-        raise ConfigError("lr", f"must be a finite number > 0 (in float32, so 1e-45 to 3.4e38), got {cfg.lr}")
+    if cfg.dtype not in DTYPES:
+        raise ConfigError("dtype", f"must be float32 or float64, got {cfg.dtype!r}")
+    smallest = float(np.finfo(cfg.dtype).smallest_subnormal)
+    if not (0 < cfg.lr <= FLOAT32_MAX and np.dtype(cfg.dtype).type(cfg.lr) > 0):
+        raise ConfigError(
+            "lr", f"must be a finite number > 0 (in {cfg.dtype}, so {smallest:.0e} to 3.4e38), got {cfg.lr}"
+        )
     check_count("epochs", cfg.epochs)
     check_count("log.every", cfg.log.every)
     if cfg.log.max_rows is not None:
@@ -294,4 +305,5 @@ def to_experiment(cfg: DictConfig) -> Experiment:
         None if cfg.jit_compile == "auto" else cfg.jit_compile,
         stop,
         OmegaConf.to_object(cfg.log),
+        cfg.dtype,
     )

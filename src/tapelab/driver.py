@@ -73,7 +73,8 @@ def train_runs(runs: Sequence[RunSpec], plan: Plan) -> list[float]:
     started = time.perf_counter(), time.time()
     problems, experiments = zip(*plan.members, strict=True)
     borrowed = POOL.batch_for(problems, [e.optimizer for e in experiments], [e.lr for e in experiments],
-                              plan.log_every, [e.stop for e in experiments], plan.jit_compile, plan.pooled)  # fmt: skip
+                              plan.log_every, [e.stop for e in experiments], plan.jit_compile, plan.pooled,
+                              experiments[0].dtype)  # fmt: skip
     with StopRequests() as stop_requests, quiet_tensorflow_logs(), borrowed as batch:
         checkpoint, set_up = start(batch, runs, plan)
         records = [
@@ -163,7 +164,7 @@ def compile_ahead(members: Sequence[Member]) -> None:
     problems, experiments = zip(*members, strict=True)
     try:
         POOL.compile_ahead(problems, [e.optimizer for e in experiments], [e.lr for e in experiments],
-                           experiments[0].log_every(), [e.stop for e in experiments])  # fmt: skip
+                           experiments[0].log_every(), [e.stop for e in experiments], experiments[0].dtype)  # fmt: skip
     except Exception as error:
         log.debug("the next batch's loop was not compiled ahead: %s: %s", type(error).__name__, one_line(error))
 

@@ -45,15 +45,15 @@ def search_box(objective: Objective, problem: Problem) -> np.ndarray:
     return box
 
 
-def draw_starts(box: np.ndarray, starts: int, seed: int) -> np.ndarray:
-    """`starts` flat start vectors drawn uniformly from `box`, reproducibly from `seed`."""
+def draw_starts(box: np.ndarray, starts: int, seed: int, dtype: str = "float32") -> np.ndarray:
+    """`starts` flat start vectors drawn uniformly from `box`, reproducibly from `seed`, rounded to `dtype`."""
     rng = np.random.default_rng([seed, starts])
-    return rng.uniform(box[:, 0], box[:, 1], size=(starts, len(box))).astype(np.float32)
+    return rng.uniform(box[:, 0], box[:, 1], size=(starts, len(box))).astype(dtype)
 
 
 def member_problems(problem: Problem, flat_starts: np.ndarray) -> list[Problem]:
     """`problem` once from each row of `flat_starts`: the members of a multi-start batch."""
-    return [dataclasses.replace(problem, start=problem.split(row.astype(np.float32))) for row in flat_starts]
+    return [dataclasses.replace(problem, start=problem.split(row)) for row in flat_starts]
 
 
 def starts_table(

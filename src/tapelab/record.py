@@ -183,14 +183,16 @@ def summarise(
 ) -> dict[str, Any]:
     """The content of summary.json, from the last finite row (None when not even the start was finite).
 
-    For a batch of starts, the parameters are the best start's, which `best_start` numbers.
+    For a batch of starts, the parameters are the best start's, which `best_start` numbers. Numbers are
+    written in the run's dtype, as the shortest decimal that reads back to it.
     """
+    dtype = experiment.dtype
     if last_finite is None:
         steps, final_loss, best, flat = 0, None, None, problem.flat_start()
     else:
         row = last_finite.iloc[0]
-        steps, final_loss, best = int(row["step"]), shortest(row["loss"]), shortest(trained.best_loss)
-        flat = row[trained.param_columns].to_numpy(np.float32)
+        steps, final_loss, best = int(row["step"]), shortest(row["loss"], dtype), shortest(trained.best_loss, dtype)
+        flat = row[trained.param_columns].to_numpy(dtype)
     summary: dict[str, Any] = {"status": status, "steps": steps, "final_loss": final_loss, "best_loss": best}
     if starts is not None:  # a batch: the best start that ended finite, at the step the batch stopped
         finite = starts[np.isfinite(starts.filter(regex="^(start_|end_|final_loss)").to_numpy()).all(axis=1)]
@@ -201,10 +203,10 @@ def summarise(
             summary["final_loss"], flat = None, problem.flat_start()
         else:
             chosen = finite.loc[summary["best_start"]]
-            summary["final_loss"] = shortest(chosen["final_loss"])
-            flat = chosen.filter(like="end_").to_numpy(np.float32)
+            summary["final_loss"] = shortest(chosen["final_loss"], dtype)
+            flat = chosen.filter(like="end_").to_numpy(dtype)
     summary.update(
-        params=parameter_values(problem, flat),
+        params=parameter_values(problem, flat, dtype),
         wall_time_s=wall_time,
         steps_per_s=steps / wall_time,
         xla=trained.jit_compile,
@@ -215,22 +217,23 @@ def summarise(
 
         distances = [np.linalg.norm(flat.astype(np.float64) - point) for point in problem.minima]
         summary["distance_to_min"] = float(min(distances))
-        lowest = float(loss_at(problem, np.array(problem.minima)).min())  # f* at the known minima
+        lowest = float(loss_at(problem, np.array(problem.minima), dtype).min())  # f* at the known minima
         if np.isfinite(lowest):  # summary.json holds no NaN or infinity
-            summary["loss_at_min"] = shortest(lowest)
+            summary["loss_at_min"] = shortest(lowest, dtype)
             if final_loss is not None:
-                summary["gap_to_min"] = shortest(final_loss - lowest)
+                summary["gap_to_min"] = shortest(np.dtype(dtype).type(final_loss) - np.dtype(dtype).type(lowest), dtype)
     return summary
 
 
-def shortest(value: float) -> float:
-    """A float32 value as the shortest decimal that reads back to it (0.99999857, not 0.9999985694885254)."""
-    return float(str(np.float32(value)))
+def shortest(value: float, dtype: str = "float32") -> float:
+    """A value of `dtype` as the shortest decimal that reads back to it (float32: 0.99999857, not
+    0.9999985694885254)."""
+    return float(str(np.dtype(dtype).type(value)))
 
 
-def parameter_values(problem: Problem, flat: np.ndarray) -> dict[str, float | list[float]]:
-    """A flat parameter row as name -> number or list (for a vector), in shortest float32 text."""
+def parameter_values(problem: Problem, flat: np.ndarray, dtype: str = "float32") -> dict[str, float | list[float]]:
+    """A flat parameter row as name -> number or list (for a vector), in shortest text of `dtype`."""
     return {
-        name: [shortest(element) for element in value] if np.ndim(value) == 1 else shortest(value)
+        name: [shortest(element, dtype) for element in value] if np.ndim(value) == 1 else shortest(value, dtype)
         for name, value in problem.split(flat).items()
     }

@@ -31,7 +31,7 @@ def checked_problem(experiment: Experiment) -> tuple[Problem, np.ndarray | None]
         return problem, None
     check_elementwise(experiment.optimizer)
     box = search_box(experiment.objective, problem)
-    return problem, draw_starts(box, experiment.objective.starts, experiment.seed)
+    return problem, draw_starts(box, experiment.objective.starts, experiment.seed, experiment.dtype)
 
 
 def check_config(cfg: DictConfig) -> None:
