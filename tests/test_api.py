@@ -111,7 +111,7 @@ def test_a_refused_run_writes_nothing_and_the_next_run_gets_the_name_it_would_ha
     assert run.dir == tmp_path / "outputs" / time.strftime("%Y")  # not `<year>_1`
 
 
-TOP_LEVEL_KEYS = "objective, optimizer, lr, epochs, seed, jit_compile, resume, stop, log"
+TOP_LEVEL_KEYS = "objective, optimizer, lr, epochs, seed, jit_compile, dtype, resume, stop, log, study"
 
 
 def test_plus_adds_a_key_only_where_the_config_is_open_to_new_keys(tmp_path, monkeypatch):

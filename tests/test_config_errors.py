@@ -117,7 +117,7 @@ def test_composition_errors_read_as_one_line_that_names_the_key(overrides, line)
     assert "\n" not in one_line(error.value)
 
 
-TOP_LEVEL_KEYS = "objective, optimizer, lr, epochs, seed, jit_compile, resume, stop, log"
+TOP_LEVEL_KEYS = "objective, optimizer, lr, epochs, seed, jit_compile, dtype, resume, stop, log, study"
 
 
 @pytest.mark.parametrize(

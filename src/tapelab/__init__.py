@@ -12,12 +12,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tapelab.api import Run, load, load_sweep, run
+    from tapelab.api import Run, Study, load, load_study, load_sweep, run, run_study
     from tapelab.errors import ConfigError
     from tapelab.interrupts import Interrupted
 
 __version__ = "0.1.0"
-__all__ = ["ConfigError", "Interrupted", "Run", "load", "load_sweep", "run"]
+__all__ = ["ConfigError", "Interrupted", "Run", "Study", "load", "load_study", "load_sweep", "run", "run_study"]
 
 
 def __getattr__(name: str) -> Any:

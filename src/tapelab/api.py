@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +30,10 @@ from tapelab.config import register_configs
 from tapelab.errors import ConfigError, PastHydra
 from tapelab.failures import carried_past_hydra
 from tapelab.rundir import METRICS, SUMMARY
+from tapelab.study.tables import CHOSEN as STUDY_CHOSEN
+from tapelab.study.tables import CURVES as STUDY_CURVES
+from tapelab.study.tables import RUNS as STUDY_RUNS
+from tapelab.study.tables import SUMMARY as STUDY_SUMMARY
 from tapelab.sweep import SWEEP_CSV, find_jobs, sweep_table, swept_keys
 
 if TYPE_CHECKING:
@@ -65,6 +69,34 @@ class Run:
         return loss_figure(history, picture_title(summary, self.dir), summary.get("loss_at_min"))
 
 
+@dataclass(frozen=True)
+class Study:
+    """A study's directory, read on demand: its tables (`tapelab.study.tables`) and study.json."""
+
+    dir: Path
+
+    @property
+    def runs(self) -> pd.DataFrame:
+        """One row per run: problem, optimizer, lr, seed, role, dtype, status, steps, gaps, runtime to each
+        target (`runtime@<target>`, missing where missed) and the command that reproduces it alone."""
+        return pd.read_parquet(self.dir / STUDY_RUNS)
+
+    @property
+    def curves(self) -> pd.DataFrame:
+        """The runs' kept points: run, step, loss, best loss so far and gap."""
+        return pd.read_parquet(self.dir / STUDY_CURVES)
+
+    @property
+    def chosen(self) -> pd.DataFrame:
+        """Each (problem, optimizer)'s learning rate by the tuning rule, and its results on the evaluation seeds."""
+        return pd.read_parquet(self.dir / STUDY_CHOSEN)
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """study.json: complete or partial, the groups missing or failed, versions and the aggregates."""
+        return json.loads((self.dir / STUDY_SUMMARY).read_text())
+
+
 def run(*overrides: str, run_dir: str | os.PathLike[str] | None = None) -> Run:
     """Train one run in this process, as `python run.py <overrides>` would, and return it.
 
@@ -75,6 +107,22 @@ def run(*overrides: str, run_dir: str | os.PathLike[str] | None = None) -> Run:
     the run's tapelab.log, and XLA_FLAGS caps XLA's instruction set (see README, How it runs). Runs from several
     threads take turns.
     """
+    job = launch(overrides, run_dir)
+    return Run(Path(job.hydra_cfg.hydra.runtime.output_dir))
+
+
+def run_study(*overrides: str, run_dir: str | os.PathLike[str] | None = None) -> Study:
+    """Run a study in this process, as `python run.py study=<preset> <overrides>` would, and return it: into
+    `study.dir`, or `run_dir`, or outputs/<date>/<time>/. Run it again into the same directory to train only
+    the groups not done."""
+    if not any(override.split("=")[0].lstrip("+~") == "study" for override in overrides):
+        raise ConfigError("study", "tapelab.run_study needs study=<preset>, e.g. study=quick")
+    job = launch(overrides, run_dir)
+    return Study(Path(job.cfg.study.dir or job.hydra_cfg.hydra.runtime.output_dir).resolve())
+
+
+def launch(overrides: Sequence[str], run_dir: str | os.PathLike[str] | None) -> Any:
+    """Run tapelab's job in this process as the command line would; return Hydra's JobReturn."""
     from hydra._internal.hydra import Hydra
     from hydra._internal.utils import create_automatic_config_search_path
 
@@ -93,12 +141,11 @@ def run(*overrides: str, run_dir: str | os.PathLike[str] | None = None) -> Run:
                 if override_key(override) == "hydra.mode":
                     raise ConfigError("hydra.mode", "tapelab.run trains one run; sweeps run from the command line")
             app = Hydra.create_main_hydra2(task_name="tapelab", config_search_path=search_path)
-            job = app.run("config", _task, arguments, with_log_configuration=False)
+            return app.run("config", _task, arguments, with_log_configuration=False)
         except PastHydra as carried:
             raise carried.error from None
         except (CompactHydraException, OmegaConfBaseException) as mistake:
             raise ConfigError.of(mistake) from None
-    return Run(Path(job.hydra_cfg.hydra.runtime.output_dir))
 
 
 def load(run_dir: str | os.PathLike[str]) -> Run:
@@ -107,6 +154,14 @@ def load(run_dir: str | os.PathLike[str]) -> Run:
     if not (path / SUMMARY).exists():
         raise FileNotFoundError(f"{path} holds no run ({SUMMARY} is missing)")
     return Run(path)
+
+
+def load_study(study_dir: str | os.PathLike[str]) -> Study:
+    """The study in `study_dir` (complete or partial); FileNotFoundError if it holds none."""
+    path = Path(study_dir).resolve()
+    if not (path / STUDY_SUMMARY).exists():
+        raise FileNotFoundError(f"{path} holds no study ({STUDY_SUMMARY} is missing)")
+    return Study(path)
 
 
 def load_sweep(sweep_dir: str | os.PathLike[str]) -> pd.DataFrame:

@@ -33,7 +33,9 @@ def exits_as_the_command_line() -> Iterator[None]:
         yield
     except Interrupted as stop:
         hydra_config = HydraConfig.get()
-        if hydra_config.mode != RunMode.MULTIRUN and stop.ended:
+        if stop.how_to_continue is not None:
+            log.warning("%s; %s", stop, stop.how_to_continue)
+        elif hydra_config.mode != RunMode.MULTIRUN and stop.ended:
             log.warning("%s, as the run ended: %s holds all its files", stop, hydra_config.runtime.output_dir)
         else:
             sweep = " (or re-launch the sweep)" if hydra_config.mode == RunMode.MULTIRUN else ""

@@ -11,12 +11,15 @@ CAUGHT = (signal.SIGINT, signal.SIGTERM)
 
 class Interrupted(Exception):
     """A run stopped on a signal after saving everything; the process should exit with `exit_code`. `ended`: the
-    signal came as the runs wrote their last files, after their end: nothing is left to continue."""
+    signal came as the runs wrote their last files, after their end: nothing is left to continue. A study says
+    `how_to_continue` (a run continues with resume=true) and counts runs instead of steps."""
 
-    def __init__(self, signal_number: int, steps: int, ended: bool = False) -> None:
+    def __init__(self, signal_number: int, steps: int, ended: bool = False, how_to_continue: str | None = None) -> None:
         self.exit_code = 128 + signal_number  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
         self.ended = ended
-        super().__init__(f"interrupted by {signal.Signals(signal_number).name} after {steps} steps")
+        self.how_to_continue = how_to_continue
+        done = f"{steps} steps" if how_to_continue is None else f"{steps} runs"
+        super().__init__(f"interrupted by {signal.Signals(signal_number).name} after {done}")
 
 
 class StopRequests:

@@ -62,6 +62,11 @@ def run_job(cfg: DictConfig) -> float:
 
     hydra_node = HydraConfig.get()
     run_dir = Path(hydra_node.runtime.output_dir)
+    if cfg.get("study") is not None:
+        from tapelab.study.runner import run_study
+
+        run_study(cfg, run_dir, composer(list(hydra_node.overrides.hydra)))
+        return 0.0
     multirun = hydra_node.mode == RunMode.MULTIRUN
     overrides = task_overrides(hydra_node)
     trial = trial_id(run_dir, multirun)

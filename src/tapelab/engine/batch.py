@@ -111,6 +111,11 @@ class Batch:
         return self.loop.jit_compile
 
     @property
+    def max_chunk_steps(self) -> int:
+        """The most steps one compiled call takes: the rows its buffer keeps."""
+        return self._max_chunk_steps
+
+    @property
     def step(self) -> int:
         """The batch's steps so far: the updates of every member still running."""
         return int(self.state.clock.numpy())
@@ -210,6 +215,24 @@ class Batch:
             history = self._frame(steps[kept], rows[kept, report])
             chunks.append(Chunk(history, int(updates[report]), statuses[report], last_finite))
         return chunks
+
+    def advance_rows(self, n_steps: int) -> tuple[np.ndarray, np.ndarray]:
+        """Apply up to `n_steps` updates to every running member, as `advance` does, but return the call's kept
+        rows as they come: their steps, and the rows [rows, reports, columns but `step`]. A member's rows end at
+        the step it stopped (`steps` after the call); those after it are not its."""
+        first_step = self.step
+        started = time.perf_counter()
+        rows, kept_rows, *_ = self._call(n_steps)
+        self.step_seconds += time.perf_counter() - started
+        kept_rows = int(kept_rows)
+        first_kept = -(-first_step // self._every) * self._every
+        return first_kept + self._every * np.arange(kept_rows, dtype=np.int64), rows.numpy()[:kept_rows]
+
+    def end_rows(self) -> np.ndarray:
+        """Each report's row at its current state [reports, columns but `step`], finite or not."""
+        if self._end is None:
+            self._call(0)
+        return self._end[1]
 
     def _running_reports(self) -> list[bool]:
         running = [status is None for status in self.statuses]

@@ -1,0 +1,222 @@
+"""Training a study's groups: each group's members as one batch of the engine, under XLA, with no directory and
+no TensorBoard per run; a group that ends is saved at once, so that a stopped study loses at most the group
+it was training."""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import signal
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
+
+from tapelab.config import StopConfig
+from tapelab.errors import ConfigError, one_line
+from tapelab.interrupts import Interrupted, StopRequests
+from tapelab.objectives import Problem
+from tapelab.optimizers import OptimizerConfig
+from tapelab.study import tables
+from tapelab.study.curves import MemberCurves
+from tapelab.study.plan import (
+    Group,
+    base_experiment,
+    draw_start,
+    member_problem,
+    override_value,
+    plan_groups,
+    study_targets,
+)
+
+log = logging.getLogger("tapelab")
+
+
+@dataclass(frozen=True)
+class GroupResult:
+    """A trained group: one row per member, and the members' kept curve points."""
+
+    runs: pd.DataFrame
+    curves: pd.DataFrame
+
+
+def f_star(problem: Problem, dtype: str = "float64") -> float:
+    """The lowest value at the problem's recorded minima, in float64; NaN if it records none."""
+    from tapelab.landscape import loss_at
+
+    if not problem.minima:
+        return float("nan")
+    return float(loss_at(problem, np.array(problem.minima, np.float64), dtype).min())
+
+
+def member_command(group: Group, start_keys: dict, lr: float, seed: int) -> str:
+    """The run.py command that trains one member alone, to the bit."""
+    starts = [f"objective.{key}={override_value(value)}" for key, value in start_keys.items()]
+    overrides = [*group.overrides[:1], *starts, *group.overrides[1:], f"lr={lr!r}", f"seed={seed}"]
+    return "python run.py " + " ".join(shlex.quote(override) for override in overrides)
+
+
+def train_group(group: Group, study: DictConfig, compose: Callable[[list[str]], DictConfig],
+                targets: np.ndarray, stops: StopRequests) -> GroupResult:  # fmt: skip
+    """Train a group's members as one batch and return its tables; raise `Interrupted` if a stop was asked for
+    (after the current chunk)."""
+    experiment = base_experiment(compose, list(group.overrides), f"study.problems.{group.problem}")
+    objective, dtype = experiment.objective, experiment.dtype
+    box = objective.box()
+    if box is None:
+        raise ConfigError(f"study.problems.{group.problem}.settings.domain",
+                          "a study draws its start points from the objective's domain: give one [low, high] pair, "
+                          "or one per parameter element")  # fmt: skip
+    like = objective.build(0)
+    if len(box) == 1:
+        box = np.repeat(box, like.flat_start().size, axis=0)
+    by_seed = {}
+    for seed in sorted({member.seed for member in group.members}):
+        problem, keys = member_problem(objective, draw_start(box, seed, dtype), seed, like)
+        by_seed[seed] = (problem, keys, f_star(problem))
+    members = group.members
+    problems = [by_seed[member.seed][0] for member in members]
+    lrs = [member.lr for member in members]
+    stars = np.array([by_seed[member.seed][2] for member in members])
+    curves = MemberCurves(stars, targets, group.budget)
+    count = len(members)
+    started = time.perf_counter()
+    # A coupled optimizer (Newton's Hessian over every element) would mix a batch's members: one at a time.
+    coupled = experiment.optimizer.coupling() is not None
+    parts = [slice(member, member + 1) for member in range(count)] if coupled else [slice(0, count)]
+    ends, statuses = np.zeros(count, np.int64), [""] * count
+    for part in parts:
+        ends[part], statuses[part] = train_members(problems[part], experiment.optimizer, lrs[part], group.budget,
+                                                   dtype, curves, part.start, stops)  # fmt: skip
+    seconds = time.perf_counter() - started
+    runs = pd.DataFrame(
+        {
+            "member": np.arange(count),
+            "problem": group.problem,
+            "problem_group": group.problem_group or f"{like.flat_start().size}-D",
+            "dim": like.flat_start().size,
+            "optimizer": group.optimizer.name,
+            "lr": lrs,
+            "on_grid": [member.on_grid for member in members],
+            "keras_default": [member.keras_default for member in members],
+            "seed": [member.seed for member in members],
+            "role": [member.role for member in members],
+            "dtype": dtype,
+            "budget": group.budget,
+            "status": statuses,
+            "steps": ends,
+            "final_loss": batch_final_losses(curves, ends),
+            "best_loss": curves.best,
+            "f_star": stars,
+            "hessians": ends if group.optimizer.option == "newton" else 0,
+            "command": [member_command(group, by_seed[m.seed][1], m.lr, m.seed) for m in members],
+            "group_seconds": seconds,
+        }
+    )
+    hits = pd.DataFrame(curves.hits, columns=tables.hit_columns(targets))
+    return GroupResult(pd.concat([runs, hits], axis=1), curves.table())
+
+
+def train_members(problems: list[Problem], optimizer: OptimizerConfig, lrs: list[float], budget: int, dtype: str,
+                  curves: MemberCurves, first: int, stops: StopRequests) -> tuple[np.ndarray, list[str]]:  # fmt: skip
+    """Train members as one batch for `budget` steps, under XLA, feeding their rows to `curves` (where they are
+    members `first`, `first` + 1, …); return each one's steps and status (completed or diverged)."""
+    from tapelab.engine.pool import POOL
+
+    count = len(problems)
+    with POOL.batch_for(problems, [optimizer] * count, lrs, 1, [StopConfig()] * count, True, False, dtype) as batch:
+        batch.trace()
+        batch.compile()
+        while batch.step < budget and any(status is None for status in batch.statuses):
+            steps, rows = batch.advance_rows(min(batch.max_chunk_steps, budget - batch.step))
+            member_steps = np.broadcast_to(steps[:, None], (len(steps), count))
+            curves.take(member_steps, rows[:, :, 0], member_steps < batch.steps[None, :], first)
+            if stops.received is not None:
+                raise Interrupted(stops.received, batch.step)
+        ends = batch.steps
+        curves.take(ends[None, :], batch.end_rows()[None, :, 0], np.ones((1, count), bool), first)
+        return ends, ["diverged" if status == "diverged" else "completed" for status in batch.statuses]
+
+
+def batch_final_losses(curves: MemberCurves, ends: np.ndarray) -> np.ndarray:
+    """Each member's loss at its last step, from its kept points (its final step is always kept)."""
+    table = curves.table()
+    last = table[table["step"].to_numpy() == ends[table["member"].to_numpy()]]
+    return last.set_index("member")["loss"].reindex(range(len(ends))).to_numpy()
+
+
+def run_study(cfg: DictConfig, run_dir: Path, compose: Callable[[list[str]], DictConfig]) -> Path:
+    """Run the study of `cfg.study` into its directory: train the groups not done yet (of this unit, if
+    `study.unit` is set), then merge every finished group into the study's tables. Return the directory."""
+    from tapelab.tensorflow_start import import_tensorflow, quiet_tensorflow_logs
+
+    study = cfg.study
+    study_dir = Path(study.dir) if study.dir else run_dir
+    groups = plan_groups(study, compose)
+    mine = unit_groups(groups, study.unit, study.units)
+    targets = study_targets(study)
+    todo = [group for group in mine if not tables.is_done(study_dir, group)]
+    log.info("study: %d groups (%d runs), %d to train", len(mine), sum(len(g.members) for g in mine), len(todo))
+    import_tensorflow()
+    tables.write_config(study_dir, cfg)
+    progress = Progress(mine, todo)
+    again = f"run the same command with hydra.run.dir={study_dir} to train the groups left"
+    with StopRequests() as stops, quiet_tensorflow_logs():
+        for group in todo:
+            try:
+                result = train_group(group, study, compose, targets, stops)
+            except Interrupted:
+                tables.merge(study_dir, groups, study)
+                raise Interrupted(stops.received or signal.SIGINT, progress.done_runs, how_to_continue=again) from None
+            except Exception as error:  # recorded and retried next time, never cached as done
+                log.error("study: group %s × %s failed: %s", group.problem, group.optimizer.name, one_line(error))
+                tables.save_failure(study_dir, group, error)
+                progress.skip(group)
+                continue
+            tables.save_group(study_dir, group, result.runs, result.curves)
+            progress.done(group)
+            if stops.received is not None:
+                break
+    tables.merge(study_dir, groups, study)
+    if stops.received is not None:
+        raise Interrupted(stops.received, progress.done_runs, how_to_continue=again)
+    return study_dir
+
+
+def unit_groups(groups: Sequence[Group], unit: int | None, units: int) -> list[Group]:
+    """The groups of one unit: every `units`-th group in the order of their keys (which the config's order
+    doesn't change), starting at `unit`; every group if `unit` is null."""
+    if units < 1 or (unit is not None and not 0 <= unit < units):
+        raise ConfigError("study.unit", f"must be null or from 0 to study.units - 1 = {units - 1}, got {unit}")
+    if unit is None:
+        return list(groups)
+    ordered = sorted(groups, key=lambda group: group.key)
+    return [group for number, group in enumerate(ordered) if number % units == unit]
+
+
+class Progress:
+    """A line as each group ends: groups and runs done, and an estimate of the time left."""
+
+    def __init__(self, groups: Sequence[Group], todo: Sequence[Group]) -> None:
+        self.groups, self.runs = len(groups), sum(len(group.members) for group in groups)
+        self.done_groups = self.groups - len(todo)
+        self.done_runs = self.runs - sum(len(group.members) for group in todo)
+        self.left_runs = self.runs - self.done_runs
+        self.started, self.trained = time.perf_counter(), 0
+
+    def done(self, group: Group) -> None:
+        self.done_groups += 1
+        self.done_runs += len(group.members)
+        self.trained += len(group.members)
+        self.left_runs -= len(group.members)
+        seconds = time.perf_counter() - self.started
+        left = seconds / self.trained * self.left_runs
+        log.info("study: %d/%d groups, %d/%d runs done (%s × %s), about %.0f s left", self.done_groups, self.groups,
+                 self.done_runs, self.runs, group.problem, group.optimizer.name, left)  # fmt: skip
+
+    def skip(self, group: Group) -> None:
+        self.left_runs -= len(group.members)

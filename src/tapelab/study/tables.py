@@ -1,0 +1,227 @@
+"""A study's files: each group's tables as it ends, and the study's tables merged from every finished group
+(runs, curves, the chosen learning rates) with its summary.
+
+    <study dir>/study.yaml                    the resolved study config
+    <study dir>/groups/<problem>__<optimizer>__<key>/   runs.parquet, curves.parquet, group.json (or failed.json)
+    <study dir>/runs.parquet, curves.parquet, chosen.parquet, study.json
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from tapelab.atomic import replacing
+from tapelab.errors import ConfigError, one_line
+from tapelab.study import measures
+from tapelab.study.plan import EVALUATION, TUNING, Group, study_targets
+
+GROUPS, DONE, FAILED = "groups", "group.json", "failed.json"
+RUNS, CURVES, CHOSEN, SUMMARY, CONFIG = "runs.parquet", "curves.parquet", "chosen.parquet", "study.json", "study.yaml"
+
+
+def hit_columns(targets: np.ndarray) -> list[str]:
+    """The runs table's column of each target: the first step whose gap meets it."""
+    return [f"runtime@{target:.3g}" for target in targets]
+
+
+def group_dir(study_dir: Path, group: Group) -> Path:
+    return study_dir / GROUPS / f"{group.problem}__{group.optimizer.name}__{group.key}"
+
+
+def is_done(study_dir: Path, group: Group) -> bool:
+    """Whether the group's tables were saved whole (a failed group is tried again)."""
+    return (group_dir(study_dir, group) / DONE).is_file()
+
+
+def versions() -> dict[str, str]:
+    """What a group's numbers may depend on: tapelab's and TensorFlow's versions."""
+    from importlib.metadata import version
+
+    import tensorflow as tf
+
+    return {"tapelab": version("tapelab"), "tensorflow": tf.__version__}
+
+
+def write_parquet(frame: pd.DataFrame, path: Path) -> None:
+    with replacing(path) as temporary:
+        frame.to_parquet(temporary, index=False)
+
+
+def write_json(value: Any, path: Path) -> None:
+    with replacing(path) as temporary:
+        temporary.write_text(json.dumps(value, indent=2, default=str) + "\n")
+
+
+def write_config(study_dir: Path, cfg: DictConfig) -> None:
+    study_dir.mkdir(parents=True, exist_ok=True)
+    with replacing(study_dir / CONFIG) as temporary:
+        temporary.write_text(OmegaConf.to_yaml(cfg.study, resolve=True))
+
+
+def save_group(study_dir: Path, group: Group, runs: pd.DataFrame, curves: pd.DataFrame) -> None:
+    """Save a trained group's tables (one row per member, and their kept points); group.json, written last,
+    marks it done."""
+    directory = group_dir(study_dir, group)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / FAILED).unlink(missing_ok=True)
+    write_parquet(runs, directory / RUNS)
+    write_parquet(curves, directory / CURVES)
+    finished = time.strftime("%Y-%m-%dT%H:%M:%S")
+    info = {"key": group.key, "problem": group.problem, "optimizer": group.optimizer.name, **versions()}
+    write_json({**info, "machine": platform.node(), "finished": finished}, directory / DONE)
+
+
+def save_failure(study_dir: Path, group: Group, error: Exception) -> None:
+    """Record a group's failure (the study trains it again next time)."""
+    directory = group_dir(study_dir, group)
+    directory.mkdir(parents=True, exist_ok=True)
+    write_json({"key": group.key, "error": f"{type(error).__name__}: {one_line(error)}"}, directory / FAILED)
+
+
+def merge(study_dir: Path, groups: Sequence[Group], study: DictConfig) -> dict[str, Any]:
+    """Merge every finished group of the study into its tables and summary (partial while groups are missing);
+    return the summary."""
+    targets = study_targets(study)
+    primary = primary_column(study, targets)
+    done = [group for group in groups if is_done(study_dir, group)]
+    failed = {
+        f"{group.problem} × {group.optimizer.name}": json.loads(failure.read_text())["error"]
+        for group in groups
+        if group not in done and (failure := group_dir(study_dir, group) / FAILED).is_file()
+    }
+    group_versions = {group.key: json.loads((group_dir(study_dir, group) / DONE).read_text()) for group in done}
+    runs, curves = read_groups(study_dir, done)
+    runs, curves = with_gaps(runs, curves, targets)
+    write_parquet(runs, study_dir / RUNS)
+    write_parquet(curves, study_dir / CURVES)
+    chosen = chosen_rates(runs, primary)
+    write_parquet(chosen, study_dir / CHOSEN)
+    seen = {(info["tapelab"], info["tensorflow"]) for info in group_versions.values()}
+    summary = {
+        "status": "complete" if len(done) == len(groups) else "partial",
+        "groups": len(groups),
+        "groups_done": len(done),
+        "missing": [f"{group.problem} × {group.optimizer.name}" for group in groups if group not in done],
+        "failed": failed,
+        "runs": len(runs),
+        "dtype": study.dtype,
+        "primary_target": study.targets.primary,
+        "versions": [{"tapelab": tapelab, "tensorflow": tensorflow} for tapelab, tensorflow in sorted(seen)],
+        **aggregates(runs, chosen, primary, study.reference),
+    }
+    if len(seen) > 1:
+        summary["warning"] = "the groups were trained by different versions of tapelab or TensorFlow: see versions"
+    write_json(summary, study_dir / SUMMARY)
+    return summary
+
+
+def primary_column(study: DictConfig, targets: np.ndarray) -> str:
+    """The runs table's column of the primary target, which must be one of the targets."""
+    matches = np.flatnonzero(np.isclose(targets, study.targets.primary, rtol=1e-9, atol=0))
+    if len(matches) != 1:
+        raise ConfigError("study.targets.primary", f"must be one of the targets, got {study.targets.primary}")
+    return hit_columns(targets)[matches[0]]
+
+
+def read_groups(study_dir: Path, groups: Sequence[Group]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The finished groups' tables, one `run` id per member (`<group key>-<member>`)."""
+    runs, curves = [], []
+    for group in groups:
+        directory = group_dir(study_dir, group)
+        group_runs, group_curves = pd.read_parquet(directory / RUNS), pd.read_parquet(directory / CURVES)
+        runs.append(group_runs.assign(run=group.key + "-" + group_runs["member"].astype(str), group_key=group.key))
+        curves.append(group_curves.assign(run=group.key + "-" + group_curves["member"].astype(str)))
+    if not runs:
+        return pd.DataFrame(), pd.DataFrame()
+    return pd.concat(runs, ignore_index=True), pd.concat(curves, ignore_index=True)
+
+
+def with_gaps(runs: pd.DataFrame, curves: pd.DataFrame, targets: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The gaps of every run and curve point. A problem with no recorded minimum gets f* = the lowest loss the
+    study found on it, marked `f_star_estimated`, and its runtimes from the kept curve points."""
+    if runs.empty:
+        return runs, curves
+    columns = hit_columns(targets)
+    estimated = runs["f_star"].isna()
+    lowest = runs.groupby("problem")["best_loss"].min()
+    runs = runs.assign(f_star=runs["f_star"].fillna(runs["problem"].map(lowest)), f_star_estimated=estimated)
+    star = curves["run"].map(runs.set_index("run")["f_star"])
+    curves = curves.assign(gap=np.maximum(curves["best_loss"] - star, 0.0))
+    if estimated.any():
+        hits = estimated_hits(curves[curves["run"].isin(runs.loc[estimated, "run"])], targets)
+        runs.loc[estimated, columns] = hits.reindex(runs.loc[estimated, "run"]).to_numpy()
+    final = np.maximum(runs["final_loss"] - runs["f_star"], 0.0)
+    runs = runs.assign(final_gap=final.fillna(np.inf), best_gap=np.maximum(runs["best_loss"] - runs["f_star"], 0.0))
+    for column in columns:  # -1: missed, as a missing value
+        runs[column] = runs[column].astype("Int64").mask(runs[column] < 0)
+    return runs, curves
+
+
+def estimated_hits(curves: pd.DataFrame, targets: np.ndarray) -> pd.DataFrame:
+    """Per run, the first kept step whose gap meets each target (-1 if none)."""
+    rows = {}
+    for run, points in curves.groupby("run", sort=False):
+        found = measures.first_hits(points["gap"].to_numpy(), targets)
+        rows[run] = np.where(found >= 0, points["step"].to_numpy()[np.maximum(found, 0)], -1)
+    return pd.DataFrame.from_dict(rows, orient="index", columns=hit_columns(targets))
+
+
+def primary_runtimes(runs: pd.DataFrame, primary: str) -> pd.DataFrame:
+    """The runs with `runtime` (censored at the budget) and `solved` for the primary target."""
+    solved = runs[primary].notna().to_numpy()
+    runtime = np.where(solved, runs[primary].fillna(0).to_numpy(np.float64), runs["budget"].to_numpy(np.float64))
+    with np.errstate(divide="ignore"):  # a gap of 0: -inf
+        final_log10_gap = np.log10(runs["final_gap"].to_numpy(np.float64))
+    return runs.assign(runtime=runtime, solved=solved, final_log10_gap=final_log10_gap)
+
+
+def chosen_rates(runs: pd.DataFrame, primary: str) -> pd.DataFrame:
+    """Each (problem, optimizer)'s learning rate by the tuning rule on the tuning seeds, with its results on the
+    evaluation seeds (median runtime, share solved, aRT)."""
+    if runs.empty:
+        return pd.DataFrame()
+    timed = primary_runtimes(runs, primary)
+    tuning = timed[(timed["role"] == TUNING) & timed["on_grid"]]
+    chosen = measures.choose_learning_rates(tuning)
+    evaluation = timed[(timed["role"] == EVALUATION) & timed["on_grid"]].merge(chosen[["problem", "optimizer", "lr"]])
+    at_rate = evaluation.groupby(["problem", "optimizer"]).apply(
+        lambda cell: pd.Series(
+            {
+                "evaluation_median_runtime": float(np.median(measures.missed_as_inf(cell["runtime"], cell["solved"]))),
+                "evaluation_solved": float(cell["solved"].mean()),
+                "evaluation_aRT": measures.average_runtime(cell["runtime"].to_numpy(), cell["solved"].to_numpy()),
+            }
+        ),
+        include_groups=False,
+    )
+    return chosen.merge(at_rate.reset_index(), on=["problem", "optimizer"], how="left")
+
+
+def aggregates(runs: pd.DataFrame, chosen: pd.DataFrame, primary: str, reference: str) -> dict[str, Any]:
+    """The summary's aggregates on the evaluation seeds at the chosen rates: each optimizer's profile score, its
+    geometric-mean speedup over the reference at Keras's default rate, and its share solved."""
+    if chosen.empty:
+        return {}
+    timed = primary_runtimes(runs, primary)
+    evaluation = timed[timed["role"] == EVALUATION]
+    at_rate = evaluation[evaluation["on_grid"]].merge(chosen[["problem", "optimizer", "lr"]])
+    medians = measures.median_runtimes(at_rate)
+    found: dict[str, Any] = {"profile_score": measures.profile_scores(medians).to_dict()}
+    baseline = evaluation[(evaluation["optimizer"] == reference) & evaluation["keras_default"]]
+    if not baseline.empty:
+        name = f"{reference} at Keras's default lr"
+        with_reference = pd.concat([medians, measures.median_runtimes(baseline.assign(optimizer=name))])
+        budgets = runs.groupby("problem")["budget"].max()
+        speedups = measures.geometric_mean_speedup(with_reference, name, budgets)
+        found["speedup_over_reference"] = speedups.drop(name).to_dict()
+    found["solved_share"] = at_rate.groupby("optimizer")["solved"].mean().to_dict()
+    return found
