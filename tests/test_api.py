@@ -81,7 +81,7 @@ REFUSED = [
     (["objective=booth", "objective.init=[1]"], "objective.init: needs exactly 2 values, got 1"),
     (["objective.starts=3"], "objective.domain: objective.starts > 1 needs a search box"),
     (
-        ["objective=himmelblau", "objective.starts=3", "optimizer=lamb"],
+        ["objective=himmelblau", "objective.starts=3", "optimizer=newton"],
         "objective.starts: needs an elementwise optimizer",
     ),
     (

@@ -211,7 +211,7 @@ def one_real_process(*args: str, cwd: Path) -> Finished:
 CONFIG_MISTAKES = [
     (["optimizer.momentum=2"], "optimizer.momentum: must be a float between 0 and 1, got 2.0"),  # Keras's range
     (["optimizer=lion", "optimizer.beta_1=0"], "optimizer.beta_1: must be in (0, 1]"),
-    (["objective=himmelblau", "objective.starts=3", "optimizer=lamb"], "objective.starts: needs an elementwise"),
+    (["objective=himmelblau", "objective.starts=3", "optimizer=newton"], "objective.starts: needs an elementwise"),
     (["objective=quadratic", "objective.starts=3"], "objective.domain: objective.starts > 1 needs a search box"),
     (
         ["objective=sum_of_squares", "objective.init=[" + ",".join(["1.0"] * 101) + "]", "optimizer=newton"],

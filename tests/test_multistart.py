@@ -217,9 +217,7 @@ def test_a_batch_over_a_summing_objective_reports_the_loss_at_its_ends(trained, 
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["optimizer=lamb"], "objective.starts: needs an elementwise optimizer, .* lamb's trust ratio"),
         (["optimizer=newton"], "objective.starts: needs an elementwise optimizer, .* newton's Hessian"),
-        (["optimizer=sgd", "optimizer.clipnorm=1.0"], "optimizer.clipnorm"),
         (["objective=quadratic"], "objective.domain: objective.starts > 1 needs a search box"),
         (["objective=quadratic", "objective.domain=[[0.0,1.0],[0.0,1.0]]"], "needs one .low, high. pair or 1"),
     ],

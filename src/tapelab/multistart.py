@@ -27,8 +27,7 @@ def check_elementwise(optimizer: OptimizerConfig) -> None:
         raise ConfigError(
             "objective.starts",
             f"needs an elementwise optimizer, so that the batch is N independent runs, but {coupling} mixes the "
-            "starts. Elementwise: gd, sgd, adam, adamw, adamax, nadam, adagrad, adadelta, rmsprop, ftrl, lion, "
-            "without clipnorm or global_clipnorm",
+            "starts. Every optimizer but newton keeps them apart",
         )
 
 

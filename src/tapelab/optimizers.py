@@ -7,6 +7,7 @@ its update rule (an `UpdateRule`), which the engine calls inside its compiled lo
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
@@ -98,18 +99,25 @@ class KerasUpdate(UpdateRule):
         import tensorflow as tf
 
         super().__init__(dtype)
-        self.optimizer = optimizer_class(learning_rate=lambda: self.lr, **keys)
+        self._class, self._keys = optimizer_class, dict(keys)
         self._slot_parameters: list[int | None] = []
         for key in inputs:
             if keys[key] is not None:  # None switches a feature off (weight_decay): that is structure
                 self.hyperparameters[key] = tf.Variable(keys[key], dtype=dtype, trainable=False, name=key)
-                setattr(self.optimizer, key, self.hyperparameters[key])
         self.member_keys = tuple(key for key in member_inputs if key in self.hyperparameters)
+        self.optimizer = self._keras_optimizer(optimizer_class)
+
+    def _keras_optimizer(self, optimizer_class: Any) -> Any:
+        """`optimizer_class` built with the keys, reading the learning rate and the inputs from their variables."""
+        optimizer = optimizer_class(learning_rate=lambda: self.lr, **self._keys)
+        for key, variable in self.hyperparameters.items():
+            setattr(optimizer, key, variable)
+        return optimizer
 
     def for_members(self, members: int) -> None:
+        """Also take every norm over one member's elements (`per_member`), so that members don't couple."""
         super().for_members(members)
-        for key in self.member_keys:
-            setattr(self.optimizer, key, self.hyperparameters[key])
+        self.optimizer = self._keras_optimizer(per_member(self._class))
 
     def prepare(self, variables: Sequence[Any], loss: Callable[[], Any]) -> None:
         """Build the Keras optimizer, noting the parameter each slot is made for: Keras makes every slot through
@@ -138,6 +146,64 @@ class KerasUpdate(UpdateRule):
 
     def state(self) -> list[Any]:
         return list(self.optimizer.variables)  # the iteration count and the slots (momentum, velocity, …)
+
+
+class MemberNorms:
+    """Mixed into a Keras optimizer for a batch's stacked variables ([members, elements], a member a row): the
+    norms Keras takes over a whole gradient (`clipnorm`) or over all of them (`global_clipnorm`) are taken over
+    each member's row, in Keras's own arithmetic, so that each member steps as Keras steps it alone."""
+
+    def _clip_gradients(self, grads: list[Any]) -> list[Any]:
+        if self.clipnorm and self.clipnorm > 0:
+            return [self._clip_by_norm(gradient, axes=[1]) for gradient in grads]
+        if self.global_clipnorm and self.global_clipnorm > 0:
+            return clip_by_member_norms(grads, self.global_clipnorm)
+        return super()._clip_gradients(grads)
+
+
+def clip_by_member_norms(gradients: list[Any], clip_norm: float) -> list[Any]:
+    """Keras's `clip_by_global_norm`, with each member's norm over its rows of all the gradients."""
+    from keras import ops
+
+    squared_norms = [ops.sum(ops.square(gradient), axis=1) for gradient in gradients]
+    use_norm = ops.expand_dims(ops.sqrt(ops.sum(ops.stack(squared_norms), axis=0)), 1)
+    scale_for_finite = clip_norm * ops.minimum(1.0 / use_norm, 1.0 / clip_norm)
+    scale = scale_for_finite + (use_norm - use_norm)  # NaN for a member whose norm is not finite
+    return [gradient * scale for gradient in gradients]
+
+
+class MemberTrustRatio(MemberNorms):
+    """Keras's `Lamb.update_step` for a batch's stacked variables, with the trust ratio's norms over each
+    member's row."""
+
+    def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
+        from keras import ops
+
+        lr = ops.cast(learning_rate, variable.dtype)
+        gradient = ops.cast(gradient, variable.dtype)
+        local_step = ops.cast(self.iterations + 1, variable.dtype)
+        beta_1_power = ops.power(ops.cast(self.beta_1, variable.dtype), local_step)
+        beta_2_power = ops.power(ops.cast(self.beta_2, variable.dtype), local_step)
+        m = self._momentums[self._get_variable_index(variable)]
+        v = self._velocities[self._get_variable_index(variable)]
+        self.assign_add(m, ops.multiply(ops.subtract(gradient, m), 1 - self.beta_1))
+        self.assign_add(v, ops.multiply(ops.subtract(ops.square(gradient), v), 1 - self.beta_2))
+        m_t_hat = ops.divide(m, (1.0 - beta_1_power))
+        v_sqrt = ops.add(ops.sqrt(ops.divide(v, (1.0 - beta_2_power))), self.epsilon)
+        update = ops.divide(m_t_hat, v_sqrt)
+        w_norm = ops.sqrt(ops.sum(ops.power(variable, 2), axis=1, keepdims=True))
+        g_norm = ops.sqrt(ops.sum(ops.power(update, 2), axis=1, keepdims=True))
+        ratio = ops.where(ops.greater(w_norm, 0), ops.where(ops.greater(g_norm, 0), (w_norm / g_norm), 1.0), 1.0)
+        self.assign_sub(variable, ratio * lr * update)
+
+
+@functools.cache
+def per_member(optimizer_class: Any) -> Any:
+    """`optimizer_class` for a batch's stacked variables: with `MemberTrustRatio` for Lamb, else `MemberNorms`."""
+    import keras
+
+    norms = MemberTrustRatio if issubclass(optimizer_class, keras.optimizers.Lamb) else MemberNorms
+    return type(f"Member{optimizer_class.__name__}", (norms, optimizer_class), {})
 
 
 class PlainDescent(UpdateRule):
@@ -185,7 +251,8 @@ class OptimizerConfig:
         return f"{self.name} {built_from}"
 
     def coupling(self) -> str | None:
-        """What makes one element's step depend on other elements, or None for an elementwise rule."""
+        """What would make a batch's members depend on each other, or None: an elementwise rule, or one whose norms
+        `KerasUpdate.for_members` takes over each member's own elements."""
         return None
 
 
@@ -297,12 +364,6 @@ class KerasOptimizer(OptimizerConfig):
     clipvalue: float | None = MISSING
     global_clipnorm: float | None = MISSING
 
-    def coupling(self) -> str | None:
-        for key in ("clipnorm", "global_clipnorm"):
-            if getattr(self, key) is not None:
-                return f"optimizer.{key} (a norm over many elements)"
-        return None
-
     def check(self, elements: int) -> None:
         """Keras's own checks of these keys (its constructors raise ValueError), made before TensorFlow loads."""
         clipping = [key for key in CLIP_KEYS if getattr(self, key) is not None]
@@ -378,8 +439,7 @@ class Nadam(Adamax):
 @keras_optimizer("lamb", "Lamb")
 @dataclass
 class Lamb(Adamax):
-    def coupling(self) -> str | None:
-        return "lamb's trust ratio (the norm of a whole variable)"
+    """Its trust ratio takes the norm of a whole variable: in a batch, each member's own (`per_member`)."""
 
 
 @keras_optimizer("adagrad", "Adagrad")
