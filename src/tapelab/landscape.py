@@ -18,15 +18,16 @@ def loss_elements(problem: Problem) -> int:
     return int(sum(np.size(value) for value in (*problem.start.values(), *problem.constants.values())))
 
 
-def loss_at(problem: Problem, points: np.ndarray) -> np.ndarray:
-    """The loss at each row of `points` (one flat parameter vector per row, in column order)."""
+def loss_at(problem: Problem, points: np.ndarray, dtype: str = "float32") -> np.ndarray:
+    """The loss at each row of `points` (one flat parameter vector per row, in column order), computed in `dtype`
+    (the points, the constants and the loss)."""
     import tensorflow as tf
 
     size = problem.flat_start().size
-    flat_points = tf.constant(np.asarray(points, np.float32).reshape(len(points), size))
+    flat_points = tf.constant(np.asarray(points, dtype).reshape(len(points), size))
     if len(points) <= EAGER_POINTS:  # a few points (the minima): cheaper than tracing a graph
-        return np.array([problem.value(problem.split(point, tf.reshape)).numpy() for point in flat_points], np.float32)
-    constants = {name: tf.constant(value) for name, value in problem.constants.items()}
+        return np.array([problem.value(problem.split(point, tf.reshape)).numpy() for point in flat_points], dtype)
+    constants = {name: tf.constant(value, dtype) for name, value in problem.constants.items()}
     evaluate, batch = batch_function(problem), max(1, MAX_BATCH_FLOATS // loss_elements(problem))
     return np.concatenate(
         [evaluate(flat_points[i : i + batch], constants).numpy() for i in range(0, len(points), batch)]
@@ -39,7 +40,7 @@ def batch_function(problem: Problem) -> Any:
     import tensorflow as tf
 
     shapes = tuple((name, np.shape(value)) for name, value in (*problem.start.items(), *problem.constants.items()))
-    key = repr((problem.structure, shapes))
+    key = repr((problem.structure, shapes))  # the tf.function traces each dtype of the points apart
     if key not in _grid_functions:
         loss, split = problem.loss, problem.split
 
