@@ -31,9 +31,12 @@ def test_every_objective_at_its_default_start(name):
     assert result.max_rel_error < MEASURED_RTOL, result.report()
 
 
-def test_expression_is_checked_in_float32_and_booth_in_float64():
-    # The expression holds float32 constants, so its loss can't be built on float64 tensors.
-    assert check_config(compose_config("objective=expression"))[1].precision == "float32"
+def test_a_loss_with_its_own_float32_constant_is_checked_in_float32_and_the_others_in_float64():
+    # shifted_bowl makes tf.constant((1.0, -2.0)), a float32 tensor, so its loss can't be built on float64 tensors.
+    bowl = compose_config("objective=python", "objective.function=user_objectives.shifted_bowl",
+                          "objective.init={w: [0.5, 1.5]}")  # fmt: skip
+    assert check_config(bowl)[1].precision == "float32"
+    assert check_config(compose_config("objective=expression"))[1].precision == "float64"
     assert check_config(compose_config("objective=booth"))[1].precision == "float64"
 
 

@@ -9,7 +9,7 @@ one tf.GradientTape) is compared, element by element, with a fourth-order centra
 Its truncation error is O(h⁴) and its rounding error O(ε/h); h = ε^(1/5) balances the two, so the difference
 is good to about ε^(4/5) of the scale of f. The loss is evaluated in float64 (ε = 2.2e-16, h ≈ 7e-4, error
 ~1e-13) when it can be built on float64 tensors, and otherwise in float32 (ε = 1.2e-7, h ≈ 0.04, error
-~3e-6), as for objectives that hold float32 constants or data. (A plain two-point central difference in
+~3e-6), as for a loss that makes float32 constants of its own. (A plain two-point central difference in
 float32 would only reach ε^(2/3) ≈ 2e-5, at h ≈ 5e-3.)
 
 An element passes when |tape − fd| <= atol + rtol·max(|tape|, |fd|), like `numpy.isclose`; `rel_error` is
@@ -75,7 +75,7 @@ def tape_gradient(problem: Problem) -> np.ndarray:
 
     from tapelab.derivatives import flatten
 
-    variables = {name: tf.Variable(value, name=name) for name, value in problem.start.items()}
+    variables = {name: tf.Variable(np.asarray(value, np.float32), name=name) for name, value in problem.start.items()}
     with tf.GradientTape() as tape:
         loss = tf.cast(problem.value(variables), tf.float32)
     gradients = tape.gradient(loss, list(variables.values()), unconnected_gradients=tf.UnconnectedGradients.ZERO)
@@ -97,11 +97,11 @@ def loss_of_flat(problem: Problem) -> tuple[Callable[[np.ndarray], float], np.dt
 
         return evaluate
 
-    start = problem.flat_start()
+    start = problem.flat_start().astype(np.float32)
     evaluate64 = evaluate_in(tf.float64)
     try:
         evaluate64(start.astype(np.float64))
-    except (TypeError, ValueError, tf.errors.OpError):  # float32 constants, data or variables in the loss
+    except (TypeError, ValueError, tf.errors.OpError):  # float32 constants or variables the loss makes
         return evaluate_in(tf.float32), np.dtype(np.float32)
     return evaluate64, np.dtype(np.float64)
 
@@ -128,7 +128,7 @@ def check_gradient(problem: Problem, rtol: float = RTOL, atol: float = ATOL) -> 
 
     tape = tape_gradient(problem).astype(np.float64)
     evaluate, dtype = loss_of_flat(problem)
-    start = problem.flat_start()
+    start = problem.flat_start().astype(np.float32)  # where the tape's gradient is taken
     fd = finite_differences(evaluate, start, dtype)
     abs_error = np.abs(tape - fd)
     scale = np.maximum(np.abs(tape), np.abs(fd))

@@ -19,7 +19,8 @@ def loss_elements(problem: Problem) -> int:
 
 
 def loss_at(problem: Problem, points: np.ndarray, dtype: str = "float32") -> np.ndarray:
-    """The loss at each row of `points` (one flat parameter vector per row, in column order), in `dtype`."""
+    """The loss at each row of `points` (one flat parameter vector per row, in column order), computed in `dtype`
+    (the points, the constants and the loss)."""
     import tensorflow as tf
 
     size = problem.flat_start().size
@@ -39,7 +40,7 @@ def batch_function(problem: Problem) -> Any:
     import tensorflow as tf
 
     shapes = tuple((name, np.shape(value)) for name, value in (*problem.start.items(), *problem.constants.items()))
-    key = repr((problem.structure, shapes))
+    key = repr((problem.structure, shapes))  # the tf.function traces each dtype of the points apart
     if key not in _grid_functions:
         loss, split = problem.loss, problem.split
 

@@ -289,16 +289,15 @@ class NewtonStep(UpdateRule):
     """x ← x − lr·H⁻¹g, with the exact Hessian H of the loss over all trainable elements as one vector.
 
     H is the Jacobian of the gradient (nested tapes, `tapelab.derivatives`), solved in float64 through the
-    pseudo-inverse, with singular values below 10·n·ε_float32·σ_max (what a float32 H resolves) as zero: a
+    pseudo-inverse, with singular values below 10·n·ε·σ_max as zero, ε of the rule's dtype (what its H resolves): a
     singular Hessian gives the minimum-norm step (nothing along directions of zero curvature), an indefinite
     one gives pure Newton's step towards the saddle or maximum of the local quadratic model, and a
     non-finite one gives a non-finite step, which the engine's divergence check turns into `diverged`.
     """
 
-    RCOND_PER_ELEMENT = 10 * float(np.finfo(np.float32).eps)  # as tf.linalg.pinv's default, for float32 inputs
-
     def __init__(self, dtype: str) -> None:
         super().__init__(dtype)
+        self.rcond_per_element = 10 * float(np.finfo(dtype).eps)  # as tf.linalg.pinv's default for H's dtype
         self._loss: Callable[[], Any] | None = None
 
     def prepare(self, variables: Sequence[Any], loss: Callable[[], Any]) -> None:
@@ -315,7 +314,7 @@ class NewtonStep(UpdateRule):
         _, _, hessian = gradient_and_hessian(self._loss, variables)
         gradient = tf.cast(flatten(gradients), tf.float64)  # the gradient the engine logged for this step
         size = tf.cast(tf.size(gradient), tf.float64)
-        inverse = tf.linalg.pinv(tf.cast(hessian, tf.float64), rcond=self.RCOND_PER_ELEMENT * size)
+        inverse = tf.linalg.pinv(tf.cast(hessian, tf.float64), rcond=self.rcond_per_element * size)
         step = tf.cast(tf.linalg.matvec(inverse, gradient), self.dtype)
         # Not left to pinv: under XLA its SVD turns an infinite Hessian into a zero step instead of NaN.
         step = tf.where(tf.reduce_all(tf.math.is_finite(hessian)), step, tf.constant(np.nan, self.dtype))

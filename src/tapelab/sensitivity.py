@@ -102,7 +102,7 @@ def at_point(problem: Problem, at: list[float] | None = None) -> dict[str, Any]:
     elements = element_columns(problem.start)
     flat = problem.flat_start().astype(np.float32)
     if at is not None:
-        flat = finite_vector("at", at, length=len(elements))
+        flat = finite_vector("at", at, length=len(elements)).astype(np.float32)
     values = point_derivatives(problem.value, problem.split(flat))
     return {
         "elements": elements,
@@ -171,7 +171,7 @@ def sensitivity(cfg: DictConfig, out_dir: Path) -> Path:
             f"is for objectives with several parameter elements; {objective.name} has the single parameter "
             f"{name}, whose curve over `range` is written instead (narrow `range` to zoom in)",
         )
-    low, high = (float(value) for value in finite_vector("range", list(cfg.range), length=2))
+    low, high = (float(value) for value in finite_vector("range", list(cfg.range), length=2).astype(np.float32))
     if not low < high:
         raise ConfigError("range", f"needs [low, high] with low < high, got {list(cfg.range)}")
     if not 2 <= cfg.points <= MAX_POINTS:

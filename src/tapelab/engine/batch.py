@@ -28,7 +28,7 @@ from tapelab.optimizers import OptimizerConfig
 FIRST_CHUNK_STEPS = 1000
 CHUNK_SECONDS = 0.5  # per compiled call: a Ctrl-C waits at most this, and history is written as it goes
 MAX_ROWS_PER_CHUNK = 4096
-ROW_BUFFER_FLOATS = 2**22  # 16 MB of float32 rows per chunk at most, for objectives with many parameters
+ROW_BUFFER_FLOATS = 2**22  # row floats per chunk at most (16 MB in float32, 32 MB in float64), for many parameters
 
 
 @dataclass(frozen=True)

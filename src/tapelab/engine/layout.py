@@ -58,13 +58,15 @@ class MemberLayout:
         return [self.members, *np.shape(value)] if self.stacked_constants else list(np.shape(value))
 
     def load(self, problems: Sequence[Problem]) -> np.ndarray:
-        """Set each member's start values and constants; return the members' flat starts, a row each."""
+        """Set each member's start values and constants, cast to the layout's dtype; return the members' flat
+        starts, a row each."""
         stacked = lambda values: np.stack(values) if self.members > 1 else values[0]  # noqa: E731
         for name, variable in self.params.items():
-            variable.assign(stacked([np.ravel(problem.start[name]) for problem in problems]).reshape(variable.shape))
+            starts = stacked([np.ravel(problem.start[name]) for problem in problems])
+            variable.assign(starts.reshape(variable.shape).astype(self.dtype))
         for name, variable in self.constants.items():
             values = [problem.constants[name] for problem in problems]
-            variable.assign(np.stack(values) if self.stacked_constants else values[0])
+            variable.assign(np.asarray(np.stack(values) if self.stacked_constants else values[0], self.dtype))
         return np.stack([problem.flat_start() for problem in problems]).astype(self.dtype)
 
     def losses(self) -> Any:

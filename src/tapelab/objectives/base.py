@@ -18,6 +18,7 @@ from hydra.core.config_store import ConfigStore
 from tapelab.errors import ConfigError
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+BOX_DTYPE = np.float32  # a search box's bounds, as multi-start has always drawn its starts from them
 
 LossFn = Callable[[Mapping[str, Any], Mapping[str, Any]], Any]
 """Maps (parameters, constants), each name -> tensor (tf.Variables while training), to the loss tensor."""
@@ -27,9 +28,10 @@ LossFn = Callable[[Mapping[str, Any], Mapping[str, Any]], Any]
 class Problem:
     """What the engine needs from an objective.
 
-    `start` holds the trainable parameters' start values (float32, scalar or 1-D), in column order;
-    `constants` the float32 values the loss reads but does not train (an objective's constants, its data).
-    `minima` holds the known global minima as flat vectors over the parameter elements. `structure` names
+    `start` holds the trainable parameters' start values (scalar or 1-D), in column order; `constants` the
+    values the loss reads but does not train (an objective's constants, its data). Both hold the config's values
+    in float64 (data an objective generates in float32 stays so), and a run casts them to its own dtype.
+    `minima` holds the known global minima as flat float64 vectors over the parameter elements. `structure` names
     what `loss` is built from besides those values: two problems with the same structure and the same
     shapes share one compiled loop, so different losses must never have the same structure.
     """
@@ -101,10 +103,10 @@ class Objective:
         return Problem(start, structure.formula, repr(structure), constants or {}, minima)
 
     def box(self) -> np.ndarray | None:
-        """`domain` checked, as rows of [low, high] (one row stands for every element); None if unset."""
+        """`domain` checked, as float32 rows of [low, high] (one row stands for every element); None if unset."""
         if self.domain is None:
             return None
-        rows = np.array([finite_vector("objective.domain", row, length=2) for row in self.domain])
+        rows = np.array([finite_vector("objective.domain", row, length=2) for row in self.domain], BOX_DTYPE)
         if rows.size == 0 or not np.all(rows[:, 0] < rows[:, 1]):
             raise ConfigError("objective.domain", f"needs [low, high] pairs with low < high, got {self.domain}")
         return rows
@@ -129,7 +131,7 @@ def register_objective(name: str) -> Callable[[ObjectiveT], ObjectiveT]:
 
 
 def finite_vector(key: str, values: float | Iterable[float], length: int | None = None) -> np.ndarray:
-    """`values` as a float32 vector, refusing non-finite entries and a wrong length."""
+    """`values` as a float64 vector, refusing non-finite entries, values beyond float32 and a wrong length."""
     try:
         array = np.atleast_1d(np.asarray(values, dtype=np.float64))
     except (TypeError, ValueError):  # ragged nesting such as [[1], [2, 3]], or a non-number
@@ -142,14 +144,14 @@ def finite_vector(key: str, values: float | Iterable[float], length: int | None 
         raise ConfigError(key, f"needs exactly {length} values, got {array.size}")
     if not np.all(np.isfinite(array)) or np.any(np.abs(array) > FLOAT32_MAX):
         raise ConfigError(key, f"must be finite and within float32's range, got {array.tolist()}")
-    return array.astype(np.float32)
+    return array
 
 
-def finite_scalar(key: str, value: float) -> np.float32:
-    """`value` as a float32 scalar, refusing NaN, infinities and values beyond float32."""
+def finite_scalar(key: str, value: float) -> np.float64:
+    """`value` as a float64 scalar, refusing NaN, infinities and values beyond float32."""
     return finite_vector(key, value)[0]
 
 
 def minima_vectors(key: str, minima: Sequence[Sequence[float]] | None, size: int) -> tuple[np.ndarray, ...]:
-    """The recorded minima as float32 vectors of the parameter size."""
+    """The recorded minima as float64 vectors of the parameter size."""
     return tuple(finite_vector(key, point, size) for point in minima or ())

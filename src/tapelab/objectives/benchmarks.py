@@ -14,6 +14,7 @@ from omegaconf import MISSING
 
 from tapelab.errors import ConfigError
 from tapelab.objectives.base import (
+    BOX_DTYPE,
     Objective,
     Problem,
     finite_scalar,
@@ -46,11 +47,11 @@ class Benchmark2D(Objective):
         raise NotImplementedError
 
     def box(self) -> np.ndarray:
-        """`domain` as a checked 2×2 array of [low, high] rows."""
-        rows = [finite_vector("objective.domain", row, length=2) for row in self.domain]
+        """`domain` as a checked 2×2 float32 array of [low, high] rows."""
+        rows = [finite_vector("objective.domain", row, length=2).astype(BOX_DTYPE) for row in self.domain]
         if len(rows) != 2 or not all(low < high for low, high in rows):
             raise ConfigError("objective.domain", f"needs two [low, high] pairs with low < high, got {self.domain}")
-        return np.array(rows)
+        return np.array(rows, BOX_DTYPE)
 
     def build(self, seed: int) -> Problem:
         start = finite_vector("objective.init", self.init, length=2)
@@ -283,7 +284,7 @@ class StyblinskiTang(Objective):
             raise ConfigError("objective.init", f"needs objective.dim = {self.dim} values, got {len(self.init)}")
         start = finite_vector("objective.init", self.init, length=self.dim)
         self.box()
-        return self.problem({"x": start}, minima=(np.full(self.dim, STYBLINSKI_TANG_X, np.float32),))
+        return self.problem({"x": start}, minima=(np.full(self.dim, STYBLINSKI_TANG_X),))
 
     def formula(self, params, constants):
         import tensorflow as tf
@@ -292,8 +293,8 @@ class StyblinskiTang(Objective):
         return 0.5 * tf.math.reduce_sum(x**4 - 16.0 * x**2 + 5.0 * x)
 
     def box(self) -> np.ndarray:
-        """`domain` checked, as a dim×2 array of [low, high] rows like the 2-D functions' `box`."""
-        low, high = finite_vector("objective.domain", self.domain, length=2)
+        """`domain` checked, as a dim×2 float32 array of [low, high] rows like the 2-D functions' `box`."""
+        low, high = finite_vector("objective.domain", self.domain, length=2).astype(BOX_DTYPE)
         if not low < high:
             raise ConfigError("objective.domain", f"needs [low, high] with low < high, got {list(self.domain)}")
         return np.tile([low, high], (self.dim, 1))

@@ -27,7 +27,7 @@ class Quadratic(Objective):
         constants = {key: finite_scalar(f"objective.{key}", getattr(self, key)) for key in "abc"}
         a, b = float(constants["a"]), float(constants["b"])
         vertex = -b / (2 * a) if a > 0 else math.inf  # a ≤ 0: no minimum
-        minima = (np.array([vertex], np.float32),) if abs(vertex) <= FLOAT32_MAX else ()
+        minima = (np.array([vertex]),) if abs(vertex) <= FLOAT32_MAX else ()
         return self.problem({"x": finite_scalar("objective.init", self.init)}, constants, minima)
 
     def formula(self, params, constants):

@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from omegaconf import MISSING
 
 from tapelab.errors import ConfigError
@@ -173,8 +172,7 @@ class _Compiler:
                 "objective.expr",
                 f"the number {self.source(node)} is beyond float32's range, {self.position(node)}",
             )
-        constant = np.float32(as_float)
-        return lambda tf, values: tf.constant(constant)
+        return lambda tf, values: tf.constant(as_float, loss_dtype(tf, values))
 
     def call(self, node: ast.Call) -> Compiled:
         if not isinstance(node.func, ast.Name):
@@ -191,6 +189,11 @@ class _Compiler:
         argument = self.compile(node.args[0])
         op = FUNCTIONS[function]
         return lambda tf, values: tf_attribute(tf, op)(argument(tf, values))
+
+
+def loss_dtype(tf: Any, values: Mapping[str, Any]) -> Any:
+    """The dtype an expression computes in: its names' (parameters and constants share the run's dtype)."""
+    return next(iter(values.values())).dtype if values else tf.float32
 
 
 def operator_symbol(op: ast.AST) -> str:

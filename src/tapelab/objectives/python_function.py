@@ -67,7 +67,7 @@ def resolve_function(path: str) -> Callable[[Mapping[str, Any]], Any]:
 
 
 def start_values(init: Any) -> dict[str, np.ndarray]:
-    """`init` as name -> float32 scalar or vector, in the given order."""
+    """`init` as name -> float64 scalar or vector, in the given order."""
     if not isinstance(init, Mapping) or not init:
         raise ConfigError("objective.init", f"must map each parameter name to a number or a list, e.g. {INIT_EXAMPLE}")
     start: dict[str, np.ndarray] = {}
@@ -123,7 +123,8 @@ def check_returns_a_scalar(path: str, function: Callable[[Mapping[str, Any]], An
     except ValueError:  # some built-ins have no signature to check; calling them will tell
         pass
 
-    variables = {name: tf.Variable(value, name=name) for name, value in start.items()}
+    # In float32, the default dtype: build does not know the run's (a float64 run traces the function again).
+    variables = {name: tf.Variable(np.asarray(value, np.float32), name=name) for name, value in start.items()}
     value = function(variables)
     try:
         tensor = tf.convert_to_tensor(value)

@@ -28,7 +28,8 @@ class LinearRegression(Objective):
     """Fit w and b to y = true_w·x + true_b + noise·N(0, 1).
 
     Randomness comes from `seed`, in this order: the noise, then the start values left null. The data are
-    constants of the loss, so only `loss` (and the number of points) shapes the compiled loop.
+    constants of the loss, so only `loss` (and the number of points) shapes the compiled loop. They are float32
+    in every run, so that a float64 run fits the same points as a float32 one.
     """
 
     inputs = ("x", "n_points", "x_range", "true_w", "true_b", "noise", "huber_delta", "init_w", "init_b")
@@ -44,14 +45,14 @@ class LinearRegression(Objective):
     init_b: float | None = MISSING
 
     def points(self) -> np.ndarray:
-        """The inputs x: the listed ones, or `n_points` spread evenly over `x_range`."""
+        """The inputs x in float32: the listed ones, or `n_points` spread evenly over `x_range`."""
         if self.n_points is None:
             if not self.x:
                 raise ConfigError("objective.x", "the data set is empty; list at least one point or set n_points")
-            return finite_vector("objective.x", self.x)
+            return finite_vector("objective.x", self.x).astype(np.float32)
         if not 1 <= self.n_points <= MAX_POINTS:
             raise ConfigError("objective.n_points", f"must be >= 1 and <= {MAX_POINTS:,}, got {self.n_points}")
-        low, high = finite_vector("objective.x_range", self.x_range, length=2)
+        low, high = finite_vector("objective.x_range", self.x_range, length=2).astype(np.float32)
         if not low < high:
             raise ConfigError("objective.x_range", f"needs low < high, got {list(self.x_range)}")
         return np.linspace(low, high, self.n_points, dtype=np.float32)
@@ -62,7 +63,8 @@ class LinearRegression(Objective):
         x = self.points()
         rng = np.random.default_rng(seed)
         noise = self.noise * rng.standard_normal(x.size)
-        y = finite_vector("objective (targets true_w·x + true_b + noise)", self.true_w * x + self.true_b + noise)
+        targets = self.true_w * x + self.true_b + noise
+        y = finite_vector("objective (targets true_w·x + true_b + noise)", targets).astype(np.float32)
         start = {
             name: finite_scalar(f"objective.init_{name}", rng.uniform() if value is None else value)
             for name, value in (("w", self.init_w), ("b", self.init_b))
@@ -84,9 +86,9 @@ class LinearRegression(Objective):
 
     @staticmethod
     def least_squares(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...]:
-        """The (w, b) that minimise the mean squared error, when it is unique."""
+        """The (w, b) that minimise the mean squared error, when it is unique, in float64."""
         design = np.stack([x, np.ones_like(x)], axis=1).astype(np.float64)
         if np.linalg.matrix_rank(design) < 2:
             return ()
         solution, *_ = np.linalg.lstsq(design, y.astype(np.float64), rcond=None)
-        return (solution.astype(np.float32),)
+        return (solution,)
