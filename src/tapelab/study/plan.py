@@ -116,7 +116,7 @@ def keras_default_lr(option: str, optimizer: Any) -> float | None:
 def shared_overrides(problem: DictConfig, optimizer: OptimizerEntry, dtype: str) -> list[str]:
     """run.py's overrides for every member of a (problem, optimizer) group, but its lr, seed and start."""
     overrides = [f"objective={problem.objective}"]
-    overrides += [f"objective.{key}={override_value(value)}" for key, value in problem.settings.items()]
+    overrides += [f"objective.{key}={override_value(value)}" for key, value in plain(problem.settings).items()]
     overrides += [f"optimizer={optimizer.option}"]
     overrides += [f"optimizer.{key}={override_value(value)}" for key, value in optimizer.keys.items()]
     return [*overrides, f"dtype={dtype}", f"epochs={problem.budget}", *EXACT]
@@ -133,7 +133,8 @@ def plan_groups(study: DictConfig, compose: Callable[[list[str]], DictConfig]) -
         raise ConfigError("study.dtype", f"must be float32 or float64, got {study.dtype!r}")
     measured = plain(study.targets)
     groups = []
-    for name, problem in study.problems.items():
+    for name, node in study.problems.items():
+        problem = problem_config(name, node)
         for optimizer in optimizer_entries(plain(study.optimizers)):
             overrides = shared_overrides(problem, optimizer, study.dtype)
             base = base_experiment(compose, overrides, f"study.problems.{name}")
@@ -145,6 +146,18 @@ def plan_groups(study: DictConfig, compose: Callable[[list[str]], DictConfig]) -
             key = hashlib.sha1(json.dumps([described, overrides], sort_keys=True).encode()).hexdigest()[:12]
             groups.append(Group(name, optimizer, problem.budget, problem.group, tuple(overrides), members, key))
     return groups
+
+
+def problem_config(name: str, node: Any) -> DictConfig:
+    """A study's problem, checked against `ProblemConfig`."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    from tapelab.study.schema import ProblemConfig
+
+    try:
+        return OmegaConf.merge(OmegaConf.structured(ProblemConfig), node)
+    except OmegaConfBaseException as mistake:
+        raise ConfigError(f"study.problems.{name}", ConfigError.of(mistake).args[0]) from None
 
 
 def plain(node: Any) -> Any:
@@ -162,17 +175,18 @@ def base_experiment(compose: Callable[[list[str]], DictConfig], overrides: list[
 
 
 def start_keys(objective: Any, start: dict[str, np.ndarray]) -> dict[str, Any]:
-    """The objective's keys that make it start at `start` (name -> value): `init` as a list, a number or a
-    mapping, or one `init_<name>` per parameter."""
-    fields = {field.name for field in dataclasses.fields(objective)}
+    """The objective's keys that make it start at `start` (name -> value), by the type of its `init`: a list, a
+    number, or a mapping of names (an expression's, a Python function's); or one `init_<name>` per parameter."""
+    types = {field.name: str(field.type) for field in dataclasses.fields(objective)}
     values = {name: value.tolist() for name, value in start.items()}
-    if "init" in fields:
-        current = objective.init
-        if isinstance(current, dict) or current is None and len(values) > 1:
-            return {"init": values}
+    if types.get("init", "").startswith("list"):
+        return {"init": [number for value in values.values() for number in np.ravel(value).tolist()]}
+    if types.get("init") == "float":
         (only,) = values.values()
-        return {"init": only}
-    if all(f"init_{name}" in fields for name in values):
+        return {"init": float(np.ravel(only)[0])}
+    if "init" in types:
+        return {"init": values}
+    if all(f"init_{name}" in types for name in values):
         return {f"init_{name}": value for name, value in values.items()}
     raise ConfigError("study.problems", f"objective {objective.name} has no start key a study can set")
 

@@ -53,7 +53,7 @@ class Targets:
 class StudyConfig:
     """A study: every optimizer on every problem over the learning-rate grid and the seeds."""
 
-    problems: dict[str, ProblemConfig] = MISSING  # name -> problem
+    problems: dict[str, Any] = MISSING  # name -> a ProblemConfig (checked by tapelab.study.plan; add one with +)
     optimizers: list[Any] = MISSING  # names from conf/optimizer, or {name, optimizer, keys} for fixed keys
     lr: LearningRates = field(default_factory=LearningRates)
     seeds: Seeds = field(default_factory=Seeds)

@@ -115,6 +115,7 @@ def merge(study_dir: Path, groups: Sequence[Group], study: DictConfig) -> dict[s
         "runs": len(runs),
         "dtype": study.dtype,
         "primary_target": study.targets.primary,
+        "estimated_f_star": sorted(runs.loc[runs["f_star_estimated"], "problem"].unique()) if len(runs) else [],
         "versions": [{"tapelab": tapelab, "tensorflow": tensorflow} for tapelab, tensorflow in sorted(seen)],
         **aggregates(runs, chosen, primary, study.reference),
     }

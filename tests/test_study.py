@@ -1,0 +1,110 @@
+"""Studies: the tables of a study, its runtimes against closed forms and against runs alone, and every row
+reproduced alone by its command, to the bit."""
+
+from __future__ import annotations
+
+import math
+import shlex
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import tapelab
+from conftest import ROOT
+
+USER_CONFIGS = f"hydra.searchpath=[file://{ROOT / 'tests' / 'user_configs'}]"
+BOOTH_ONLY = [USER_CONFIGS, "study=tiny", "~study.problems.rosenbrock"]
+OPTIMIZERS = sorted(path.stem for path in (ROOT / "conf" / "optimizer").glob("*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> tapelab.Study:
+    return tapelab.run_study(USER_CONFIGS, "study=tiny", run_dir=tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def every_optimizer(tmp_path_factory) -> tapelab.Study:
+    """Every optimizer on Booth, at one learning rate of the grid (and Keras's default), two seeds, 30 steps."""
+    overrides = [*BOOTH_ONLY, f"study.optimizers=[{','.join(OPTIMIZERS)}]", "study.problems.booth.budget=30"]
+    overrides += ["study.lr.low=0.01", "study.lr.high=0.01", "study.seeds.evaluation=1"]
+    return tapelab.run_study(*overrides, run_dir=tmp_path_factory.mktemp("every_optimizer"))
+
+
+def alone(command: str, tmp_path, name: str) -> pd.DataFrame:
+    """The metrics.csv of a row's command, run as `python run.py` would (in-process)."""
+    overrides = shlex.split(command)[2:]
+    return tapelab.run(*overrides, "log.plots=false", "log.tensorboard=false", run_dir=tmp_path / name).history
+
+
+def test_the_tables_hold_every_run_once_with_the_same_starts_for_every_optimizer(tiny):
+    runs = tiny.runs
+    # 2 problems × 2 optimizers × 3 rates (1e-3, 1e-2, 1e-1; Adam's default 1e-3 is on the grid) × 3 seeds
+    assert len(runs) == 36 and runs["run"].is_unique
+    assert sorted(runs.loc[runs["keras_default"], "optimizer"].unique()) == ["adam"]
+    assert set(runs.loc[runs["keras_default"], "lr"]) == {0.001}
+    assert runs.groupby("seed")["role"].unique().map(list).to_dict() == {
+        0: ["tuning"],
+        1: ["evaluation"],
+        2: ["evaluation"],
+    }
+    starts = runs.assign(start=runs["command"].str.extract(r"(objective\.init=\S+)")[0])
+    assert starts.groupby(["problem", "seed"])["start"].nunique().eq(1).all()  # one draw per problem and seed
+    assert starts.groupby("problem")["start"].nunique().eq(3).all()
+    assert (runs["dtype"] == "float64").all() and tiny.summary["status"] == "complete"
+    assert set(tiny.curves["run"]) == set(runs["run"])
+
+
+def test_a_row_s_runtimes_are_those_of_its_run_alone(tiny, tmp_path):
+    runs = tiny.runs
+    targets = [column for column in runs.columns if column.startswith("runtime@")]
+    assert len(targets) == 51 and targets[0] == "runtime@100" and targets[-1] == "runtime@1e-08"
+    for number, (_, row) in enumerate(runs[runs["status"] == "completed"].sample(4, random_state=0).iterrows()):
+        history = alone(row["command"], tmp_path, f"run{number}")
+        best = np.minimum.accumulate(history["loss"].to_numpy())  # f* = 0 on Booth and Rosenbrock
+        for column in targets:
+            target = float(column.split("@")[1])
+            reached = np.flatnonzero(best <= target * (1 + 1e-12))  # the column's name rounds to 3 digits
+            actual = None if pd.isna(row[column]) else int(row[column])
+            assert actual == (int(reached[0]) if len(reached) else None), (row["run"], column)
+
+
+def test_damped_newton_meets_each_target_when_the_closed_form_says(tmp_path):
+    # Newton on a quadratic: x_t − x* = (1 − lr)^t (x_0 − x*), so f_t = (1 − lr)^(2t) f_0 (f* = 0 on Booth).
+    study = tapelab.run_study(*BOOTH_ONLY, "study.optimizers=[newton]", "study.lr.low=0.1", "study.lr.high=1",
+                              "study.seeds.evaluation=1", run_dir=tmp_path)  # fmt: skip
+    runs = study.runs.set_index("lr")
+    assert sorted(runs.index.unique()) == [0.1, 1.0]
+    damped, pure = runs.loc[0.1], runs.loc[1.0]
+    start = study.curves.query("step == 0").set_index("run")["loss"]
+    for _, row in damped.iterrows():
+        f0 = start[row["run"]]
+        for target in (10.0, 1.0, 1e-3, 1e-6):
+            steps = math.ceil(math.log(target / f0) / (2 * math.log(0.9))) if f0 > target else 0
+            runtime = row[f"runtime@{target:.3g}"]
+            assert (None if pd.isna(runtime) else runtime) == (steps if steps <= 60 else None), (f0, target)
+        assert row["hessians"] == row["steps"] == 60
+    assert (pure["runtime@1e-08"] == 1).all()  # one full step lands on the minimum
+
+
+def test_a_problem_with_no_recorded_minimum_gets_the_best_value_found_marked_estimated(tmp_path):
+    problem = "{objective:expression,budget:40,settings:{expr:'(x - 3)**2 + 1',domain:[[0.0,6.0]]}}"
+    study = tapelab.run_study(*BOOTH_ONLY, f"+study.problems.shifted={problem}", run_dir=tmp_path)
+    runs = study.runs
+    estimated = runs[runs["problem"] == "shifted"]
+    assert estimated["f_star_estimated"].all() and not runs.loc[runs["problem"] == "booth", "f_star_estimated"].any()
+    assert (estimated["f_star"] == estimated["best_loss"].min()).all()
+    assert estimated["f_star"].iloc[0] == pytest.approx(1.0, abs=1e-6)  # (x − 3)² + 1 ≥ 1
+    assert estimated["best_gap"].min() == 0 and study.summary["estimated_f_star"] == ["shifted"]
+
+
+def test_every_optimizer_s_rows_reproduce_alone_to_the_bit(every_optimizer, tmp_path):
+    runs, curves = every_optimizer.runs, every_optimizer.curves
+    assert sorted(runs["optimizer"].unique()) == OPTIMIZERS
+    for optimizer, rows in runs.groupby("optimizer"):
+        row = rows.sample(1, random_state=1).iloc[0]
+        history = alone(row["command"], tmp_path, optimizer)
+        kept = curves[curves["run"] == row["run"]].merge(history[["step", "loss"]], on="step", suffixes=("", "_alone"))
+        finite = curves.loc[curves["run"] == row["run"], "loss"].pipe(np.isfinite).sum()
+        assert len(kept) == finite > 0, optimizer  # every finite point the study kept is a row of metrics.csv
+        assert np.array_equal(kept["loss"].to_numpy(), kept["loss_alone"].to_numpy()), optimizer
