@@ -45,6 +45,19 @@ def test_a_float64_run_follows_the_double_precision_path_and_writes_its_digits(t
     assert float64.summary["final_loss"] == float64.metrics["loss"].iloc[-1]
 
 
+def test_tensorboard_shows_a_float64_run_s_scalars_rounded_to_float32(train):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.util import tensor_util
+
+    run = train(*GD_ON_ROSENBROCK, "dtype=float64", "epochs=5", "log.tensorboard=true")
+    events = EventAccumulator(str(run.dir), size_guidance={"tensors": 0})
+    events.Reload()
+    shown = [tensor_util.make_ndarray(event.tensor_proto) for event in events.Tensors("loss")]
+    assert [value.dtype for value in shown] == [np.float32] * 6  # README: the scalar plugin stores float32
+    assert [float(value) for value in shown] == [float(np.float32(loss)) for loss in run.metrics["loss"]]
+    assert not np.array_equal(run.metrics["loss"], run.metrics["loss"].astype(np.float32))
+
+
 def test_float32_and_float64_runs_share_a_process_each_exact_to_its_own(train):
     first32 = train(*GD_ON_ROSENBROCK, "jit_compile=true")
     first64 = train(*GD_ON_ROSENBROCK, "jit_compile=true", "dtype=float64")

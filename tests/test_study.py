@@ -12,6 +12,7 @@ import pytest
 
 import tapelab
 from conftest import ROOT
+from tapelab.study.curves import kept_steps
 
 USER_CONFIGS = f"hydra.searchpath=[file://{ROOT / 'tests' / 'user_configs'}]"
 BOOTH_ONLY = [USER_CONFIGS, "study=tiny", "~study.problems.rosenbrock"]
@@ -108,3 +109,38 @@ def test_every_optimizer_s_rows_reproduce_alone_to_the_bit(every_optimizer, tmp_
         finite = curves.loc[curves["run"] == row["run"], "loss"].pipe(np.isfinite).sum()
         assert len(kept) == finite > 0, optimizer  # every finite point the study kept is a row of metrics.csv
         assert np.array_equal(kept["loss"].to_numpy(), kept["loss_alone"].to_numpy()), optimizer
+
+
+def test_curves_keep_every_step_to_22_then_40_per_decade_and_the_budget():
+    steps = kept_steps(1000)
+    assert steps[:23].tolist() == list(range(23)) and 23 not in steps and steps[-1] == 1000
+    ratios = steps[25:-1][1:] / steps[25:-1][:-1]
+    np.testing.assert_allclose(ratios, 10 ** (1 / 40), rtol=0.04)  # rounded to whole steps
+    assert len(steps[(steps >= 100) & (steps < 1000)]) == 40
+
+
+def test_the_ecdf_ends_at_the_share_of_targets_met_at_the_chosen_rates(tiny):
+    runs, chosen, ecdf = tiny.runs, tiny.chosen, tiny.ecdf
+    at_rate = runs[(runs["role"] == "evaluation") & runs["on_grid"]].merge(chosen[["problem", "optimizer", "lr"]])
+    met = at_rate.filter(like="runtime@").notna()
+    shares = met.groupby(at_rate["optimizer"]).apply(lambda table: table.to_numpy().mean())
+    last = ecdf[(ecdf["step"] == 60) & (ecdf["problem_group"] == "2-D")].set_index("optimizer")["share"]
+    pd.testing.assert_series_equal(last.sort_index(), shares.sort_index(), check_names=False)
+
+
+def test_classic_plans_every_test_function_and_first_order_optimizer_and_takes_overrides():
+    from hydra import compose, initialize_config_dir
+
+    from tapelab.study.plan import plan_groups
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        composer = lambda overrides: compose(config_name="config", overrides=overrides)  # noqa: E731
+        classic = plan_groups(composer(["study=classic"]).study, composer)
+        chosen = composer(["study=classic", "study.optimizers=[adam,sgd]", "study.seeds.evaluation=20"]).study
+        fewer = plan_groups(chosen, composer)
+    assert len(classic) == 15 * 12 and {group.optimizer.name for group in classic} == set(OPTIMIZERS) - {"newton"}
+    grid = sorted({member.lr for member in classic[0].members if member.on_grid})
+    assert len(grid) == 31 and grid[0] == pytest.approx(1e-5, rel=1e-12) and grid[-1] == 10.0  # 5 per decade
+    assert len(fewer) == 15 * 2 and all(len(group.members) == 31 * (3 + 20) for group in fewer)
+    adam = next(group for group in fewer if group.optimizer.name == "adam")
+    assert {member.lr for member in adam.members if member.keras_default} == {0.001}  # Keras's default, on the grid

@@ -32,6 +32,7 @@ from tapelab.failures import carried_past_hydra
 from tapelab.rundir import METRICS, SUMMARY
 from tapelab.study.tables import CHOSEN as STUDY_CHOSEN
 from tapelab.study.tables import CURVES as STUDY_CURVES
+from tapelab.study.tables import ECDF as STUDY_ECDF
 from tapelab.study.tables import RUNS as STUDY_RUNS
 from tapelab.study.tables import SUMMARY as STUDY_SUMMARY
 from tapelab.sweep import SWEEP_CSV, find_jobs, sweep_table, swept_keys
@@ -90,6 +91,11 @@ class Study:
     def chosen(self) -> pd.DataFrame:
         """Each (problem, optimizer)'s learning rate by the tuning rule, and its results on the evaluation seeds."""
         return pd.read_parquet(self.dir / STUDY_CHOSEN)
+
+    @property
+    def ecdf(self) -> pd.DataFrame:
+        """The runtime ECDF per optimizer and problem group (and over all problems): step against share solved."""
+        return pd.read_parquet(self.dir / STUDY_ECDF)
 
     @property
     def summary(self) -> dict[str, Any]:

@@ -10,8 +10,8 @@ POINTS_PER_DECADE = 40
 
 
 def kept_steps(budget: int, per_decade: int = POINTS_PER_DECADE) -> np.ndarray:
-    """0, 1, 2, 3, … then log-spaced steps (`per_decade` per decade, rounded, without repeats) up to `budget`,
-    which is always kept."""
+    """Log-spaced steps, `per_decade` per decade, rounded and without repeats (so every step while they are
+    less than one apart: to 22 at 40 per decade), from 0 to `budget`, which is always kept."""
     if budget < 1:
         return np.array([0], np.int64)
     logs = np.arange(0, np.log10(budget) * per_decade + 1) / per_decade

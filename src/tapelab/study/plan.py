@@ -13,10 +13,11 @@ from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from tapelab.config import Experiment, to_experiment
 from tapelab.errors import ConfigError
-from tapelab.objectives import Problem
+from tapelab.objectives import Objective, Problem
 from tapelab.study.measures import targets
 
 TUNING, EVALUATION = "tuning", "evaluation"
@@ -56,6 +57,7 @@ class Group:
     overrides: tuple[str, ...]  # run.py's overrides that every member shares
     members: tuple[Member, ...]
     key: str
+    experiment: Experiment = dataclasses.field(compare=False, repr=False)  # the overrides', at a learning rate of 1
 
 
 def override_value(value: Any) -> str:
@@ -101,25 +103,32 @@ def optimizer_entries(entries: list[Any]) -> list[OptimizerEntry]:
     return found
 
 
-def keras_default_lr(option: str, optimizer: Any) -> float | None:
+def keras_default_lr(optimizer: Any) -> float | None:
     """The default learning rate of the Keras class behind an optimizer, or None for tapelab's own (gd, newton)."""
     import inspect
+
+    from tapelab.tensorflow_start import import_tensorflow
 
     keras_class = getattr(type(optimizer), "keras_class", None)
     if keras_class is None:
         return None
+    import_tensorflow()
     import keras
 
     return float(inspect.signature(getattr(keras.optimizers, keras_class)).parameters["learning_rate"].default)
 
 
-def shared_overrides(problem: DictConfig, optimizer: OptimizerEntry, dtype: str) -> list[str]:
-    """run.py's overrides for every member of a (problem, optimizer) group, but its lr, seed and start."""
+def problem_overrides(problem: DictConfig, dtype: str) -> list[str]:
+    """run.py's overrides for a problem's runs, but the optimizer's, the lr, the seed and the start."""
     overrides = [f"objective={problem.objective}"]
     overrides += [f"objective.{key}={override_value(value)}" for key, value in plain(problem.settings).items()]
-    overrides += [f"optimizer={optimizer.option}"]
-    overrides += [f"optimizer.{key}={override_value(value)}" for key, value in optimizer.keys.items()]
     return [*overrides, f"dtype={dtype}", f"epochs={problem.budget}", *EXACT]
+
+
+def optimizer_overrides(optimizer: OptimizerEntry) -> list[str]:
+    """run.py's overrides for an optimizer of the study, with its fixed keys."""
+    settings = [f"optimizer.{key}={override_value(value)}" for key, value in optimizer.keys.items()]
+    return [f"optimizer={optimizer.option}", *settings]
 
 
 def plan_groups(study: DictConfig, compose: Callable[[list[str]], DictConfig]) -> list[Group]:
@@ -132,19 +141,28 @@ def plan_groups(study: DictConfig, compose: Callable[[list[str]], DictConfig]) -
     if study.dtype not in ("float32", "float64"):
         raise ConfigError("study.dtype", f"must be float32 or float64, got {study.dtype!r}")
     measured = plain(study.targets)
+    optimizers = optimizer_entries(plain(study.optimizers))
+    problems = {name: problem_config(name, node) for name, node in study.problems.items()}
+    # Every check before TensorFlow is imported; one compose per problem and per optimizer, not per group.
+    problem_cfgs = {name: composed(compose, problem_overrides(problem, study.dtype), name, None)
+                    for name, problem in problems.items()}  # fmt: skip
+    optimizer_nodes = {entry.name: composed(compose, optimizer_overrides(entry), None, entry).optimizer
+                       for entry in optimizers}  # fmt: skip
     groups = []
-    for name, node in study.problems.items():
-        problem = problem_config(name, node)
-        for optimizer in optimizer_entries(plain(study.optimizers)):
-            overrides = shared_overrides(problem, optimizer, study.dtype)
-            base = base_experiment(compose, overrides, f"study.problems.{name}")
-            default = keras_default_lr(optimizer.option, base.optimizer) if study.lr.keras_default else None
+    for name, problem in problems.items():
+        for optimizer in optimizers:
+            cfg = problem_cfgs[name].copy()
+            cfg.optimizer = optimizer_nodes[optimizer.name]
+            experiment = checked_experiment(cfg, name, optimizer)
+            default = keras_default_lr(experiment.optimizer) if study.lr.keras_default else None
             lrs = sorted({*grid, *([default] if default is not None else [])})
             members = tuple(Member(lr, seed, role, lr in grid, lr == default) for lr in lrs for seed, role in seeds)
+            overrides = [*problem_overrides(problem, study.dtype), *optimizer_overrides(optimizer)]
             described = {"problem": name, "spec": plain(problem), "optimizer": dataclasses.asdict(optimizer),
                          "members": [dataclasses.astuple(m) for m in members], "targets": measured}  # fmt: skip
             key = hashlib.sha1(json.dumps([described, overrides], sort_keys=True).encode()).hexdigest()[:12]
-            groups.append(Group(name, optimizer, problem.budget, problem.group, tuple(overrides), members, key))
+            group = Group(name, optimizer, problem.budget, problem.group, tuple(overrides), members, key, experiment)
+            groups.append(group)
     return groups
 
 
@@ -165,13 +183,47 @@ def plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
 
-def base_experiment(compose: Callable[[list[str]], DictConfig], overrides: list[str], key: str) -> Experiment:
-    """The group's experiment at the first learning rate, checked as run.py checks it; a mistake names the
-    study's key."""
+def composed(compose: Callable[[list[str]], DictConfig], overrides: list[str], problem: str | None,
+             optimizer: OptimizerEntry | None) -> DictConfig:  # fmt: skip
+    """The config of `overrides` at a learning rate of 1; a mistake names the study's key it comes from."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
     try:
-        return to_experiment(compose([*overrides, "lr=1.0"]))
+        return compose([*overrides, "lr=1.0"])
+    except (OmegaConfBaseException, HydraException) as error:
+        raise study_mistake(ConfigError.of(error), problem, optimizer) from None
+
+
+def problem_shape(objective: Objective) -> Problem:
+    """The objective's problem at its own start, for the names and shapes of its parameters; where that start
+    doesn't fit the objective's size (Styblinski–Tang with a new `dim`), at the middle of its box."""
+    try:
+        return objective.build(0)
     except ConfigError as mistake:
-        raise ConfigError(f"{key} ({mistake.key})", mistake.problem) from None
+        box = objective.box()
+        if mistake.key != "objective.init" or box is None or len(box) == 1:
+            raise
+        return dataclasses.replace(objective, init=box.mean(axis=1).tolist()).build(0)
+
+
+def checked_experiment(cfg: DictConfig, problem: str, optimizer: OptimizerEntry) -> Experiment:
+    """A group's config checked as run.py checks a run's."""
+    try:
+        experiment = to_experiment(cfg)
+        experiment.optimizer.check(int(problem_shape(experiment.objective).flat_start().size))
+        return experiment
+    except (ConfigError, OmegaConfBaseException) as error:
+        raise study_mistake(ConfigError.of(error), problem, optimizer) from None
+
+
+def study_mistake(mistake: ConfigError, problem: str | None, optimizer: OptimizerEntry | None) -> ConfigError:
+    """A run's config mistake, named by the study key it comes from."""
+    if mistake.key == "epochs" and problem is not None:
+        return ConfigError(f"study.problems.{problem}.budget", mistake.problem)
+    if mistake.key.startswith("optimizer") and optimizer is not None:
+        return ConfigError(f"study.optimizers ({optimizer.name}: {mistake.key})", mistake.problem)
+    return ConfigError(f"study.problems.{problem} ({mistake.key})", mistake.problem)
 
 
 def start_keys(objective: Any, start: dict[str, np.ndarray]) -> dict[str, Any]:

@@ -25,11 +25,11 @@ from tapelab.study import tables
 from tapelab.study.curves import MemberCurves
 from tapelab.study.plan import (
     Group,
-    base_experiment,
     draw_start,
     member_problem,
     override_value,
     plan_groups,
+    problem_shape,
     study_targets,
 )
 
@@ -60,18 +60,17 @@ def member_command(group: Group, start_keys: dict, lr: float, seed: int) -> str:
     return "python run.py " + " ".join(shlex.quote(override) for override in overrides)
 
 
-def train_group(group: Group, study: DictConfig, compose: Callable[[list[str]], DictConfig],
-                targets: np.ndarray, stops: StopRequests) -> GroupResult:  # fmt: skip
+def train_group(group: Group, targets: np.ndarray, stops: StopRequests) -> GroupResult:
     """Train a group's members as one batch and return its tables; raise `Interrupted` if a stop was asked for
     (after the current chunk)."""
-    experiment = base_experiment(compose, list(group.overrides), f"study.problems.{group.problem}")
+    experiment = group.experiment
     objective, dtype = experiment.objective, experiment.dtype
     box = objective.box()
     if box is None:
         raise ConfigError(f"study.problems.{group.problem}.settings.domain",
                           "a study draws its start points from the objective's domain: give one [low, high] pair, "
                           "or one per parameter element")  # fmt: skip
-    like = objective.build(0)
+    like = problem_shape(objective)
     if len(box) == 1:
         box = np.repeat(box, like.flat_start().size, axis=0)
     by_seed = {}
@@ -168,7 +167,7 @@ def run_study(cfg: DictConfig, run_dir: Path, compose: Callable[[list[str]], Dic
     with StopRequests() as stops, quiet_tensorflow_logs():
         for group in todo:
             try:
-                result = train_group(group, study, compose, targets, stops)
+                result = train_group(group, targets, stops)
             except Interrupted:
                 tables.merge(study_dir, groups, study)
                 raise Interrupted(stops.received or signal.SIGINT, progress.done_runs, how_to_continue=again) from None

@@ -3,7 +3,7 @@
 
     <study dir>/study.yaml                    the resolved study config
     <study dir>/groups/<problem>__<optimizer>__<key>/   runs.parquet, curves.parquet, group.json (or failed.json)
-    <study dir>/runs.parquet, curves.parquet, chosen.parquet, study.json
+    <study dir>/runs.parquet, curves.parquet, chosen.parquet, ecdf.parquet, study.json
 """
 
 from __future__ import annotations
@@ -22,10 +22,12 @@ from omegaconf import DictConfig, OmegaConf
 from tapelab.atomic import replacing
 from tapelab.errors import ConfigError, one_line
 from tapelab.study import measures
+from tapelab.study.curves import kept_steps
 from tapelab.study.plan import EVALUATION, TUNING, Group, study_targets
 
 GROUPS, DONE, FAILED = "groups", "group.json", "failed.json"
-RUNS, CURVES, CHOSEN, SUMMARY, CONFIG = "runs.parquet", "curves.parquet", "chosen.parquet", "study.json", "study.yaml"
+RUNS, CURVES, CHOSEN, ECDF = "runs.parquet", "curves.parquet", "chosen.parquet", "ecdf.parquet"
+SUMMARY, CONFIG = "study.json", "study.yaml"
 
 
 def hit_columns(targets: np.ndarray) -> list[str]:
@@ -105,6 +107,7 @@ def merge(study_dir: Path, groups: Sequence[Group], study: DictConfig) -> dict[s
     write_parquet(curves, study_dir / CURVES)
     chosen = chosen_rates(runs, primary)
     write_parquet(chosen, study_dir / CHOSEN)
+    write_parquet(runtime_ecdf(runs, chosen, targets), study_dir / ECDF)
     seen = {(info["tapelab"], info["tensorflow"]) for info in group_versions.values()}
     summary = {
         "status": "complete" if len(done) == len(groups) else "partial",
@@ -205,6 +208,24 @@ def chosen_rates(runs: pd.DataFrame, primary: str) -> pd.DataFrame:
         include_groups=False,
     )
     return chosen.merge(at_rate.reset_index(), on=["problem", "optimizer"], how="left")
+
+
+def runtime_ecdf(runs: pd.DataFrame, chosen: pd.DataFrame, targets: np.ndarray) -> pd.DataFrame:
+    """The ECDF of runtimes over (problem, target, evaluation seed) at each optimizer's chosen rates, per problem
+    group and over all problems (named with the dimensions it spans), at the kept steps of the longest budget."""
+    if chosen.empty:
+        return pd.DataFrame()
+    at_rate = runs[(runs["role"] == EVALUATION) & runs["on_grid"]].merge(chosen[["problem", "optimizer", "lr"]])
+    columns = hit_columns(targets)
+    entries = at_rate.melt(["optimizer", "problem", "problem_group", "seed", "budget"], columns, "target", "hit")
+    entries["target"] = entries["target"].map(dict(zip(columns, targets, strict=True)))
+    entries["solved"] = entries["hit"].notna()
+    entries["runtime"] = entries["hit"].astype("Float64").fillna(entries["budget"]).astype(np.float64)
+    steps = kept_steps(int(runs["budget"].max()))
+    groups = sorted(entries["problem_group"].unique())
+    overall = entries.assign(problem_group="all problems" + (f" ({', '.join(groups)})" if len(groups) > 1 else ""))
+    by = ("optimizer", "problem_group")
+    return pd.concat([measures.ecdf_table(part, steps, by) for part in (entries, overall)], ignore_index=True)
 
 
 def aggregates(runs: pd.DataFrame, chosen: pd.DataFrame, primary: str, reference: str) -> dict[str, Any]:
