@@ -180,9 +180,15 @@ def run_study(cfg: DictConfig, run_dir: Path, compose: Callable[[list[str]], Dic
             progress.done(group)
             if stops.received is not None:
                 break
-    tables.merge(study_dir, groups, study)
+    summary = tables.merge(study_dir, groups, study)
     if stops.received is not None:
         raise Interrupted(stops.received, progress.done_runs, how_to_continue=again)
+    log.info("study %s: %d/%d groups, %d runs (%s)", summary["status"], summary["groups_done"], summary["groups"],
+             summary["runs"], study_dir)  # fmt: skip
+    for problem in summary["failed"]:
+        log.warning("study: %s failed (see study.json); run the study again to retry it", problem)
+    if "warning" in summary:
+        log.warning("study: %s", summary["warning"])
     return study_dir
 
 
