@@ -116,7 +116,7 @@ def keras_default_lr(option: str, optimizer: Any) -> float | None:
 def shared_overrides(problem: DictConfig, optimizer: OptimizerEntry, dtype: str) -> list[str]:
     """run.py's overrides for every member of a (problem, optimizer) group, but its lr, seed and start."""
     overrides = [f"objective={problem.objective}"]
-    overrides += [f"objective.{key}={override_value(value)}" for key, value in problem.settings.items()]
+    overrides += [f"objective.{key}={override_value(value)}" for key, value in plain(problem.settings).items()]
     overrides += [f"optimizer={optimizer.option}"]
     overrides += [f"optimizer.{key}={override_value(value)}" for key, value in optimizer.keys.items()]
     return [*overrides, f"dtype={dtype}", f"epochs={problem.budget}", *EXACT]
