@@ -109,8 +109,9 @@ def merge(study_dir: Path, groups: Sequence[Group], study: DictConfig) -> dict[s
     write_parquet(chosen, study_dir / CHOSEN)
     write_parquet(runtime_ecdf(runs, chosen, targets), study_dir / ECDF)
     seen = {(info["tapelab"], info["tensorflow"]) for info in group_versions.values()}
+    complete = len(done) == len(groups)
     summary = {
-        "status": "complete" if len(done) == len(groups) else "partial",
+        "status": "complete" if complete else "partial",
         "groups": len(groups),
         "groups_done": len(done),
         "missing": [f"{group.problem} × {group.optimizer.name}" for group in groups if group not in done],
@@ -120,7 +121,8 @@ def merge(study_dir: Path, groups: Sequence[Group], study: DictConfig) -> dict[s
         "primary_target": study.targets.primary,
         "estimated_f_star": sorted(runs.loc[runs["f_star_estimated"], "problem"].unique()) if len(runs) else [],
         "versions": [{"tapelab": tapelab, "tensorflow": tensorflow} for tapelab, tensorflow in sorted(seen)],
-        **aggregates(runs, chosen, primary, study.reference),
+        # Profiles and speedups compare the optimizers on the same problems: a partial study has none yet.
+        **(aggregates(runs, chosen, primary, study.reference) if complete else {}),
     }
     if len(seen) > 1:
         summary["warning"] = "the groups were trained by different versions of tapelab or TensorFlow: see versions"
