@@ -82,7 +82,7 @@ def test_a_study_finished_after_one_of_its_units_trains_the_groups_left_and_equa
     caplog.set_level(logging.INFO, logger="tapelab")
     study_dir = tmp_path / "b"
     tapelab.run_study(*TINY, "study.units=4", "study.unit=0", f"study.dir={study_dir}", run_dir=tmp_path / "unit0")
-    assert "study: 1 groups (9 runs), 1 to train" in caplog.messages
+    assert "study: 1 group (9 runs), 1 to train" in caplog.messages
     first = done_markers(study_dir)
     assert len(first) == 1 and tapelab.load_study(study_dir).summary["status"] == "partial"
 
@@ -243,7 +243,7 @@ def test_ctrl_c_stops_a_study_and_the_same_command_finishes_it_as_a_straight_stu
 @pytest.mark.e2e
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
-def test_units_under_a_parallel_launcher_merge_into_the_tables_of_one_process(straight, tmp_path, launcher, caplog):
+def test_units_under_a_parallel_launcher_merge_into_the_tables_of_one_process(straight, tmp_path, launcher):
     study_dir = tmp_path / "s"
     config = ["--config-dir", str(USER_CONFIGS), "study=tiny"]
     run_py("-m", *config, "study.units=2", "study.unit=0,1", f"study.dir={study_dir}", f"hydra/launcher={launcher}",
@@ -253,8 +253,7 @@ def test_units_under_a_parallel_launcher_merge_into_the_tables_of_one_process(st
     assert all(f"study: 2 groups ({RUNS // 2} runs), 2 to train" in log for log in units)
     assert len(trained[0]) == len(trained[1]) == 2 and trained[0] | trained[1] == ALL_GROUPS  # each group once
 
-    caplog.set_level(logging.INFO, logger="tapelab")  # the merge: `python run.py study=tiny study.dir=…`, in-process
-    tapelab.run_study(*TINY, f"study.dir={study_dir}", run_dir=tmp_path / "merge")
-    assert f"study: {GROUPS} groups ({RUNS} runs), 0 to train" in caplog.messages
+    # The sweep's end merged the units' groups (tapelab.callbacks.SweepReport): no sweep.csv, the study's tables.
+    assert not (tmp_path / "sweep" / "sweep.csv").exists()
     assert tapelab.load_study(study_dir).summary["status"] == "complete"
     assert_same_tables(study_dir, straight)

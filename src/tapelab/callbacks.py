@@ -235,6 +235,8 @@ class JobLines(Callback):
         clash, earlier = self.started.pop(str(job_dir), (False, False))
         if config.hydra.mode != RunMode.MULTIRUN or clash:
             return
+        if config.get("study") is not None:  # a unit of a study: its own lines said what it trained
+            return
         summary = read_summary(job_dir)
         if self.quiet and (summary or {}).get("status") != "failed":
             return
@@ -246,9 +248,16 @@ class JobLines(Callback):
 
 
 class SweepReport(Callback):
-    """Write sweep.csv and sweep.png at the sweep's root, and its HParams experiment, when a sweep ends."""
+    """Write sweep.csv and sweep.png at the sweep's root, and its HParams experiment, when a sweep ends; or, for a
+    sweep of a study's units, merge their groups into the study's tables."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from tapelab.sweep import write_report
 
+        if config.get("study") is not None:  # studies: each merged its own; units of one, into study.dir
+            from tapelab.study.runner import merge_study
+
+            if config.study.dir is not None:
+                merge_study(config, composer(list(config.hydra.overrides.hydra)))
+            return
         write_report(Path(config.hydra.sweep.dir))

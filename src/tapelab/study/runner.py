@@ -156,10 +156,11 @@ def run_study(cfg: DictConfig, run_dir: Path, compose: Callable[[list[str]], Dic
     study = cfg.study
     study_dir = Path(study.dir) if study.dir else run_dir
     groups = plan_groups(study, compose)
-    mine = unit_groups(groups, study.unit, study.units)
+    mine = unit_groups(groups, study.unit, study.units, study.dir)
     targets = study_targets(study)
     todo = [group for group in mine if not tables.is_done(study_dir, group)]
-    log.info("study: %d groups (%d runs), %d to train", len(mine), sum(len(g.members) for g in mine), len(todo))
+    runs = sum(len(group.members) for group in mine)
+    log.info("study: %s (%s), %d to train", plural(len(mine), "group"), plural(runs, "run"), len(todo))
     import_tensorflow()
     tables.write_config(study_dir, cfg)
     progress = Progress(mine, todo)
@@ -183,22 +184,39 @@ def run_study(cfg: DictConfig, run_dir: Path, compose: Callable[[list[str]], Dic
     summary = tables.merge(study_dir, groups, study)
     if stops.received is not None:
         raise Interrupted(stops.received, progress.done_runs, how_to_continue=again)
+    say_how_it_ended(summary, study_dir)
+    return study_dir
+
+
+def merge_study(cfg: DictConfig, compose: Callable[[list[str]], DictConfig]) -> None:
+    """Merge the groups that a sweep's units of the study trained into the tables of `study.dir`."""
+    study_dir = Path(cfg.study.dir)
+    say_how_it_ended(tables.merge(study_dir, plan_groups(cfg.study, compose), cfg.study), study_dir)
+
+
+def say_how_it_ended(summary: dict, study_dir: Path) -> None:
+    """The study's last lines: complete or partial, and what failed or was trained by other versions."""
     log.info("study %s: %d/%d groups, %d runs (%s)", summary["status"], summary["groups_done"], summary["groups"],
              summary["runs"], study_dir)  # fmt: skip
     for problem in summary["failed"]:
         log.warning("study: %s failed (see study.json); run the study again to retry it", problem)
     if "warning" in summary:
         log.warning("study: %s", summary["warning"])
-    return study_dir
 
 
-def unit_groups(groups: Sequence[Group], unit: int | None, units: int) -> list[Group]:
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def unit_groups(groups: Sequence[Group], unit: int | None, units: int, study_dir: str | None) -> list[Group]:
     """The groups of one unit: every `units`-th group in the order of their keys (which the config's order
     doesn't change), starting at `unit`; every group if `unit` is null."""
     if units < 1 or (unit is not None and not 0 <= unit < units):
         raise ConfigError("study.unit", f"must be null or from 0 to study.units - 1 = {units - 1}, got {unit}")
     if unit is None:
         return list(groups)
+    if study_dir is None:
+        raise ConfigError("study.dir", "must be set with study.unit: the directory every unit of the study writes into")
     ordered = sorted(groups, key=lambda group: group.key)
     return [group for number, group in enumerate(ordered) if number % units == unit]
 
