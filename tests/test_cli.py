@@ -460,7 +460,8 @@ def test_launchers_and_sweepers_whose_extra_is_not_installed_name_the_extra_and_
     assert "Usage: tapelab [KEY=VALUE ...]\n       tapelab -m [-q] KEY=V1,V2 ...\n" in helped.stdout
     assert "\n  tapelab objective=rosenbrock optimizer=adam lr=0.01 epochs=5000\n" in helped.stdout
     assert (
-        f"optimizer: {', '.join(OPTIMIZERS)}\nhparams_search=optuna needs the optuna extra (hydra-optuna-sweeper), "
+        f"optimizer: {', '.join(OPTIMIZERS)}\nstudy: classic, quick\n"
+        "hparams_search=optuna needs the optuna extra (hydra-optuna-sweeper), "
         'which is not installed here: pip install -e ".[optuna]"\n'
     ) in helped.stdout
 
