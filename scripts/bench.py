@@ -42,7 +42,8 @@ Studies, with `--study` (and `--study-classic`), in seconds:
   first run alone, by its command): (study − single run), (batched sweep − single run), and the basic
   launcher's (sample − single run) / 59 per job, × 805. The ratios of the sweeps' figures to the study's are
   checked against at least 20 (batched) and 100 (basic), and the batched sweep's jobs against the study's
-  completed runs (final loss and steps, to the bit). The sweeps write no TensorBoard (see `SWEEP_LOGGING`).
+  completed runs (final loss and steps, to the bit). The sweeps draw no pictures and write no TensorBoard
+  (see `SWEEP_LOGGING`).
 `--quick` shrinks the classic study and the subset (7 rates, 2 seeds: 28 runs, 12 of them for the basic
 launcher); `--repeats` defaults to 1 here.
 
@@ -532,10 +533,11 @@ SUBSET_RUNS = (806, 28)  # (full, --quick)
 BASIC_SAMPLE = ({"stride": 6, "seeds": 5, "jobs": 60}, {"stride": 3, "seeds": 2, "jobs": 12})
 SUBSET_TARGETS = {"batched launcher": 20.0, "basic launcher": 100.0}  # the sweep's seconds ÷ the study's, at least
 SWEPT = ("optimizer", "lr", "seed", "objective.init")  # what differs between the study's commands
-# The sweeps' jobs (and the single run) write no TensorBoard, as the study doesn't: a float64 run that diverges
-# fails in the TensorBoard sink (its parameters' histogram: the span of ±1e300 values overflows), and in a batched
-# sweep its whole batch fails with it. Leaving it out only makes the sweeps faster, so the ratios are lower bounds.
-SWEEP_LOGGING = ["log.tensorboard=false"]
+# The sweeps' jobs (and the single run) write their history, metrics.csv at every step as the commands say, but
+# no pictures and no TensorBoard, which a study doesn't make either: the ratios compare training and keeping the
+# curves, not drawing. (Pictures would add ~0.1 s a job.) TensorBoard also fails for a float64 run that diverges
+# (its parameters' histogram: the span of ±1e300 values overflows), and in a batched sweep its batch fails with it.
+SWEEP_LOGGING = ["log.tensorboard=false", "log.plots=false"]
 
 
 @dataclass
