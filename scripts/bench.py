@@ -3,6 +3,7 @@ TensorFlow import.
 
     python scripts/bench.py [--quick] [--repeats N] [--problems quadratic rosenbrock regression]
     python scripts/bench.py --loop-ratio   # only a run alone's loop ÷ a bare XLA loop (see `loop_ratio`)
+    python scripts/bench.py --study [--study-classic] [--quick] [--repeats N]   # only the studies (below)
 
 Each problem is timed per update step in five ways:
 
@@ -31,6 +32,21 @@ Set-up, in seconds:
   (summary.json's wall_time_s, which leaves out Python's and TensorFlow's start): auto passes when it chose
   the faster of the two, or when they are within 15% of each other.
 
+Studies, with `--study` (and `--study-classic`), in seconds:
+- `python run.py study=quick` (and `study=classic`) from a cold process, tables included (they must load with
+  `tapelab.load_study`), against 60 s (and 10 minutes);
+- a subset, Rosenbrock with Adam and SGD over the default grid (1e-5 to 10, 5 a decade, without Keras's own
+  rates) and 13 seeds: 31 × 13 × 2 = 806 runs of 1000 steps in float64, as a study, and as the same runs (its
+  runs.parquet's commands, each with its own `objective.init`) in a `hydra/launcher=batched` sweep and, on a
+  sample of 60 of them, a basic-launcher sweep. Each figure is counted beyond a single run's whole time (its
+  first run alone, by its command): (study − single run), (batched sweep − single run), and the basic
+  launcher's (sample − single run) / 59 per job, × 805. The ratios of the sweeps' figures to the study's are
+  checked against at least 20 (batched) and 100 (basic), and the batched sweep's jobs against the study's
+  completed runs (final loss and steps, to the bit). The sweeps draw no pictures and write no TensorBoard
+  (see `SWEEP_LOGGING`).
+`--quick` shrinks the classic study and the subset (7 rates, 2 seeds: 28 runs, 12 of them for the basic
+launcher); `--repeats` defaults to 1 here.
+
 Repeats are interleaved (every repeat times every variant once), so noise on the machine falls on all
 variants alike. It prints one markdown table, headed with the date and the machine: each measurement's median,
 min and max, then the ratios against their targets (from the medians), as README.md's Benchmark section shows.
@@ -46,6 +62,7 @@ import logging
 import os
 import platform
 import re
+import shlex
 import statistics
 import subprocess
 import sys
@@ -489,6 +506,163 @@ def jobs_in(swept: Sequence[str]) -> int:
     return int(np.prod([len(override.split(",")) for override in swept]))
 
 
+# --study: the studies from a cold process (tables included) against their targets; and the side-by-side subset
+# (Rosenbrock, Adam and SGD, the default grid without Keras's own rates, 13 seeds: 31 × 13 × 2 = 806 runs of 1000
+# steps in float64) as a study, and as the same runs in sweeps.
+FEW = ["study.lr.per_decade=1", "study.seeds.tuning=1", "study.seeds.evaluation=1"]  # --quick: 7 rates, 2 seeds
+STUDIES = {  # name: (overrides, with --quick)
+    "study=quick": (["study=quick"], ["study=quick"]),
+    "study=classic": (["study=classic"], ["study=classic", *FEW]),
+}
+STUDY_TARGETS = {"study=quick": 60.0, "study=classic": 600.0}  # seconds from a cold process, tables included
+SUBSET = "study subset"
+SUBSET_STUDY = """\
+# scripts/bench.py's side-by-side subset: 31 learning rates × 13 seeds × 2 optimizers = 806 runs.
+defaults:
+  - /schema_study
+  - _self_
+problems:
+  rosenbrock: {objective: rosenbrock, budget: 1000}
+optimizers: [adam, sgd]
+lr: {low: 1.0e-5, high: 10.0, per_decade: 5, keras_default: false}
+seeds: {tuning: 3, evaluation: 10}
+"""
+SUBSET_RUNS = (806, 28)  # (full, --quick)
+# The basic launcher runs a sample, scaled per job: every `stride`-th learning rate, the first `seeds` seeds, both
+# optimizers: 6 × 5 × 2 = 60 of the 806 runs (3 × 2 × 2 = 12 of the 28 with --quick).
+BASIC_SAMPLE = ({"stride": 6, "seeds": 5, "jobs": 60}, {"stride": 3, "seeds": 2, "jobs": 12})
+SUBSET_TARGETS = {"batched launcher": 20.0, "basic launcher": 100.0}  # the sweep's seconds ÷ the study's, at least
+SWEPT = ("optimizer", "lr", "seed", "objective.init")  # what differs between the study's commands
+# The sweeps' jobs (and the single run) write their history, metrics.csv at every step as the commands say, but
+# no pictures and no TensorBoard, which a study doesn't make either: the ratios compare training and keeping the
+# curves, not drawing. (Pictures would add ~0.1 s a job.) TensorBoard also fails for a float64 run that diverges
+# (its parameters' histogram: the span of ±1e300 values overflows), and in a batched sweep its batch fails with it.
+SWEEP_LOGGING = ["log.tensorboard=false", "log.plots=false"]
+
+
+@dataclass
+class StudySubset:
+    """The side-by-side subset: its study into fresh directories, and the runs of the last one's runs.parquet
+    (their `command` column) as one run alone, as a `hydra/launcher=batched` sweep and as a basic-launcher sweep."""
+
+    workdir: Path
+    quick: bool
+    runs: Any = None  # the last study's runs table
+    jobs_equal: list[float] = field(default_factory=list)  # per batched sweep: its share of jobs equal to the study's
+    conf_dir: Path = field(init=False)  # the `--config-dir` of the subset's study and of the sweeps' start points
+
+    def __post_init__(self) -> None:
+        self.conf_dir = Path(tempfile.mkdtemp(dir=self.workdir))
+        (self.conf_dir / "study").mkdir()
+        (self.conf_dir / "study" / "bench_subset.yaml").write_text(SUBSET_STUDY)
+
+    def study(self) -> float:
+        """Wall time of the subset's study from a cold process, tables included; keeps its runs table."""
+        import tapelab
+
+        run_dir = fresh_dir(self.workdir)
+        overrides = ["--config-dir", str(self.conf_dir), "study=bench_subset", *(FEW if self.quick else [])]
+        elapsed = study_seconds(overrides, run_dir)
+        self.runs = tapelab.load_study(run_dir).runs
+        if len(self.runs) != SUBSET_RUNS[1 if self.quick else 0]:
+            sys.exit(f"the subset's study has {len(self.runs)} runs, not {SUBSET_RUNS[1 if self.quick else 0]}")
+        return elapsed
+
+    def single_run(self) -> float:
+        """Wall time of the study's first run alone, by its command."""
+        return run_py([*shlex.split(self.runs["command"].iloc[0])[2:], *SWEEP_LOGGING], self.workdir)
+
+    def batched(self) -> float:
+        """Wall time of all the study's runs as one `hydra/launcher=batched` sweep."""
+        sweep_dir = fresh_dir(self.workdir)
+        elapsed = self.sweep([*BATCHED, *self.grid(sample=False)], sweep_dir)
+        self.jobs_equal.append(self.share_equal(sweep_dir))
+        return elapsed
+
+    def basic(self) -> float:
+        """Wall time of a sample of the study's runs (`BASIC_SAMPLE`) as a basic-launcher sweep."""
+        return self.sweep([*BASIC, *self.grid(sample=True)], fresh_dir(self.workdir))
+
+    def sweep(self, overrides: list[str], sweep_dir: Path) -> float:
+        """Wall time of `python run.py -m OVERRIDES` with the start points' `--config-dir`."""
+        return python(["run.py", "-m", "--config-dir", str(self.conf_dir), *overrides, f"hydra.sweep.dir={sweep_dir}"])
+
+    def grid(self, sample: bool) -> list[str]:
+        """The study's commands as one grid of jobs: the overrides they all share, then optimizer × lr × start.
+
+        Hydra's sweepers take the product of the swept keys, but a run's start point goes with its seed. So each
+        seed is an option of a config group `start` in the `--config-dir`: `start/seed_<n>.yaml` sets `seed` and
+        `objective.init` as the commands do (and, added after the objective in the defaults list, its init wins).
+        The product optimizer × lr × `+start` is then exactly the study's runs: checked here against the commands,
+        and after each batched sweep against the study's final losses and steps (`share_equal`)."""
+        commands = [parsed_command(command) for command in self.runs["command"]]
+        shared = {key: value for key, value in commands[0].items() if key not in SWEPT}
+        if any({key: value for key, value in command.items() if key not in SWEPT} != shared for command in commands):
+            sys.exit("the study's commands differ in more than optimizer, lr, seed and objective.init")
+        starts = {command["seed"]: command["objective.init"] for command in commands}
+        optimizers = list(dict.fromkeys(command["optimizer"] for command in commands))
+        lrs = list(dict.fromkeys(command["lr"] for command in commands))
+        runs = {tuple(command[key] for key in SWEPT) for command in commands}
+        grid = {(optimizer, lr, seed, init) for optimizer in optimizers for lr in lrs for seed, init in starts.items()}
+        if runs != grid or len(runs) < len(commands):
+            sys.exit("the study's commands are not each optimizer × lr × seed once, with one start point per seed")
+        for seed, init in starts.items():
+            path = self.conf_dir / "start" / f"seed_{seed}.yaml"
+            path.parent.mkdir(exist_ok=True)
+            path.write_text(f"# @package _global_\nseed: {seed}\nobjective:\n  init: {init}\n")
+        seeds = list(starts)
+        if sample:
+            chosen = BASIC_SAMPLE[1 if self.quick else 0]
+            lrs, seeds = lrs[:: chosen["stride"]], seeds[: chosen["seeds"]]
+        swept = [f"optimizer={','.join(optimizers)}", f"lr={','.join(lrs)}",
+                 f"+start={','.join(f'seed_{seed}' for seed in seeds)}"]  # fmt: skip
+        if sample and jobs_in(swept) != chosen["jobs"]:
+            sys.exit(f"the basic launcher's sample has {jobs_in(swept)} jobs, not {chosen['jobs']}")
+        return [f"{key}={value}" for key, value in shared.items()] + swept + SWEEP_LOGGING
+
+    def share_equal(self, sweep_dir: Path) -> float:
+        """The share of the study's completed runs whose job in the sweep (by optimizer, lr and seed) has the same
+        final loss, to the bit, and steps. (A diverged run's row counts one step more than the run alone does.)"""
+        completed = self.runs[self.runs["status"] == "completed"]
+        study = {(run.optimizer, run.lr, run.seed): (run.final_loss, run.steps) for run in completed.itertuples()}
+        summaries = [json.loads(path.read_text()) for path in sweep_dir.glob("*/summary.json")]
+        jobs = {(job.get("optimizer"), job.get("lr"), job.get("seed")): (job.get("final_loss"), job.get("steps"))
+                for job in summaries}  # fmt: skip
+        return sum(jobs.get(key) == value for key, value in study.items()) / len(study)
+
+
+def study_seconds(overrides: Sequence[str], run_dir: Path) -> float:
+    """Wall time of one `python run.py OVERRIDES` study into `run_dir`, whose tables must then load."""
+    import tapelab
+
+    elapsed = python(["run.py", *overrides, f"hydra.run.dir={run_dir}"])
+    study = tapelab.load_study(run_dir)
+    if study.runs.empty or study.curves.empty or study.chosen.empty:
+        sys.exit(f"`python run.py {' '.join(overrides)}` left an empty table in {run_dir}")
+    return elapsed
+
+
+def parsed_command(command: str) -> dict[str, str]:
+    """A study's `python run.py KEY=VALUE …` command as {key: value as written}."""
+    return dict(override.split("=", 1) for override in shlex.split(command)[2:])
+
+
+def study_tasks(quick: bool, classic: bool, workdir: Path, subset: StudySubset) -> list[Task]:
+    """The studies from a cold process, and the subset: its study, its first run alone and its runs as sweeps."""
+    tasks = []
+    for name, overrides in STUDIES.items():
+        if name != "study=classic" or classic:
+            measure = partial(lambda chosen: study_seconds(chosen, fresh_dir(workdir)), overrides[1 if quick else 0])
+            tasks.append(Task("study", name, "s", None, measure))
+    runs, sample = SUBSET_RUNS[1 if quick else 0], BASIC_SAMPLE[1 if quick else 0]["jobs"]
+    return tasks + [
+        Task(SUBSET, "study", "s", runs, subset.study),  # first: the others take its runs
+        Task(SUBSET, "single run", "s", 1, subset.single_run),
+        Task(SUBSET, "batched launcher", "s", runs, subset.batched),
+        Task(SUBSET, "basic launcher", "s", sample, subset.basic),
+    ]
+
+
 def measure_all(tasks: list[Task], repeats: int) -> dict[Task, list[float]]:
     """Every task once per repeat, round-robin, reporting progress on stderr."""
     results: dict[Task, list[float]] = {task: [] for task in tasks}
@@ -594,6 +768,36 @@ def checks(results: dict[Task, list[float]]) -> list[Check]:
     return found
 
 
+def study_checks(results: dict[Task, list[float]], subset: StudySubset, quick: bool) -> list[Check]:
+    """The studies' seconds against their targets; the subset's figures beyond a single run (the basic launcher's
+    scaled from its sample, per job), the sweeps' ratios to the study, and whether the sweeps ran the same runs."""
+    median = {(task.group, task.label): statistics.median(values) for task, values in results.items()}
+    found = [
+        Check(f"study: {name}, s from a cold process", median["study", name], target)
+        for name, target in STUDY_TARGETS.items()
+        if ("study", name) in median
+    ]
+    runs, sample = SUBSET_RUNS[1 if quick else 0], BASIC_SAMPLE[1 if quick else 0]["jobs"]
+    single = median[SUBSET, "single run"]
+    beyond = {
+        "study": median[SUBSET, "study"] - single,
+        "batched launcher": median[SUBSET, "batched launcher"] - single,
+        "basic launcher": (median[SUBSET, "basic launcher"] - single) / (sample - 1) * (runs - 1),
+    }
+    found += [
+        Check(f"{SUBSET}: study, s beyond a single run", beyond["study"]),
+        Check(f"{SUBSET}: batched launcher, s beyond a single run", beyond["batched launcher"]),
+        Check(f"{SUBSET}: basic launcher, s beyond a single run ({sample} jobs' s per job × {runs - 1})",
+              beyond["basic launcher"]),  # fmt: skip
+    ]
+    found += [
+        Check(f"{SUBSET}: {launcher} / study, beyond a single run", beyond[launcher] / beyond["study"], target, True)
+        for launcher, target in SUBSET_TARGETS.items()
+    ]
+    share = min(subset.jobs_equal)
+    return [*found, Check(f"{SUBSET}: batched jobs equal to the study's completed runs", share, 1.0, True)]
+
+
 def print_report(results: dict[Task, list[float]], grid: Grid, repeats: int, extra: Sequence[Check] = ()) -> None:
     """One markdown table, headed with the date and the machine: the measurements, the grid's phases, the checks
     (and the `extra` ones, measured apart)."""
@@ -615,7 +819,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     names = [case.name for case in CASES]
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="few steps and a small grid: a smoke run")
-    parser.add_argument("--repeats", type=int, help="times each variant is timed (default 3; 5 with --loop-ratio)")
+    parser.add_argument(
+        "--repeats", type=int, help="times each variant is timed (default 3; 5 with --loop-ratio, 1 with --study)"
+    )
     parser.add_argument("--problems", nargs="*", choices=names, default=names, metavar="NAME", help=" ".join(names))
     parser.add_argument(
         "--loop-ratio", action="store_true", help="only a run alone's loop against a bare XLA loop, in this process"
@@ -623,6 +829,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--batched-only", action="store_true", help="only hydra/launcher=batched's grids (and their single runs)"
     )
+    parser.add_argument(
+        "--study",
+        action="store_true",
+        help="only the studies: study=quick from a cold process, and 806 runs as a study against the same runs as "
+        "batched and basic sweeps (a few minutes; 1 repeat unless --repeats)",
+    )
+    parser.add_argument("--study-classic", action="store_true", help="--study, and study=classic (minutes more)")
     return parser.parse_args(argv)
 
 
@@ -630,6 +843,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     if args.loop_ratio:
         print_loop_ratio(args.repeats or LOOP_RATIO_REPEATS)
+        return
+    if args.study or args.study_classic:
+        with tempfile.TemporaryDirectory(prefix="tapelab-bench-") as tmp:
+            subset = StudySubset(Path(tmp), args.quick)
+            results = measure_all(study_tasks(args.quick, args.study_classic, Path(tmp), subset), args.repeats or 1)
+        print_report(results, Grid(Path(tmp)), args.repeats or 1, study_checks(results, subset, args.quick))
         return
     with tempfile.TemporaryDirectory(prefix="tapelab-bench-") as tmp:
         workdir = Path(tmp)
