@@ -54,14 +54,19 @@ def histogram_buckets(rows: np.ndarray, bucket_count: int = HISTOGRAM_BUCKETS) -
     a row of one value has all edges there and its count in the last bucket), for many rows at once.
     """
     data = np.asarray(rows, np.float64)
-    low, high = data.min(axis=1), data.max(axis=1)
+    # A row whose span is beyond float64's range (a float64 run near its divergence) is binned at half scale.
+    with np.errstate(over="ignore"):
+        scale = np.where(np.isfinite(data.max(axis=1) - data.min(axis=1)), 1.0, 0.5)
+    scaled = data * scale[:, None]
+    low, high = scaled.min(axis=1), scaled.max(axis=1)
     span = high - low
     single = span == 0
     width = np.where(single, 1.0, span) / bucket_count
-    indices = np.minimum(np.floor((data - low[:, None]) / width[:, None]).astype(np.int64), bucket_count - 1)
+    indices = np.minimum(np.floor((scaled - low[:, None]) / width[:, None]).astype(np.int64), bucket_count - 1)
     counts = np.zeros((len(data), bucket_count))
     np.add.at(counts, (np.arange(len(data))[:, None], indices), 1)
-    edges = np.linspace(low, high, bucket_count + 1, axis=1)
+    edges = np.linspace(low, high, bucket_count + 1, axis=1) / scale[:, None]
+    low = low / scale
     buckets = np.stack([edges[:, :-1], edges[:, 1:], counts], axis=2)
     buckets[single, :, :2] = low[single, None, None]
     buckets[single, :, 2] = 0
@@ -190,8 +195,10 @@ class TensorBoardSink:
         """Write the rows of `history` (columns as in metrics.csv), one event per step."""
         if history.empty:
             return
-        rows = history[self._value_columns].to_numpy(np.float32)
-        histograms = [histogram_buckets(rows[:, part]) for part in self._histograms.values()]
+        values = history[self._value_columns].to_numpy(np.float64)
+        histograms = [histogram_buckets(values[:, part]) for part in self._histograms.values()]
+        with np.errstate(over="ignore"):
+            rows = values.astype(np.float32)  # TensorBoard's scalars are float32 (a float64 run's beyond: inf)
         now = time.time()
         for i, (step, row) in enumerate(zip(history["step"].tolist(), rows.tolist(), strict=True)):
             self._events.summary(self._row(row, [buckets[i] for buckets in histograms]), step, now)
