@@ -144,3 +144,51 @@ def test_classic_plans_every_test_function_and_first_order_optimizer_and_takes_o
     assert len(fewer) == 15 * 2 and all(len(group.members) == 31 * (3 + 20) for group in fewer)
     adam = next(group for group in fewer if group.optimizer.name == "adam")
     assert {member.lr for member in adam.members if member.keras_default} == {0.001}  # Keras's default, on the grid
+
+
+def test_a_diverged_row_reproduces_alone_with_its_status_steps_and_final_loss(tiny, tmp_path):
+    row = tiny.runs[tiny.runs["status"] == "diverged"].sort_values("run").iloc[0]
+    overrides = shlex.split(row["command"])[2:]
+    run = tapelab.run(*overrides, "log.plots=false", run_dir=tmp_path / "alone")  # TensorBoard too
+    summary = run.summary
+    assert (summary["status"], summary["steps"], summary["final_loss"]) == ("diverged", row["steps"], row["final_loss"])
+    kept = tiny.curves[tiny.curves["run"] == row["run"]]
+    assert kept["step"].max() == row["steps"] and np.isfinite(kept["loss"]).all()
+    both = kept.merge(run.history[["step", "loss"]], on="step", suffixes=("", "_alone"))
+    assert len(both) == len(kept) and np.array_equal(both["loss"], both["loss_alone"])
+
+
+def test_editing_an_objective_s_config_file_trains_its_groups_again(tmp_path):
+    configs = tmp_path / "configs"
+    (configs / "objective").mkdir(parents=True)
+    (configs / "study").mkdir()
+    mine = configs / "objective" / "mine.yaml"
+    mine.write_text("defaults:\n  - expression\nexpr: '(x - 3)**2 + 1'\ndomain: [[0.0, 6.0]]\n")
+    (configs / "study" / "mine.yaml").write_text(
+        "defaults:\n  - /schema_study\n  - _self_\nproblems:\n  mine: {objective: mine, budget: 5}\n"
+        "optimizers: [gd]\nlr: {low: 0.1, high: 0.1}\nseeds: {tuning: 1, evaluation: 1}\n"
+    )
+    search = f"hydra.searchpath=[file://{configs}]"
+    first = tapelab.run_study(search, "study=mine", run_dir=tmp_path / "study")
+    assert first.runs["best_loss"].min() >= 1
+    mine.write_text(mine.read_text().replace("+ 1", "+ 5"))
+    again = tapelab.run_study(search, "study=mine", run_dir=tmp_path / "study")
+    assert again.runs["best_loss"].min() >= 5  # not the first file's results, cached
+    assert again.runs["command"].str.startswith(f"python run.py '{search}' objective=mine ").all()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["+study.problems.q={objective:quadratic,budget:10}"], "study.problems.q.settings.domain: a study draws"),
+        (["study.targets.primary=2e-6"], "study.targets.primary: must be one of the targets, got 2e-06"),
+        (["study.unit=0"], "study.dir: must be set with study.unit: the directory every unit"),
+        (["study.optimizers=[nope]"], "study.optimizers (nope: optimizer): no option 'nope'; choose from adadelta,"),
+        (["study.problems.booth.budget=0"], "study.problems.booth.budget: must be an integer from 1 to 2**62, got 0"),
+    ],
+)
+def test_a_study_s_mistake_is_refused_before_anything_trains(tmp_path, overrides, message):
+    with pytest.raises(tapelab.ConfigError) as refused:
+        tapelab.run_study(*BOOTH_ONLY, *overrides, run_dir=tmp_path / "study")
+    assert str(refused.value).startswith(message)
+    assert not (tmp_path / "study" / "groups").exists()

@@ -33,9 +33,14 @@ PROGRESS = re.compile(r"study: (\d+)/(\d+) groups, (\d+)/(\d+) runs done \((\w+)
 
 
 def tables(study_dir: Path) -> dict[str, pd.DataFrame]:
-    """A study's runs, curves and chosen tables, without the columns that measure time."""
+    """A study's runs, curves and chosen tables, without the columns that measure time, and with each command's
+    config source (`--config-dir DIR` on the command line, `hydra.searchpath=[file://DIR]` in-process, a copy of
+    the configs elsewhere) as one."""
     study = tapelab.load_study(study_dir)
-    return {"runs": study.runs.drop(columns=TIME_COLUMNS), "curves": study.curves, "chosen": study.chosen}
+    runs = study.runs.drop(columns=TIME_COLUMNS)
+    runs["command"] = runs["command"].str.replace(r"^python run\.py (--config-dir \S+|'hydra\.searchpath=[^']*') ",
+                                                  "python run.py <config source> ", regex=True)  # fmt: skip
+    return {"runs": runs, "curves": study.curves, "chosen": study.chosen}
 
 
 def assert_same_tables(study_dir: Path, straight_dir: Path, sort: bool = False) -> None:

@@ -221,7 +221,7 @@ def summarise(
         if np.isfinite(lowest):  # summary.json holds no NaN or infinity
             summary["loss_at_min"] = shortest(lowest, dtype)
             if final_loss is not None:
-                summary["gap_to_min"] = shortest(np.dtype(dtype).type(final_loss) - np.dtype(dtype).type(lowest), dtype)
+                summary["gap_to_min"] = shortest(final_loss - lowest, dtype)
     return summary
 
 

@@ -33,6 +33,8 @@ class MemberCurves:
         self.kept = kept_steps(budget)
         members = len(self.f_star)
         self.best = np.full(members, np.inf)  # each member's lowest finite loss so far
+        self.last_step = np.full(members, -1, np.int64)  # each member's last finite row: its step and loss
+        self.last_loss = np.full(members, np.nan)
         self.hits = np.full((members, len(self.targets)), -1, np.int64)  # first step meeting each target, -1: none
         self._records: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
 
@@ -52,10 +54,26 @@ class MemberCurves:
             rows = np.searchsorted(-gaps[:, member], -self.targets[wanted], side="left")  # gaps never rise
             hits[member, wanted] = steps[rows, member]
             keep[rows, member] = True
+        finite = np.isfinite(losses)
+        seen = finite.any(axis=0)
+        last_row = len(losses) - 1 - np.argmax(finite[::-1], axis=0)
+        members = np.arange(losses.shape[1])
+        self.last_step[part] = np.where(seen, steps[last_row, members], self.last_step[part])
+        self.last_loss[part] = np.where(seen, losses[last_row, members], self.last_loss[part])
+        self._record(keep, steps, losses, running, first)
+
+    def _record(self, keep: np.ndarray, steps: np.ndarray, losses: np.ndarray, running: np.ndarray, first: int) -> None:
         row_index, member_index = np.nonzero(keep)
         self._records.append(
             (first + member_index, steps[row_index, member_index], losses[row_index, member_index], running[keep])
         )
+
+    def finish(self) -> None:
+        """Keep each member's last finite row, its end as a run alone records it (a run that diverged ends at the
+        row before the one that wasn't finite)."""
+        ended = self.last_step >= 0
+        members = np.flatnonzero(ended)
+        self._records.append((members, self.last_step[ended], self.last_loss[ended], self.best[ended]))
 
     def table(self) -> pd.DataFrame:
         """The kept points: member, step, loss and best loss so far, by member and step."""

@@ -140,7 +140,8 @@ def plan_groups(study: DictConfig, compose: Callable[[list[str]], DictConfig]) -
         raise ConfigError("study.seeds", f"needs at least one tuning and one evaluation seed, got {study.seeds}")
     if study.dtype not in ("float32", "float64"):
         raise ConfigError("study.dtype", f"must be float32 or float64, got {study.dtype!r}")
-    measured = plain(study.targets)
+    measured = {key: study.targets[key] for key in ("count", "high", "low")}  # the primary one changes no run
+    check_primary_target(study)
     optimizers = optimizer_entries(plain(study.optimizers))
     problems = {name: problem_config(name, node) for name, node in study.problems.items()}
     # Every check before TensorFlow is imported; one compose per problem and per optimizer, not per group.
@@ -159,7 +160,8 @@ def plan_groups(study: DictConfig, compose: Callable[[list[str]], DictConfig]) -
             members = tuple(Member(lr, seed, role, lr in grid, lr == default) for lr in lrs for seed, role in seeds)
             overrides = [*problem_overrides(problem, study.dtype), *optimizer_overrides(optimizer)]
             described = {"problem": name, "spec": plain(problem), "optimizer": dataclasses.asdict(optimizer),
-                         "members": [dataclasses.astuple(m) for m in members], "targets": measured}  # fmt: skip
+                         "members": [dataclasses.astuple(m) for m in members], "targets": measured,
+                         "config": plain(cfg.objective) | {"optimizer": plain(cfg.optimizer)}}  # fmt: skip
             key = hashlib.sha1(json.dumps([described, overrides], sort_keys=True).encode()).hexdigest()[:12]
             group = Group(name, optimizer, problem.budget, problem.group, tuple(overrides), members, key, experiment)
             groups.append(group)
@@ -208,13 +210,25 @@ def problem_shape(objective: Objective) -> Problem:
 
 
 def checked_experiment(cfg: DictConfig, problem: str, optimizer: OptimizerEntry) -> Experiment:
-    """A group's config checked as run.py checks a run's."""
+    """A group's config checked as run.py checks a run's, and for a domain to draw start points from."""
     try:
         experiment = to_experiment(cfg)
         experiment.optimizer.check(int(problem_shape(experiment.objective).flat_start().size))
-        return experiment
+        box = experiment.objective.box()
     except (ConfigError, OmegaConfBaseException) as error:
         raise study_mistake(ConfigError.of(error), problem, optimizer) from None
+    if box is None:
+        raise ConfigError(f"study.problems.{problem}.settings.domain",
+                          "a study draws its start points from the objective's domain: give one [low, high] pair, "
+                          "or one per parameter element")  # fmt: skip
+    return experiment
+
+
+def check_primary_target(study: DictConfig) -> None:
+    """The primary target must be one of the study's targets."""
+    found = np.isclose(study_targets(study), study.targets.primary, rtol=1e-9, atol=0)
+    if found.sum() != 1:
+        raise ConfigError("study.targets.primary", f"must be one of the targets, got {study.targets.primary}")
 
 
 def study_mistake(mistake: ConfigError, problem: str | None, optimizer: OptimizerEntry | None) -> ConfigError:

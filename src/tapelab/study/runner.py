@@ -53,23 +53,35 @@ def f_star(problem: Problem, dtype: str = "float64") -> float:
     return float(loss_at(problem, np.array(problem.minima, np.float64), dtype).min())
 
 
-def member_command(group: Group, start_keys: dict, lr: float, seed: int) -> str:
-    """The run.py command that trains one member alone, to the bit."""
+def member_command(group: Group, start_keys: dict, lr: float, seed: int, sources: Sequence[str]) -> str:
+    """The run.py command that trains one member alone, to the bit (with the study's own config sources)."""
     starts = [f"objective.{key}={override_value(value)}" for key, value in start_keys.items()]
-    overrides = [*group.overrides[:1], *starts, *group.overrides[1:], f"lr={lr!r}", f"seed={seed}"]
+    overrides = [*sources, *group.overrides[:1], *starts, *group.overrides[1:], f"lr={lr!r}", f"seed={seed}"]
     return "python run.py " + " ".join(shlex.quote(override) for override in overrides)
 
 
-def train_group(group: Group, targets: np.ndarray, stops: StopRequests) -> GroupResult:
+def user_config_sources() -> list[str]:
+    """The arguments that give a command the config directories this job's command line added: `--config-dir`
+    and `hydra.searchpath`."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return []
+    arguments = []
+    for source in HydraConfig.get().runtime.config_sources:
+        if source.provider == "command-line" and source.schema == "file":
+            arguments += ["--config-dir", source.path]
+        elif source.provider == "hydra.searchpath in command-line":
+            arguments.append(f"hydra.searchpath=[{source.schema}://{source.path}]")
+    return arguments
+
+
+def train_group(group: Group, targets: np.ndarray, stops: StopRequests, sources: Sequence[str] = ()) -> GroupResult:
     """Train a group's members as one batch and return its tables; raise `Interrupted` if a stop was asked for
     (after the current chunk)."""
     experiment = group.experiment
     objective, dtype = experiment.objective, experiment.dtype
-    box = objective.box()
-    if box is None:
-        raise ConfigError(f"study.problems.{group.problem}.settings.domain",
-                          "a study draws its start points from the objective's domain: give one [low, high] pair, "
-                          "or one per parameter element")  # fmt: skip
+    box = objective.box()  # plan.checked_experiment made sure there is one
     like = problem_shape(objective)
     if len(box) == 1:
         box = np.repeat(box, like.flat_start().size, axis=0)
@@ -87,10 +99,12 @@ def train_group(group: Group, targets: np.ndarray, stops: StopRequests) -> Group
     # A coupled optimizer (Newton's Hessian over every element) would mix a batch's members: one at a time.
     coupled = experiment.optimizer.coupling() is not None
     parts = [slice(member, member + 1) for member in range(count)] if coupled else [slice(0, count)]
-    ends, statuses = np.zeros(count, np.int64), [""] * count
+    statuses = [""] * count
     for part in parts:
-        ends[part], statuses[part] = train_members(problems[part], experiment.optimizer, lrs[part], group.budget,
-                                                   dtype, curves, part.start, stops)  # fmt: skip
+        statuses[part] = train_members(problems[part], experiment.optimizer, lrs[part], group.budget, dtype, curves,
+                                       part.start, stops)  # fmt: skip
+    curves.finish()
+    ends = curves.last_step.clip(min=0)  # as a run alone counts them: the steps to its last finite row
     seconds = time.perf_counter() - started
     runs = pd.DataFrame(
         {
@@ -108,11 +122,11 @@ def train_group(group: Group, targets: np.ndarray, stops: StopRequests) -> Group
             "budget": group.budget,
             "status": statuses,
             "steps": ends,
-            "final_loss": batch_final_losses(curves, ends),
+            "final_loss": curves.last_loss,
             "best_loss": curves.best,
             "f_star": stars,
             "hessians": ends if group.optimizer.option == "newton" else 0,
-            "command": [member_command(group, by_seed[m.seed][1], m.lr, m.seed) for m in members],
+            "command": [member_command(group, by_seed[m.seed][1], m.lr, m.seed, sources) for m in members],
             "group_seconds": seconds,
         }
     )
@@ -121,9 +135,9 @@ def train_group(group: Group, targets: np.ndarray, stops: StopRequests) -> Group
 
 
 def train_members(problems: list[Problem], optimizer: OptimizerConfig, lrs: list[float], budget: int, dtype: str,
-                  curves: MemberCurves, first: int, stops: StopRequests) -> tuple[np.ndarray, list[str]]:  # fmt: skip
+                  curves: MemberCurves, first: int, stops: StopRequests) -> list[str]:  # fmt: skip
     """Train members as one batch for `budget` steps, under XLA, feeding their rows to `curves` (where they are
-    members `first`, `first` + 1, …); return each one's steps and status (completed or diverged)."""
+    members `first`, `first` + 1, …); return each one's status (completed or diverged)."""
     from tapelab.engine.pool import POOL
 
     count = len(problems)
@@ -136,16 +150,11 @@ def train_members(problems: list[Problem], optimizer: OptimizerConfig, lrs: list
             curves.take(member_steps, rows[:, :, 0], member_steps < batch.steps[None, :], first)
             if stops.received is not None:
                 raise Interrupted(stops.received, batch.step)
-        ends = batch.steps
-        curves.take(ends[None, :], batch.end_rows()[None, :, 0], np.ones((1, count), bool), first)
-        return ends, ["diverged" if status == "diverged" else "completed" for status in batch.statuses]
-
-
-def batch_final_losses(curves: MemberCurves, ends: np.ndarray) -> np.ndarray:
-    """Each member's loss at its last step, from its kept points (its final step is always kept)."""
-    table = curves.table()
-    last = table[table["step"].to_numpy() == ends[table["member"].to_numpy()]]
-    return last.set_index("member")["loss"].reindex(range(len(ends))).to_numpy()
+        # As a run alone ends: diverged if its last state isn't finite, which then isn't one of its rows.
+        end_rows = batch.end_rows()
+        finite = np.isfinite(end_rows).all(axis=1) & np.array([status is None for status in batch.statuses])
+        curves.take(batch.steps[None, :], end_rows[None, :, 0], finite[None, :], first)
+        return ["completed" if ended else "diverged" for ended in finite]
 
 
 def run_study(cfg: DictConfig, run_dir: Path, compose: Callable[[list[str]], DictConfig]) -> Path:
@@ -155,8 +164,9 @@ def run_study(cfg: DictConfig, run_dir: Path, compose: Callable[[list[str]], Dic
 
     study = cfg.study
     study_dir = Path(study.dir) if study.dir else run_dir
+    check_units(study.unit, study.units, study.dir)
     groups = plan_groups(study, compose)
-    mine = unit_groups(groups, study.unit, study.units, study.dir)
+    mine = unit_groups(groups, study.unit, study.units)
     targets = study_targets(study)
     todo = [group for group in mine if not tables.is_done(study_dir, group)]
     runs = sum(len(group.members) for group in mine)
@@ -164,11 +174,14 @@ def run_study(cfg: DictConfig, run_dir: Path, compose: Callable[[list[str]], Dic
     import_tensorflow()
     tables.write_config(study_dir, cfg)
     progress = Progress(mine, todo)
-    again = f"run the same command with hydra.run.dir={study_dir} to train the groups left"
+    sources = user_config_sources()
+    again = "run the same command again to train the groups left"
+    if study.dir is None:
+        again = f"run the same command with hydra.run.dir={study_dir} to train the groups left"
     with StopRequests() as stops, quiet_tensorflow_logs():
         for group in todo:
             try:
-                result = train_group(group, targets, stops)
+                result = train_group(group, targets, stops, sources)
             except Interrupted:
                 tables.merge(study_dir, groups, study)
                 raise Interrupted(stops.received or signal.SIGINT, progress.done_runs, how_to_continue=again) from None
@@ -208,15 +221,19 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
-def unit_groups(groups: Sequence[Group], unit: int | None, units: int, study_dir: str | None) -> list[Group]:
-    """The groups of one unit: every `units`-th group in the order of their keys (which the config's order
-    doesn't change), starting at `unit`; every group if `unit` is null."""
+def check_units(unit: int | None, units: int, study_dir: str | None) -> None:
+    """`study.unit` is null, or one of `study.units`, with the `study.dir` that every unit writes into."""
     if units < 1 or (unit is not None and not 0 <= unit < units):
         raise ConfigError("study.unit", f"must be null or from 0 to study.units - 1 = {units - 1}, got {unit}")
+    if unit is not None and study_dir is None:
+        raise ConfigError("study.dir", "must be set with study.unit: the directory every unit of the study writes into")
+
+
+def unit_groups(groups: Sequence[Group], unit: int | None, units: int) -> list[Group]:
+    """The groups of one unit: every `units`-th group in the order of their keys (which the config's order
+    doesn't change), starting at `unit`; every group if `unit` is null."""
     if unit is None:
         return list(groups)
-    if study_dir is None:
-        raise ConfigError("study.dir", "must be set with study.unit: the directory every unit of the study writes into")
     ordered = sorted(groups, key=lambda group: group.key)
     return [group for number, group in enumerate(ordered) if number % units == unit]
 

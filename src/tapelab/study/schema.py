@@ -54,7 +54,7 @@ class StudyConfig:
     """A study: every optimizer on every problem over the learning-rate grid and the seeds."""
 
     problems: dict[str, Any] = MISSING  # name -> a ProblemConfig (checked by tapelab.study.plan; add one with +)
-    optimizers: list[Any] = MISSING  # names from conf/optimizer, or {name, optimizer, keys} for fixed keys
+    optimizers: list[Any] = MISSING  # names from conf/optimizer, or {name, optimizer, settings} for fixed keys
     lr: LearningRates = field(default_factory=LearningRates)
     seeds: Seeds = field(default_factory=Seeds)
     targets: Targets = field(default_factory=Targets)

@@ -20,7 +20,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from tapelab.atomic import replacing
-from tapelab.errors import ConfigError, one_line
+from tapelab.errors import one_line
 from tapelab.study import measures
 from tapelab.study.curves import kept_steps
 from tapelab.study.plan import EVALUATION, TUNING, Group, study_targets
@@ -132,10 +132,8 @@ def merge(study_dir: Path, groups: Sequence[Group], study: DictConfig) -> dict[s
 
 def primary_column(study: DictConfig, targets: np.ndarray) -> str:
     """The runs table's column of the primary target, which must be one of the targets."""
-    matches = np.flatnonzero(np.isclose(targets, study.targets.primary, rtol=1e-9, atol=0))
-    if len(matches) != 1:
-        raise ConfigError("study.targets.primary", f"must be one of the targets, got {study.targets.primary}")
-    return hit_columns(targets)[matches[0]]
+    (match,) = np.flatnonzero(np.isclose(targets, study.targets.primary, rtol=1e-9, atol=0))  # plan checked it
+    return hit_columns(targets)[match]
 
 
 def read_groups(study_dir: Path, groups: Sequence[Group]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -186,7 +184,7 @@ def primary_runtimes(runs: pd.DataFrame, primary: str) -> pd.DataFrame:
     solved = runs[primary].notna().to_numpy()
     runtime = np.where(solved, runs[primary].fillna(0).to_numpy(np.float64), runs["budget"].to_numpy(np.float64))
     with np.errstate(divide="ignore"):  # a gap of 0: -inf
-        final_log10_gap = np.log10(runs["final_gap"].to_numpy(np.float64))
+        final_log10_gap = np.log10(runs["best_gap"].to_numpy(np.float64))  # Δf at the last step, a running minimum
     return runs.assign(runtime=runtime, solved=solved, final_log10_gap=final_log10_gap)
 
 
@@ -209,7 +207,9 @@ def chosen_rates(runs: pd.DataFrame, primary: str) -> pd.DataFrame:
         ),
         include_groups=False,
     )
-    return chosen.merge(at_rate.reset_index(), on=["problem", "optimizer"], how="left")
+    estimated = runs.groupby("problem")["f_star_estimated"].any()
+    chosen = chosen.merge(at_rate.reset_index(), on=["problem", "optimizer"], how="left")
+    return chosen.assign(f_star_estimated=chosen["problem"].map(estimated))
 
 
 def runtime_ecdf(runs: pd.DataFrame, chosen: pd.DataFrame, targets: np.ndarray) -> pd.DataFrame:
@@ -227,7 +227,12 @@ def runtime_ecdf(runs: pd.DataFrame, chosen: pd.DataFrame, targets: np.ndarray) 
     groups = sorted(entries["problem_group"].unique())
     overall = entries.assign(problem_group="all problems" + (f" ({', '.join(groups)})" if len(groups) > 1 else ""))
     by = ("optimizer", "problem_group")
-    return pd.concat([measures.ecdf_table(part, steps, by) for part in (entries, overall)], ignore_index=True)
+    ecdf = pd.concat([measures.ecdf_table(part, steps, by) for part in (entries, overall)], ignore_index=True)
+    estimated = runs.loc[runs["f_star_estimated"], "problem_group"].unique()  # a group with an estimated f*
+    return ecdf.assign(
+        f_star_estimated=ecdf["problem_group"].isin(estimated)
+        | (ecdf["problem_group"].str.startswith("all problems") & (len(estimated) > 0))
+    )
 
 
 def aggregates(runs: pd.DataFrame, chosen: pd.DataFrame, primary: str, reference: str) -> dict[str, Any]:
