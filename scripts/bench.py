@@ -643,8 +643,12 @@ def study_seconds(overrides: Sequence[str], run_dir: Path) -> float:
 
 
 def parsed_command(command: str) -> dict[str, str]:
-    """A study's `python run.py KEY=VALUE …` command as {key: value as written}."""
-    return dict(override.split("=", 1) for override in shlex.split(command)[2:])
+    """A study's `python run.py [--config-dir DIR] KEY=VALUE …` command as {key: value as written}, without the
+    study's config source (the sweeps here give their own)."""
+    words = shlex.split(command)[2:]
+    if words[0] == "--config-dir":
+        words = words[2:]
+    return dict(override.split("=", 1) for override in words if not override.startswith("hydra.searchpath="))
 
 
 def study_tasks(quick: bool, classic: bool, workdir: Path, subset: StudySubset) -> list[Task]:

@@ -76,9 +76,22 @@ def user_config_sources() -> list[str]:
     return arguments
 
 
-def train_group(group: Group, targets: np.ndarray, stops: StopRequests, sources: Sequence[str] = ()) -> GroupResult:
-    """Train a group's members as one batch and return its tables; raise `Interrupted` if a stop was asked for
-    (after the current chunk)."""
+@dataclass(frozen=True)
+class Members:
+    """A group's members as the engine takes them: each one's problem (its seed's start and data) and learning
+    rate, with its seed's f* and start keys."""
+
+    group: Group
+    problems: list[Problem]
+    lrs: list[float]
+    stars: np.ndarray
+    start_keys: list[dict]
+    coupled: bool  # Newton's Hessian over every element would mix a batch's members: they train one at a time
+
+
+def group_members(group: Group) -> Members:
+    """Draw each seed's start point from the problem's domain and build its problem, as run.py builds the member's
+    command's."""
     experiment = group.experiment
     objective, dtype = experiment.objective, experiment.dtype
     box = objective.box()  # plan.checked_experiment made sure there is one
@@ -89,20 +102,52 @@ def train_group(group: Group, targets: np.ndarray, stops: StopRequests, sources:
     for seed in sorted({member.seed for member in group.members}):
         problem, keys = member_problem(objective, draw_start(box, seed, dtype), seed, like)
         by_seed[seed] = (problem, keys, f_star(problem))
-    members = group.members
-    problems = [by_seed[member.seed][0] for member in members]
-    lrs = [member.lr for member in members]
-    stars = np.array([by_seed[member.seed][2] for member in members])
+    seeds = [member.seed for member in group.members]
+    return Members(group, [by_seed[seed][0] for seed in seeds], [member.lr for member in group.members],
+                   np.array([by_seed[seed][2] for seed in seeds]), [by_seed[seed][1] for seed in seeds],
+                   experiment.optimizer.coupling() is not None)  # fmt: skip
+
+
+def next_members(todo: Sequence[Group]) -> Members | None:
+    """The members of the next group to train, if any (None if they can't be built: that group meets the reason
+    again when it trains, and is recorded as failed)."""
+    try:
+        return group_members(todo[0]) if todo else None
+    except Exception as error:
+        log.debug("the next group's members were not built ahead: %s: %s", type(error).__name__, one_line(error))
+        return None
+
+
+def compile_ahead(members: Members) -> None:
+    """Compile a group's loop in the background while the current group trains (`LoopPool.compile_ahead`)."""
+    from tapelab.engine.pool import POOL
+
+    if members.coupled:
+        return
+    count, experiment = len(members.problems), members.group.experiment
+    try:
+        POOL.compile_ahead(members.problems, [experiment.optimizer] * count, members.lrs, 1, [StopConfig()] * count,
+                           experiment.dtype)  # fmt: skip
+    except Exception as error:  # that group meets it again when it trains, and handles it
+        log.debug("the next group's loop was not compiled ahead: %s: %s", type(error).__name__, one_line(error))
+
+
+def train_group(members: Members, targets: np.ndarray, stops: StopRequests, sources: Sequence[str] = (),
+                upcoming: Members | None = None) -> GroupResult:  # fmt: skip
+    """Train a group's members as one batch and return its tables, compiling the `upcoming` group's loop
+    meanwhile; raise `Interrupted` if a stop was asked for (after the current chunk)."""
+    group, problems, lrs, stars = members.group, members.problems, members.lrs, members.stars
+    dtype = group.experiment.dtype
+    like = problems[0]
     curves = MemberCurves(stars, targets, group.budget)
-    count = len(members)
+    count = len(problems)
     started = time.perf_counter()
-    # A coupled optimizer (Newton's Hessian over every element) would mix a batch's members: one at a time.
-    coupled = experiment.optimizer.coupling() is not None
-    parts = [slice(member, member + 1) for member in range(count)] if coupled else [slice(0, count)]
+    parts = [slice(member, member + 1) for member in range(count)] if members.coupled else [slice(0, count)]
     statuses = [""] * count
     for part in parts:
-        statuses[part] = train_members(problems[part], experiment.optimizer, lrs[part], group.budget, dtype, curves,
-                                       part.start, stops)  # fmt: skip
+        statuses[part] = train_members(problems[part], group.experiment.optimizer, lrs[part], group.budget, dtype,
+                                       curves, part.start, stops, upcoming)  # fmt: skip
+        upcoming = None
     curves.finish()
     ends = curves.last_step.clip(min=0)  # as a run alone counts them: the steps to its last finite row
     seconds = time.perf_counter() - started
@@ -114,10 +159,10 @@ def train_group(group: Group, targets: np.ndarray, stops: StopRequests, sources:
             "dim": like.flat_start().size,
             "optimizer": group.optimizer.name,
             "lr": lrs,
-            "on_grid": [member.on_grid for member in members],
-            "keras_default": [member.keras_default for member in members],
-            "seed": [member.seed for member in members],
-            "role": [member.role for member in members],
+            "on_grid": [member.on_grid for member in group.members],
+            "keras_default": [member.keras_default for member in group.members],
+            "seed": [member.seed for member in group.members],
+            "role": [member.role for member in group.members],
             "dtype": dtype,
             "budget": group.budget,
             "status": statuses,
@@ -126,7 +171,10 @@ def train_group(group: Group, targets: np.ndarray, stops: StopRequests, sources:
             "best_loss": curves.best,
             "f_star": stars,
             "hessians": ends if group.optimizer.option == "newton" else 0,
-            "command": [member_command(group, by_seed[m.seed][1], m.lr, m.seed, sources) for m in members],
+            "command": [
+                member_command(group, keys, m.lr, m.seed, sources)
+                for m, keys in zip(group.members, members.start_keys, strict=True)
+            ],  # fmt: skip
             "group_seconds": seconds,
         }
     )
@@ -135,15 +183,19 @@ def train_group(group: Group, targets: np.ndarray, stops: StopRequests, sources:
 
 
 def train_members(problems: list[Problem], optimizer: OptimizerConfig, lrs: list[float], budget: int, dtype: str,
-                  curves: MemberCurves, first: int, stops: StopRequests) -> list[str]:  # fmt: skip
+                  curves: MemberCurves, first: int, stops: StopRequests,
+                  upcoming: Members | None) -> list[str]:  # fmt: skip
     """Train members as one batch for `budget` steps, under XLA, feeding their rows to `curves` (where they are
-    members `first`, `first` + 1, …); return each one's status (completed or diverged)."""
+    members `first`, `first` + 1, …), with the `upcoming` group's loop compiling meanwhile; return each one's
+    status (completed or diverged)."""
     from tapelab.engine.pool import POOL
 
     count = len(problems)
     with POOL.batch_for(problems, [optimizer] * count, lrs, 1, [StopConfig()] * count, True, False, dtype) as batch:
         batch.trace()
         batch.compile()
+        if upcoming is not None:
+            compile_ahead(upcoming)
         while batch.step < budget and any(status is None for status in batch.statuses):
             steps, rows = batch.advance_rows(min(batch.max_chunk_steps, budget - batch.step))
             member_steps = np.broadcast_to(steps[:, None], (len(steps), count))
@@ -179,9 +231,12 @@ def run_study(cfg: DictConfig, run_dir: Path, compose: Callable[[list[str]], Dic
     if study.dir is None:
         again = f"run the same command with hydra.run.dir={study_dir} to train the groups left"
     with StopRequests() as stops, quiet_tensorflow_logs():
-        for group in todo:
+        upcoming = None
+        for number, group in enumerate(todo):
             try:
-                result = train_group(group, targets, stops, sources)
+                members = upcoming if upcoming is not None and upcoming.group is group else group_members(group)
+                upcoming = next_members(todo[number + 1 :])
+                result = train_group(members, targets, stops, sources, upcoming)
             except Interrupted:
                 tables.merge(study_dir, groups, study)
                 raise Interrupted(stops.received or signal.SIGINT, progress.done_runs, how_to_continue=again) from None
