@@ -791,8 +791,10 @@ def study_checks(results: dict[Task, list[float]], subset: StudySubset, quick: b
     found += [
         Check(f"{SUBSET}: study, s beyond a single run", beyond["study"]),
         Check(f"{SUBSET}: batched launcher, s beyond a single run", beyond["batched launcher"]),
-        Check(f"{SUBSET}: basic launcher, s beyond a single run ({sample} jobs' s per job × {runs - 1})",
-              beyond["basic launcher"]),  # fmt: skip
+        Check(
+            f"{SUBSET}: basic launcher, s beyond a single run ({sample} jobs' s per job × {runs - 1})",
+            beyond["basic launcher"],
+        ),  # fmt: skip
     ]
     found += [
         Check(f"{SUBSET}: {launcher} / study, beyond a single run", beyond[launcher] / beyond["study"], target, True)
