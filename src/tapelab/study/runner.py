@@ -273,6 +273,7 @@ def say_how_it_ended(summary: dict, study_dir: Path) -> None:
 
 
 def plural(count: int, noun: str) -> str:
+    """`1 group`, `2 groups`."""
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 

@@ -36,6 +36,7 @@ def hit_columns(targets: np.ndarray) -> list[str]:
 
 
 def group_dir(study_dir: Path, group: Group) -> Path:
+    """Where a group's own tables and its done (or failed) marker go."""
     return study_dir / GROUPS / f"{group.problem}__{group.optimizer.name}__{group.key}"
 
 
@@ -54,16 +55,19 @@ def versions() -> dict[str, str]:
 
 
 def write_parquet(frame: pd.DataFrame, path: Path) -> None:
+    """`frame` as a parquet file, written whole or not at all."""
     with replacing(path) as temporary:
         frame.to_parquet(temporary, index=False)
 
 
 def write_json(value: Any, path: Path) -> None:
+    """`value` as an indented JSON file, written whole or not at all."""
     with replacing(path) as temporary:
         temporary.write_text(json.dumps(value, indent=2, default=str) + "\n")
 
 
 def write_config(study_dir: Path, cfg: DictConfig) -> None:
+    """study.yaml: the study's config, resolved."""
     study_dir.mkdir(parents=True, exist_ok=True)
     with replacing(study_dir / CONFIG) as temporary:
         temporary.write_text(OmegaConf.to_yaml(cfg.study, resolve=True))
