@@ -34,6 +34,13 @@ def loss_at(problem: Problem, points: np.ndarray, dtype: str = "float32") -> np.
     )
 
 
+def lowest_at_minima(problem: Problem, dtype: str = "float32") -> float:
+    """The lowest loss at the problem's recorded minima, evaluated in `dtype` (its f*); NaN if it records none."""
+    if not problem.minima:
+        return float("nan")
+    return float(loss_at(problem, np.array(problem.minima), dtype).min())
+
+
 def batch_function(problem: Problem) -> Any:
     """A tf.function of (flat points, constants) -> the loss at every point; pfor turns the per-point loss
     into batched ops. Traced once per loss structure, parameter shapes and process."""

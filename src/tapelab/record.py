@@ -213,11 +213,11 @@ def summarise(
         **experiment.describe(),
     )
     if problem.minima:
-        from tapelab.landscape import loss_at
+        from tapelab.landscape import lowest_at_minima
 
         distances = [np.linalg.norm(flat.astype(np.float64) - point) for point in problem.minima]
         summary["distance_to_min"] = float(min(distances))
-        lowest = float(loss_at(problem, np.array(problem.minima), dtype).min())  # f* at the known minima
+        lowest = lowest_at_minima(problem, dtype)
         if np.isfinite(lowest):  # summary.json holds no NaN or infinity
             summary["loss_at_min"] = shortest(lowest, dtype)
             if final_loss is not None:

@@ -153,6 +153,18 @@ class Batch:
         self._end = (end_rows.numpy(), end_reports.numpy(), end_losses.numpy())
         return outputs
 
+    def _timed_call(self, n_steps: int) -> tuple[tuple[Any, ...], np.ndarray, float, float]:
+        """A call of `n_steps` steps counted in `step_seconds`: its outputs, the steps of the rows it kept (the
+        log grid's from the batch's step on), when it started and how long it took."""
+        first_step = self.step
+        started = time.perf_counter()
+        outputs = self._call(n_steps)
+        seconds = time.perf_counter() - started
+        self.step_seconds += seconds
+        first_kept = -(-first_step // self._every) * self._every
+        steps = first_kept + self._every * np.arange(int(outputs[1]), dtype=np.int64)
+        return outputs, steps, started, seconds
+
     def chunks(self, epochs: int) -> Iterator[list[list[Chunk]]]:
         """Run until every member has done `epochs` updates (counting earlier ones) or stopped, in chunks sized
         to CHUNK_SECONDS.
@@ -189,14 +201,9 @@ class Batch:
         its last step in the call: the call's start plus its share of the call's steps of the call's time."""
         first_step, before = self.step, self.steps
         was_running = self._running_reports()
-        started = time.perf_counter()
-        rows, kept_rows, member_steps, status, last_row, last_step, *_ = self._call(n_steps)
-        seconds = time.perf_counter() - started
-        self.step_seconds += seconds
-        rows, kept_rows = rows.numpy()[: int(kept_rows)], int(kept_rows)
-        first_kept = -(-first_step // self._every) * self._every  # the kept rows: the grid's steps from here on
-        steps = first_kept + self._every * np.arange(kept_rows, dtype=np.int64)
-        last_row, last_step = last_row.numpy(), last_step.numpy()
+        outputs, steps, started, seconds = self._timed_call(n_steps)
+        rows, _, member_steps, status, last_row, last_step, *_ = outputs
+        rows, last_row, last_step = rows.numpy()[: len(steps)], last_row.numpy(), last_step.numpy()
         if self.pooled:
             updates, statuses = [self.step - first_step], [pooled_status(status.numpy())]
         else:
@@ -220,13 +227,8 @@ class Batch:
         """Apply up to `n_steps` updates to every running member, as `advance` does, but return the call's kept
         rows as they come: their steps, and the rows [rows, reports, columns but `step`]. A member's rows end at
         the step it stopped (`steps` after the call); those after it are not its."""
-        first_step = self.step
-        started = time.perf_counter()
-        rows, kept_rows, *_ = self._call(n_steps)
-        self.step_seconds += time.perf_counter() - started
-        kept_rows = int(kept_rows)
-        first_kept = -(-first_step // self._every) * self._every
-        return first_kept + self._every * np.arange(kept_rows, dtype=np.int64), rows.numpy()[:kept_rows]
+        outputs, steps, _, _ = self._timed_call(n_steps)
+        return steps, outputs[0].numpy()[: len(steps)]
 
     def end_rows(self) -> np.ndarray:
         """Each report's row at its current state [reports, columns but `step`], finite or not."""

@@ -141,7 +141,7 @@ def plan_groups(study: DictConfig, compose: Callable[[list[str]], DictConfig]) -
     if study.dtype not in ("float32", "float64"):
         raise ConfigError("study.dtype", f"must be float32 or float64, got {study.dtype!r}")
     measured = {key: study.targets[key] for key in ("count", "high", "low")}  # the primary one changes no run
-    check_primary_target(study)
+    primary_target_index(study)  # refused here, before anything trains, if it isn't a target
     optimizers = optimizer_entries(plain(study.optimizers))
     problems = {name: problem_config(name, node) for name, node in study.problems.items()}
     # Every check before TensorFlow is imported; one compose per problem and per optimizer, not per group.
@@ -224,11 +224,12 @@ def checked_experiment(cfg: DictConfig, problem: str, optimizer: OptimizerEntry)
     return experiment
 
 
-def check_primary_target(study: DictConfig) -> None:
-    """The primary target must be one of the study's targets."""
-    found = np.isclose(study_targets(study), study.targets.primary, rtol=1e-9, atol=0)
-    if found.sum() != 1:
+def primary_target_index(study: DictConfig) -> int:
+    """Which of the study's targets is the primary one; ConfigError if it is none of them."""
+    found = np.flatnonzero(np.isclose(study_targets(study), study.targets.primary, rtol=1e-9, atol=0))
+    if len(found) != 1:
         raise ConfigError("study.targets.primary", f"must be one of the targets, got {study.targets.primary}")
+    return int(found[0])
 
 
 def study_mistake(mistake: ConfigError, problem: str | None, optimizer: OptimizerEntry | None) -> ConfigError:

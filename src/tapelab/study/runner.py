@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 from tapelab.config import StopConfig
 from tapelab.errors import ConfigError, one_line
 from tapelab.interrupts import Interrupted, StopRequests
+from tapelab.landscape import lowest_at_minima
 from tapelab.objectives import Problem
 from tapelab.optimizers import OptimizerConfig
 from tapelab.study import tables
@@ -42,15 +43,6 @@ class GroupResult:
 
     runs: pd.DataFrame
     curves: pd.DataFrame
-
-
-def f_star(problem: Problem, dtype: str = "float64") -> float:
-    """The lowest value at the problem's recorded minima, in float64; NaN if it records none."""
-    from tapelab.landscape import loss_at
-
-    if not problem.minima:
-        return float("nan")
-    return float(loss_at(problem, np.array(problem.minima, np.float64), dtype).min())
 
 
 def member_command(group: Group, start_keys: dict, lr: float, seed: int, sources: Sequence[str]) -> str:
@@ -101,7 +93,7 @@ def group_members(group: Group) -> Members:
     by_seed = {}
     for seed in sorted({member.seed for member in group.members}):
         problem, keys = member_problem(objective, draw_start(box, seed, dtype), seed, like)
-        by_seed[seed] = (problem, keys, f_star(problem))
+        by_seed[seed] = (problem, keys, lowest_at_minima(problem, "float64"))
     seeds = [member.seed for member in group.members]
     return Members(group, [by_seed[seed][0] for seed in seeds], [member.lr for member in group.members],
                    np.array([by_seed[seed][2] for seed in seeds]), [by_seed[seed][1] for seed in seeds],

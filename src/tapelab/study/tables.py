@@ -23,7 +23,7 @@ from tapelab.atomic import replacing
 from tapelab.errors import one_line
 from tapelab.study import measures
 from tapelab.study.curves import kept_steps
-from tapelab.study.plan import EVALUATION, TUNING, Group, study_targets
+from tapelab.study.plan import EVALUATION, TUNING, Group, primary_target_index, study_targets
 
 GROUPS, DONE, FAILED = "groups", "group.json", "failed.json"
 RUNS, CURVES, CHOSEN, ECDF = "runs.parquet", "curves.parquet", "chosen.parquet", "ecdf.parquet"
@@ -97,7 +97,7 @@ def merge(study_dir: Path, groups: Sequence[Group], study: DictConfig) -> dict[s
     """Merge every finished group of the study into its tables and summary (partial while groups are missing);
     return the summary."""
     targets = study_targets(study)
-    primary = primary_column(study, targets)
+    primary = hit_columns(targets)[primary_target_index(study)]
     done = [group for group in groups if is_done(study_dir, group)]
     failed = {
         f"{group.problem} × {group.optimizer.name}": json.loads(failure.read_text())["error"]
@@ -109,7 +109,8 @@ def merge(study_dir: Path, groups: Sequence[Group], study: DictConfig) -> dict[s
     runs, curves = with_gaps(runs, curves, targets)
     write_parquet(runs, study_dir / RUNS)
     write_parquet(curves, study_dir / CURVES)
-    chosen = chosen_rates(runs, primary)
+    timed = primary_runtimes(runs, primary) if len(runs) else runs
+    chosen = chosen_rates(timed)
     write_parquet(chosen, study_dir / CHOSEN)
     write_parquet(runtime_ecdf(runs, chosen, targets), study_dir / ECDF)
     seen = {(info["tapelab"], info["tensorflow"]) for info in group_versions.values()}
@@ -126,18 +127,12 @@ def merge(study_dir: Path, groups: Sequence[Group], study: DictConfig) -> dict[s
         "estimated_f_star": sorted(runs.loc[runs["f_star_estimated"], "problem"].unique()) if len(runs) else [],
         "versions": [{"tapelab": tapelab, "tensorflow": tensorflow} for tapelab, tensorflow in sorted(seen)],
         # Profiles and speedups compare the optimizers on the same problems: a partial study has none yet.
-        **(aggregates(runs, chosen, primary, study.reference) if complete else {}),
+        **(aggregates(timed, chosen, study.reference) if complete else {}),
     }
     if len(seen) > 1:
         summary["warning"] = "the groups were trained by different versions of tapelab or TensorFlow: see versions"
     write_json(summary, study_dir / SUMMARY)
     return summary
-
-
-def primary_column(study: DictConfig, targets: np.ndarray) -> str:
-    """The runs table's column of the primary target, which must be one of the targets."""
-    (match,) = np.flatnonzero(np.isclose(targets, study.targets.primary, rtol=1e-9, atol=0))  # plan checked it
-    return hit_columns(targets)[match]
 
 
 def read_groups(study_dir: Path, groups: Sequence[Group]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -192,26 +187,35 @@ def primary_runtimes(runs: pd.DataFrame, primary: str) -> pd.DataFrame:
     return runs.assign(runtime=runtime, solved=solved, final_log10_gap=final_log10_gap)
 
 
-def chosen_rates(runs: pd.DataFrame, primary: str) -> pd.DataFrame:
+def at_chosen_rates(runs: pd.DataFrame, chosen: pd.DataFrame) -> pd.DataFrame:
+    """The evaluation seeds' runs at each (problem, optimizer)'s chosen learning rate."""
+    evaluation = runs[(runs["role"] == EVALUATION) & runs["on_grid"]]
+    return evaluation.merge(chosen[["problem", "optimizer", "lr"]])
+
+
+def chosen_rates(timed: pd.DataFrame) -> pd.DataFrame:
     """Each (problem, optimizer)'s learning rate by the tuning rule on the tuning seeds, with its results on the
-    evaluation seeds (median runtime, share solved, aRT)."""
-    if runs.empty:
+    evaluation seeds (median runtime, share solved, aRT); `timed` is the runs with `primary_runtimes`."""
+    if timed.empty:
         return pd.DataFrame()
-    timed = primary_runtimes(runs, primary)
-    tuning = timed[(timed["role"] == TUNING) & timed["on_grid"]]
-    chosen = measures.choose_learning_rates(tuning)
-    evaluation = timed[(timed["role"] == EVALUATION) & timed["on_grid"]].merge(chosen[["problem", "optimizer", "lr"]])
-    at_rate = evaluation.groupby(["problem", "optimizer"]).apply(
-        lambda cell: pd.Series(
-            {
-                "evaluation_median_runtime": float(np.median(measures.missed_as_inf(cell["runtime"], cell["solved"]))),
-                "evaluation_solved": float(cell["solved"].mean()),
-                "evaluation_aRT": measures.average_runtime(cell["runtime"].to_numpy(), cell["solved"].to_numpy()),
-            }
-        ),
-        include_groups=False,
+    chosen = measures.choose_learning_rates(timed[(timed["role"] == TUNING) & timed["on_grid"]])
+    at_rate = (
+        at_chosen_rates(timed, chosen)
+        .groupby(["problem", "optimizer"])
+        .apply(
+            lambda cell: pd.Series(
+                {
+                    "evaluation_median_runtime": float(
+                        np.median(measures.missed_as_inf(cell["runtime"], cell["solved"]))
+                    ),
+                    "evaluation_solved": float(cell["solved"].mean()),
+                    "evaluation_aRT": measures.average_runtime(cell["runtime"].to_numpy(), cell["solved"].to_numpy()),
+                }
+            ),
+            include_groups=False,
+        )
     )
-    estimated = runs.groupby("problem")["f_star_estimated"].any()
+    estimated = timed.groupby("problem")["f_star_estimated"].any()
     chosen = chosen.merge(at_rate.reset_index(), on=["problem", "optimizer"], how="left")
     return chosen.assign(f_star_estimated=chosen["problem"].map(estimated))
 
@@ -221,7 +225,7 @@ def runtime_ecdf(runs: pd.DataFrame, chosen: pd.DataFrame, targets: np.ndarray) 
     group and over all problems (named with the dimensions it spans), at the kept steps of the longest budget."""
     if chosen.empty:
         return pd.DataFrame()
-    at_rate = runs[(runs["role"] == EVALUATION) & runs["on_grid"]].merge(chosen[["problem", "optimizer", "lr"]])
+    at_rate = at_chosen_rates(runs, chosen)
     columns = hit_columns(targets)
     entries = at_rate.melt(["optimizer", "problem", "problem_group", "seed", "budget"], columns, "target", "hit")
     entries["target"] = entries["target"].map(dict(zip(columns, targets, strict=True)))
@@ -239,21 +243,21 @@ def runtime_ecdf(runs: pd.DataFrame, chosen: pd.DataFrame, targets: np.ndarray) 
     )
 
 
-def aggregates(runs: pd.DataFrame, chosen: pd.DataFrame, primary: str, reference: str) -> dict[str, Any]:
+def aggregates(timed: pd.DataFrame, chosen: pd.DataFrame, reference: str) -> dict[str, Any]:
     """The summary's aggregates on the evaluation seeds at the chosen rates: each optimizer's profile score, its
-    geometric-mean speedup over the reference at Keras's default rate, and its share solved."""
+    geometric-mean speedup over the reference at Keras's default rate, and its share solved; `timed` is the runs
+    with `primary_runtimes`."""
     if chosen.empty:
         return {}
-    timed = primary_runtimes(runs, primary)
     evaluation = timed[timed["role"] == EVALUATION]
-    at_rate = evaluation[evaluation["on_grid"]].merge(chosen[["problem", "optimizer", "lr"]])
+    at_rate = at_chosen_rates(timed, chosen)
     medians = measures.median_runtimes(at_rate)
     found: dict[str, Any] = {"profile_score": measures.profile_scores(medians).to_dict()}
     baseline = evaluation[(evaluation["optimizer"] == reference) & evaluation["keras_default"]]
     if not baseline.empty:
         name = f"{reference} at Keras's default lr"
         with_reference = pd.concat([medians, measures.median_runtimes(baseline.assign(optimizer=name))])
-        budgets = runs.groupby("problem")["budget"].max()
+        budgets = timed.groupby("problem")["budget"].max()
         speedups = measures.geometric_mean_speedup(with_reference, name, budgets)
         found["speedup_over_reference"] = speedups.drop(name).to_dict()
     found["solved_share"] = at_rate.groupby("optimizer")["solved"].mean().to_dict()
