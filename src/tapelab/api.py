@@ -7,6 +7,7 @@ run.summary["final_loss"], run.history.tail(), run.plot()
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
@@ -101,6 +102,25 @@ class Study:
     def summary(self) -> dict[str, Any]:
         """study.json: complete or partial, the groups missing or failed, versions and the aggregates."""
         return json.loads((self.dir / STUDY_SUMMARY).read_text())
+
+    def report(self, runs: pd.DataFrame | None = None, into: str | os.PathLike[str] | None = None) -> Path:
+        """Rebuild the study's report from its tables alone (report.html, figures/, leaderboard.csv and
+        tensorboard/) and return report.html's path.
+
+        With `runs` (rows of this study's `runs`, e.g. filtered in pandas), the report covers those runs, their
+        curves and the learning rates the tuning rule chooses among them, and goes to `into`, which must then be
+        given, so that the study's own report stays as it is.
+        """
+        from tapelab.study.report import StudyTables, write_report
+
+        tables = StudyTables.read(self.dir)
+        if runs is not None:
+            if into is None:
+                raise ValueError("Study.report(runs=...) needs into=<directory>: the study's own report stays")
+            tables = dataclasses.replace(
+                tables, runs=runs, curves=tables.curves[tables.curves["run"].isin(runs["run"])]
+            )
+        return write_report(self.dir, tables, Path(into) if into is not None else None)
 
 
 def run(*overrides: str, run_dir: str | os.PathLike[str] | None = None) -> Run:

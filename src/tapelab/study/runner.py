@@ -230,7 +230,7 @@ def run_study(cfg: DictConfig, run_dir: Path, compose: Callable[[list[str]], Dic
                 upcoming = next_members(todo[number + 1 :])
                 result = train_group(members, targets, stops, sources, upcoming)
             except Interrupted:
-                tables.merge(study_dir, groups, study)
+                merge_and_report(study_dir, groups, study, report=study.report and study.unit is None)
                 raise Interrupted(stops.received or signal.SIGINT, progress.done_runs, how_to_continue=again) from None
             except Exception as error:  # recorded and retried next time, never cached as done
                 log.error("study: group %s × %s failed: %s", group.problem, group.optimizer.name, one_line(error))
@@ -241,7 +241,8 @@ def run_study(cfg: DictConfig, run_dir: Path, compose: Callable[[list[str]], Dic
             progress.done(group)
             if stops.received is not None:
                 break
-    summary = tables.merge(study_dir, groups, study)
+    # One unit of a spread study merges what is done; its sweep's end reports, once every unit has ended.
+    summary = merge_and_report(study_dir, groups, study, report=study.report and study.unit is None)
     if stops.received is not None:
         raise Interrupted(stops.received, progress.done_runs, how_to_continue=again)
     say_how_it_ended(summary, study_dir)
@@ -251,7 +252,20 @@ def run_study(cfg: DictConfig, run_dir: Path, compose: Callable[[list[str]], Dic
 def merge_study(cfg: DictConfig, compose: Callable[[list[str]], DictConfig]) -> None:
     """Merge the groups that a sweep's units of the study trained into the tables of `study.dir`."""
     study_dir = Path(cfg.study.dir)
-    say_how_it_ended(tables.merge(study_dir, plan_groups(cfg.study, compose), cfg.study), study_dir)
+    study = cfg.study
+    say_how_it_ended(merge_and_report(study_dir, plan_groups(study, compose), study, report=study.report), study_dir)
+
+
+def merge_and_report(study_dir: Path, groups: Sequence[Group], study: DictConfig, report: bool) -> dict:
+    """Merge every finished group into the study's tables and, with `report`, rebuild its report from them;
+    return the study's summary."""
+    from tapelab.study.report import write_report
+
+    summary = tables.merge(study_dir, groups, study)
+    if report and summary["runs"]:
+        write_report(study_dir)
+        log.info("study: report in %s", study_dir / "report.html")
+    return summary
 
 
 def say_how_it_ended(summary: dict, study_dir: Path) -> None:

@@ -63,6 +63,7 @@ class StudyConfig:
     dir: str | None = None  # where the study's files go; null: the run's directory (hydra.run.dir)
     unit: int | None = None  # with `units`: compute only the groups of this unit (0 … units-1) into `dir`
     units: int = 1
+    report: bool = True  # build report.html, figures/, leaderboard.csv and tensorboard/ from the tables at the end
 
 
 ConfigStore.instance().store(name="schema_study", node=StudyConfig)

@@ -9,9 +9,11 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
+import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,16 @@ def versions() -> dict[str, str]:
     return {"tapelab": version("tapelab"), "tensorflow": tf.__version__}
 
 
+def source_commit() -> str | None:
+    """The git commit tapelab runs from, when it runs from a checkout (an editable install); else None."""
+    checkout = Path(__file__).resolve().parents[3]
+    if not (checkout / ".git").exists():
+        return None
+    found = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short=12", "HEAD"],
+                           capture_output=True, text=True, check=False)  # fmt: skip
+    return found.stdout.strip() or None
+
+
 def write_parquet(frame: pd.DataFrame, path: Path) -> None:
     """`frame` as a parquet file, written whole or not at all."""
     with replacing(path) as temporary:
@@ -83,7 +95,8 @@ def save_group(study_dir: Path, group: Group, runs: pd.DataFrame, curves: pd.Dat
     write_parquet(curves, directory / CURVES)
     finished = time.strftime("%Y-%m-%dT%H:%M:%S")
     info = {"key": group.key, "problem": group.problem, "optimizer": group.optimizer.name, **versions()}
-    write_json({**info, "machine": platform.node(), "finished": finished}, directory / DONE)
+    machine = f"{platform.node()} ({platform.platform()}, {os.cpu_count()} CPUs)"
+    write_json({**info, "machine": machine, "commit": source_commit(), "finished": finished}, directory / DONE)
 
 
 def save_failure(study_dir: Path, group: Group, error: Exception) -> None:
@@ -126,6 +139,7 @@ def merge(study_dir: Path, groups: Sequence[Group], study: DictConfig) -> dict[s
         "primary_target": study.targets.primary,
         "estimated_f_star": sorted(runs.loc[runs["f_star_estimated"], "problem"].unique()) if len(runs) else [],
         "versions": [{"tapelab": tapelab, "tensorflow": tensorflow} for tapelab, tensorflow in sorted(seen)],
+        **trained_where(group_versions.values()),
         # Profiles and speedups compare the optimizers on the same problems: a partial study has none yet.
         **(aggregates(timed, chosen, study.reference) if complete else {}),
     }
@@ -133,6 +147,17 @@ def merge(study_dir: Path, groups: Sequence[Group], study: DictConfig) -> dict[s
         summary["warning"] = "the groups were trained by different versions of tapelab or TensorFlow: see versions"
     write_json(summary, study_dir / SUMMARY)
     return summary
+
+
+def trained_where(groups: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """From the finished groups' group.json: the machines and the commits that trained them, and when the last
+    one finished."""
+    groups = list(groups)
+    return {
+        "machines": sorted({group["machine"] for group in groups if "machine" in group}),
+        "commits": sorted({group["commit"] for group in groups if group.get("commit")}),
+        "finished": max((group["finished"] for group in groups), default=None),
+    }
 
 
 def read_groups(study_dir: Path, groups: Sequence[Group]) -> tuple[pd.DataFrame, pd.DataFrame]:
