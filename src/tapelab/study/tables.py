@@ -232,8 +232,7 @@ def runtime_ecdf(runs: pd.DataFrame, chosen: pd.DataFrame, targets: np.ndarray) 
     entries["solved"] = entries["hit"].notna()
     entries["runtime"] = entries["hit"].astype("Float64").fillna(entries["budget"]).astype(np.float64)
     steps = kept_steps(int(runs["budget"].max()))
-    groups = sorted(entries["problem_group"].unique())
-    overall = entries.assign(problem_group="all problems" + (f" ({', '.join(groups)})" if len(groups) > 1 else ""))
+    overall = entries.assign(problem_group=overall_group(entries["problem_group"]))
     by = ("optimizer", "problem_group")
     ecdf = pd.concat([measures.ecdf_table(part, steps, by) for part in (entries, overall)], ignore_index=True)
     estimated = runs.loc[runs["f_star_estimated"], "problem_group"].unique()  # a group with an estimated f*
@@ -241,6 +240,23 @@ def runtime_ecdf(runs: pd.DataFrame, chosen: pd.DataFrame, targets: np.ndarray) 
         f_star_estimated=ecdf["problem_group"].isin(estimated)
         | (ecdf["problem_group"].str.startswith("all problems") & (len(estimated) > 0))
     )
+
+
+def overall_group(problem_groups: pd.Series) -> str:
+    """The name of the ECDF over all problems, with the problem groups it spans where they are more than one."""
+    groups = sorted(problem_groups.unique())
+    return "all problems" + (f" ({', '.join(groups)})" if len(groups) > 1 else "")
+
+
+def reference_runs(runs: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """The reference's evaluation runs at Keras's default learning rate, as the optimizer `reference_name`."""
+    baseline = runs[(runs["role"] == EVALUATION) & (runs["optimizer"] == reference) & runs["keras_default"]]
+    return baseline.assign(optimizer=reference_name(reference))
+
+
+def reference_name(reference: str) -> str:
+    """The reference at Keras's default learning rate, as the leaderboard and the statistics name it."""
+    return f"{reference} at Keras's default lr"
 
 
 def aggregates(timed: pd.DataFrame, chosen: pd.DataFrame, reference: str) -> dict[str, Any]:
