@@ -127,7 +127,7 @@ def merge(study_dir: Path, groups: Sequence[Group], study: DictConfig) -> dict[s
         "estimated_f_star": sorted(runs.loc[runs["f_star_estimated"], "problem"].unique()) if len(runs) else [],
         "versions": [{"tapelab": tapelab, "tensorflow": tensorflow} for tapelab, tensorflow in sorted(seen)],
         # Profiles and speedups compare the optimizers on the same problems: a partial study has none yet.
-        **(aggregates(timed, chosen, study.reference) if complete else {}),
+        **(aggregates(runs, chosen, targets, study.reference, primary) if complete else {}),
     }
     if len(seen) > 1:
         summary["warning"] = "the groups were trained by different versions of tapelab or TensorFlow: see versions"
@@ -259,22 +259,15 @@ def reference_name(reference: str) -> str:
     return f"{reference} at Keras's default lr"
 
 
-def aggregates(timed: pd.DataFrame, chosen: pd.DataFrame, reference: str) -> dict[str, Any]:
-    """The summary's aggregates on the evaluation seeds at the chosen rates: each optimizer's profile score, its
-    geometric-mean speedup over the reference at Keras's default rate, and its share solved; `timed` is the runs
-    with `primary_runtimes`."""
+def aggregates(
+    runs: pd.DataFrame, chosen: pd.DataFrame, targets: np.ndarray, reference: str, primary: str
+) -> dict[str, Any]:
+    """The summary's aggregates: the leaderboard's numbers (profile score, shares solved, speedup over the reference,
+    which needs the reference's runs at Keras's default rate), each a dict by the leaderboard's row, so that
+    study.json and the report never disagree."""
+    from tapelab.study.leaderboard import COLUMNS, leaderboard  # the leaderboard builds on this module's tables
+
     if chosen.empty:
         return {}
-    evaluation = timed[timed["role"] == EVALUATION]
-    at_rate = at_chosen_rates(timed, chosen)
-    medians = measures.median_runtimes(at_rate)
-    found: dict[str, Any] = {"profile_score": measures.profile_scores(medians).to_dict()}
-    baseline = evaluation[(evaluation["optimizer"] == reference) & evaluation["keras_default"]]
-    if not baseline.empty:
-        name = f"{reference} at Keras's default lr"
-        with_reference = pd.concat([medians, measures.median_runtimes(baseline.assign(optimizer=name))])
-        budgets = timed.groupby("problem")["budget"].max()
-        speedups = measures.geometric_mean_speedup(with_reference, name, budgets)
-        found["speedup_over_reference"] = speedups.drop(name).to_dict()
-    found["solved_share"] = at_rate.groupby("optimizer")["solved"].mean().to_dict()
-    return found
+    board = leaderboard(runs, chosen, targets, reference, primary).set_index("optimizer")
+    return {column: values for column in COLUMNS if (values := board[column].dropna().to_dict())}
