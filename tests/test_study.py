@@ -13,6 +13,8 @@ import pytest
 import tapelab
 from conftest import ROOT
 from tapelab.study.curves import kept_steps
+from tapelab.study.leaderboard import COLUMNS, leaderboard
+from tapelab.study.measures import TARGETS
 
 USER_CONFIGS = f"hydra.searchpath=[file://{ROOT / 'tests' / 'user_configs'}]"
 BOOTH_ONLY = [USER_CONFIGS, "study=tiny", "~study.problems.rosenbrock"]
@@ -126,6 +128,22 @@ def test_the_ecdf_ends_at_the_share_of_targets_met_at_the_chosen_rates(tiny):
     shares = met.groupby(at_rate["optimizer"]).apply(lambda table: table.to_numpy().mean())
     last = ecdf[(ecdf["step"] == 60) & (ecdf["problem_group"] == "2-D")].set_index("optimizer")["share"]
     pd.testing.assert_series_equal(last.sort_index(), shares.sort_index(), check_names=False)
+
+
+def test_study_json_holds_the_leaderboard_s_numbers(tiny):
+    runs, chosen, summary = tiny.runs, tiny.chosen, tiny.summary
+    board = leaderboard(runs, chosen, TARGETS, "adam", "runtime@1e-06").set_index("optimizer")
+    assert {column: summary[column] for column in COLUMNS} == {column: board[column].to_dict() for column in COLUMNS}
+    # counted from the runs: the evaluation seeds at the chosen rates, and Adam's at its Keras default rate, 0.001
+    evaluation = runs[runs["role"] == "evaluation"]
+    at_rate = evaluation[evaluation["on_grid"]].merge(chosen[["problem", "optimizer", "lr"]])
+    rows = {name: cell for name, cell in at_rate.groupby("optimizer")}
+    rows["adam at Keras's default lr"] = evaluation[(evaluation["optimizer"] == "adam") & (evaluation["lr"] == 0.001)]
+    assert summary["solved_share"] == {
+        name: cell.filter(like="runtime@").notna().to_numpy().mean() for name, cell in rows.items()
+    }
+    assert summary["solved_primary"] == {name: cell["runtime@1e-06"].notna().mean() for name, cell in rows.items()}
+    assert summary["speedup"]["adam at Keras's default lr"] == 1.0
 
 
 def test_classic_plans_every_test_function_and_first_order_optimizer_and_takes_overrides():

@@ -141,7 +141,7 @@ def merge(study_dir: Path, groups: Sequence[Group], study: DictConfig) -> dict[s
         "versions": [{"tapelab": tapelab, "tensorflow": tensorflow} for tapelab, tensorflow in sorted(seen)],
         **trained_where(group_versions.values()),
         # Profiles and speedups compare the optimizers on the same problems: a partial study has none yet.
-        **(aggregates(timed, chosen, study.reference) if complete else {}),
+        **(aggregates(runs, chosen, targets, study.reference, primary) if complete else {}),
     }
     if len(seen) > 1:
         summary["warning"] = "the groups were trained by different versions of tapelab or TensorFlow: see versions"
@@ -257,8 +257,7 @@ def runtime_ecdf(runs: pd.DataFrame, chosen: pd.DataFrame, targets: np.ndarray) 
     entries["solved"] = entries["hit"].notna()
     entries["runtime"] = entries["hit"].astype("Float64").fillna(entries["budget"]).astype(np.float64)
     steps = kept_steps(int(runs["budget"].max()))
-    groups = sorted(entries["problem_group"].unique())
-    overall = entries.assign(problem_group="all problems" + (f" ({', '.join(groups)})" if len(groups) > 1 else ""))
+    overall = entries.assign(problem_group=overall_group(entries["problem_group"]))
     by = ("optimizer", "problem_group")
     ecdf = pd.concat([measures.ecdf_table(part, steps, by) for part in (entries, overall)], ignore_index=True)
     estimated = runs.loc[runs["f_star_estimated"], "problem_group"].unique()  # a group with an estimated f*
@@ -268,22 +267,32 @@ def runtime_ecdf(runs: pd.DataFrame, chosen: pd.DataFrame, targets: np.ndarray) 
     )
 
 
-def aggregates(timed: pd.DataFrame, chosen: pd.DataFrame, reference: str) -> dict[str, Any]:
-    """The summary's aggregates on the evaluation seeds at the chosen rates: each optimizer's profile score, its
-    geometric-mean speedup over the reference at Keras's default rate, and its share solved; `timed` is the runs
-    with `primary_runtimes`."""
+def overall_group(problem_groups: pd.Series) -> str:
+    """The name of the ECDF over all problems, with the problem groups it spans where they are more than one."""
+    groups = sorted(problem_groups.unique())
+    return "all problems" + (f" ({', '.join(groups)})" if len(groups) > 1 else "")
+
+
+def reference_runs(runs: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """The reference's evaluation runs at Keras's default learning rate, as the optimizer `reference_name`."""
+    baseline = runs[(runs["role"] == EVALUATION) & (runs["optimizer"] == reference) & runs["keras_default"]]
+    return baseline.assign(optimizer=reference_name(reference))
+
+
+def reference_name(reference: str) -> str:
+    """The reference at Keras's default learning rate, as the leaderboard and the statistics name it."""
+    return f"{reference} at Keras's default lr"
+
+
+def aggregates(
+    runs: pd.DataFrame, chosen: pd.DataFrame, targets: np.ndarray, reference: str, primary: str
+) -> dict[str, Any]:
+    """The summary's aggregates: the leaderboard's numbers (profile score, shares solved, speedup over the reference,
+    which needs the reference's runs at Keras's default rate), each a dict by the leaderboard's row, so that
+    study.json and the report never disagree."""
+    from tapelab.study.leaderboard import COLUMNS, leaderboard  # the leaderboard builds on this module's tables
+
     if chosen.empty:
         return {}
-    evaluation = timed[timed["role"] == EVALUATION]
-    at_rate = at_chosen_rates(timed, chosen)
-    medians = measures.median_runtimes(at_rate)
-    found: dict[str, Any] = {"profile_score": measures.profile_scores(medians).to_dict()}
-    baseline = evaluation[(evaluation["optimizer"] == reference) & evaluation["keras_default"]]
-    if not baseline.empty:
-        name = f"{reference} at Keras's default lr"
-        with_reference = pd.concat([medians, measures.median_runtimes(baseline.assign(optimizer=name))])
-        budgets = timed.groupby("problem")["budget"].max()
-        speedups = measures.geometric_mean_speedup(with_reference, name, budgets)
-        found["speedup_over_reference"] = speedups.drop(name).to_dict()
-    found["solved_share"] = at_rate.groupby("optimizer")["solved"].mean().to_dict()
-    return found
+    board = leaderboard(runs, chosen, targets, reference, primary).set_index("optimizer")
+    return {column: values for column in COLUMNS if (values := board[column].dropna().to_dict())}
