@@ -7,7 +7,7 @@
 # (Debian; as root, or through sudo). About 40 s once Chromium is there; not part of CI. TensorBoard's own output
 # goes to outputs/readme/tensorboard/tensorboard.log. SIZE=WxH sets the window (default 1280x800).
 #
-# The browser is driven through the Chrome DevTools protocol over a pipe (--remote-debugging-pipe, Python's
+# The browser is driven through the Chrome DevTools protocol over a pipe (scripts/devtools.py, Python's
 # standard library only) rather than with `chromium --screenshot`: each picture is taken once the tab shows
 # its data (not after a fixed time), the Graphs tab needs the run chosen in its run menu (TensorBoard 2.21's
 # `#graphs&run=NAME` no longer reaches that menu), and the Time Series tab's settings pane is closed first.
@@ -44,7 +44,11 @@ trap 'kill "$tensorboard_pid" 2>/dev/null || true; wait "$tensorboard_pid" 2>/de
 # Arguments: chromium, TensorBoard's URL and PID, the pictures' directory, the window size, the run whose
 # graph to show (the first job directory), then every job's run name.
 python - "$chromium" "http://127.0.0.1:$port" "$tensorboard_pid" scripts/pictures "$size" "${runs[0]}" "${runs[@]}" <<'PY'
-import base64, json, os, shutil, subprocess, sys, tempfile, time, urllib.request
+import json, os, sys, time, urllib.request
+from pathlib import Path
+
+sys.path.insert(0, "scripts")
+from devtools import Chromium, write_png
 
 chromium, url, tensorboard_pid, pictures, size, graph_run, *runs = sys.argv[1:]
 width, height = (int(n) for n in size.split("x"))
@@ -77,79 +81,6 @@ def wait_for(what, check, timeout=120.0, settle=0.0):
         time.sleep(0.5)
 
 
-class Chromium:
-    """Headless Chromium with one page, driven with DevTools protocol messages over fds 3 and 4."""
-
-    def __init__(self):
-        self.profile = tempfile.mkdtemp(prefix="tapelab-chromium-")
-        to_chrome, self._out = os.pipe()
-        self._in, from_chrome = os.pipe()
-
-        def as_fds_3_and_4():
-            read, write = os.dup(to_chrome), os.dup(from_chrome)
-            os.dup2(read, 3)
-            os.dup2(write, 4)
-
-        self.process = subprocess.Popen(
-            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--hide-scrollbars", f"--user-data-dir={self.profile}", f"--window-size={width},{height}",
-             "--remote-debugging-pipe", "about:blank"],
-            pass_fds=(3, 4), preexec_fn=as_fds_3_and_4, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        os.close(to_chrome)
-        os.close(from_chrome)
-        self._buffer, self._id, self._session = b"", 0, None
-        page = next(t for t in self.call("Target.getTargets")["targetInfos"] if t["type"] == "page")
-        self._session = self.call("Target.attachToTarget", targetId=page["targetId"], flatten=True)["sessionId"]
-        self.call("Page.enable")
-        self.call("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1,
-                  mobile=False)
-
-    def call(self, method, **params):
-        self._id += 1
-        message = {"id": self._id, "method": method, "params": params}
-        if self._session:
-            message["sessionId"] = self._session
-        os.write(self._out, json.dumps(message).encode() + b"\0")
-        while True:
-            while b"\0" not in self._buffer:
-                chunk = os.read(self._in, 1 << 16)
-                if not chunk:
-                    raise RuntimeError("chromium exited")
-                self._buffer += chunk
-            raw, self._buffer = self._buffer.split(b"\0", 1)
-            reply = json.loads(raw)
-            if reply.get("id") == self._id:
-                if "error" in reply:
-                    raise RuntimeError(f"{method}: {reply['error']}")
-                return reply.get("result", {})
-
-    def js(self, expression):
-        """Evaluate `expression` in the page (deepAll(selector) finds elements inside shadow roots too)."""
-        result = self.call("Runtime.evaluate", expression=DEEP_ALL + expression, returnByValue=True)
-        if "exceptionDetails" in result:
-            raise RuntimeError(result["exceptionDetails"].get("exception", {}).get("description"))
-        return result["result"].get("value")
-
-    def screenshot(self, name):
-        path = os.path.join(pictures, name)
-        with open(path, "wb") as file:
-            file.write(base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"]))
-        if os.path.getsize(path) > 300_000:  # 256 colours are plenty for TensorBoard's flat pages
-            from PIL import Image
-            Image.open(path).convert("RGB").quantize(256).save(path, optimize=True)
-        print(f"{path}: {os.path.getsize(path) // 1024} KB")
-
-    def close(self):
-        try:
-            self.call("Browser.close")
-            self.process.wait(10)
-        except (RuntimeError, OSError, subprocess.TimeoutExpired):
-            self.process.kill()
-            self.process.wait()
-        shutil.rmtree(self.profile, ignore_errors=True)
-
-
 DEEP_ALL = """var deepAll = (selector, root = document, found = []) => {
     found.push(...root.querySelectorAll(selector));
     for (const element of root.querySelectorAll("*"))
@@ -161,21 +92,22 @@ DEEP_ALL = """var deepAll = (selector, root = document, found = []) => {
 
 def photograph(name, page, what, check, settings=None, prepare=None):
     """Open `page` (?forceSVG=true: charts draw without a GPU) in a new browser, wait until the JS `check`
-    returns the same non-zero number for 2 s, run the JS `prepare`, and save the screenshot `name`."""
-    browser = Chromium()
-    try:
+    returns the same non-zero number for 2 s, run the JS `prepare`, and save the screenshot `name`. `check` and
+    `prepare` can call deepAll(selector), which finds elements inside shadow roots too."""
+    with Chromium(chromium, width, height) as browser:
+        browser.call("Page.addScriptToEvaluateOnNewDocument", source=DEEP_ALL)
         if settings:  # TensorBoard's saved settings, in place before its scripts read them
             browser.call("Page.addScriptToEvaluateOnNewDocument", source=(
                 f"localStorage.setItem('_tb_global_settings', {json.dumps(json.dumps(settings))});"))
-        browser.call("Page.navigate", url=url + page)
+        browser.open(url + page)
         count = wait_for(what, lambda: browser.js(check), settle=2.0)
         if prepare:
             browser.js(prepare)
             time.sleep(1.5)
         print(f"{name}: {what}: {count}")
-        browser.screenshot(name)
-    finally:
-        browser.close()
+        path = Path(pictures) / name
+        write_png(path, browser.screenshot())
+        print(f"{path}: {path.stat().st_size // 1024} KB")
 
 
 # TensorBoard answers and lists every job's run.

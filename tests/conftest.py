@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +21,9 @@ from tapelab.runs import train_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
+sys.path.append(str(ROOT / "scripts"))  # scripts/devtools.py, the browser driver that the screenshot scripts share
+
+from devtools import INSTALL_HINT, find_chromium  # noqa: E402
 
 register_configs()
 
@@ -68,6 +73,17 @@ def train(tmp_path: Path) -> Callable[..., Run]:
         return Run(run_dir, train_config(compose_config(*overrides), run_dir))
 
     return _train
+
+
+def chromium_or_skip() -> str:
+    """The Chromium executable for a browser test; the test skips without one, or fails where
+    TAPELAB_REQUIRE_CHROMIUM=1 (CI) says it must run."""
+    executable = find_chromium()
+    if executable:
+        return executable
+    if os.environ.get("TAPELAB_REQUIRE_CHROMIUM") == "1":
+        pytest.fail(f"TAPELAB_REQUIRE_CHROMIUM=1 and no Chromium: {INSTALL_HINT}")
+    pytest.skip(f"no Chromium: {INSTALL_HINT}")
 
 
 @contextmanager
