@@ -37,8 +37,7 @@ def leaderboard(
     speedup. Every row needs runs on every problem.
     """
     timed = tables.primary_runtimes(runs, primary)
-    baseline = tables.reference_runs(timed, reference)
-    rows = pd.concat([tables.at_chosen_rates(timed, chosen), baseline], ignore_index=True)
+    rows = leaderboard_runs(timed, chosen, reference)
     medians = measures.median_runtimes(rows)
     hits = rows[tables.hit_columns(targets)].notna().sum(axis=1).groupby(rows["optimizer"])
     board = pd.DataFrame(
@@ -48,7 +47,7 @@ def leaderboard(
             "solved_primary": rows.groupby("optimizer")["solved"].mean(),
         }
     )
-    if baseline.empty:
+    if not rows["optimizer"].eq(tables.reference_name(reference)).any():
         board["speedup"] = np.nan
     else:
         budgets = timed.groupby("problem")["budget"].max()
@@ -56,6 +55,14 @@ def leaderboard(
     rates = rows.groupby(["optimizer", "problem"])["lr"].first().unstack("problem").add_prefix("lr:")
     board = board.join(rates).rename_axis("optimizer").reset_index()
     return board.sort_values(["profile_score", "optimizer"], ascending=[False, True], ignore_index=True)
+
+
+def leaderboard_runs(timed: pd.DataFrame, chosen: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """The runs the leaderboard's rows stand on: each optimizer's evaluation runs at its chosen rates, and the
+    reference's at Keras's default rate named as its row; `timed` is the runs with `tables.primary_runtimes`."""
+    return pd.concat(
+        [tables.at_chosen_rates(timed, chosen), tables.reference_runs(timed, reference)], ignore_index=True
+    )
 
 
 def definition(column: str) -> str:

@@ -32,6 +32,7 @@ from tapelab.study.tables import (
     chosen_rates,
     hit_columns,
     primary_runtimes,
+    reference_name,
     source_commit,
 )
 
@@ -92,7 +93,7 @@ def write_report(study_dir: Path, tables: StudyTables | None = None, into: Path 
     tables = tables or StudyTables.read(study_dir)
     into = Path(into or study_dir)
     found = find(tables)
-    styles = figures.styles(study_optimizers(tables.study), leaderboard.reference_row(tables.study.reference))
+    styles = figures.styles(study_optimizers(tables.study), reference_name(tables.study.reference))
     drawn = draw(found, styles)
     pngs = {name: figures.save(figure, into / FIGURES, name)["png"] for name, figure in drawn.items()}
     svgs = {name: figures.inline_svg(figure) for name, figure in drawn.items()}
@@ -122,14 +123,17 @@ def find(tables: StudyTables) -> Findings:
     timed = primary_runtimes(tables.runs, tables.primary)
     chosen = chosen_rates(timed)
     problems = compared_problems(tables.runs)
-    compared = timed[timed["problem"].isin(problems)]
     reference = tables.study.reference
-    board = leaderboard.leaderboard(compared, chosen, tables.targets, reference)
-    medians = leaderboard.row_medians(compared, chosen, reference)
+    compared = timed[timed["problem"].isin(problems)]
+    board, profile = pd.DataFrame(), pd.DataFrame()
+    if problems:
+        board = leaderboard.leaderboard(compared, chosen, tables.targets, reference, tables.primary)
+        medians = measures.median_runtimes(leaderboard.leaderboard_runs(compared, chosen, reference))
+        profile = measures.performance_profile(medians, TAUS)
     return Findings(
         chosen=chosen,
         board=board,
-        profile=measures.performance_profile(medians, TAUS) if len(medians) else pd.DataFrame(),
+        profile=profile,
         ecdf=statistics.ecdf_bands(tables.runs, chosen, tables.targets),
         sensitivity=sensitivity(timed, chosen),
         convergence=statistics.gap_bands(tables.runs, tables.curves, chosen),
@@ -291,7 +295,7 @@ def leaderboard_section(found: Findings, tables: StudyTables) -> str:
     if found.board.empty:
         return '<h2>Leaderboard</h2><p class="note">No problem is done for every optimizer yet.</p>'
     columns = list(found.board.columns)
-    definitions = leaderboard.definitions(columns)
+    definitions = {column: leaderboard.definition(column) for column in columns}
     head = "".join(
         f'<th data-sort="{"text" if column == "optimizer" else "number"}" title="{escape(definitions[column])}">'
         f"{escape(column)}<sup>{number + 1}</sup></th>"
@@ -300,7 +304,7 @@ def leaderboard_section(found: Findings, tables: StudyTables) -> str:
     rows = []
     for _, row in found.board.iterrows():
         cells = [f"<td>{escape(row['optimizer'])}</td>"]
-        cells += [number_cell(row[column], leaderboard.shown(column, row[column])) for column in columns[1:]]
+        cells += [number_cell(row[column], shown(column, row[column])) for column in columns[1:]]
         rows.append(f"<tr>{''.join(cells)}</tr>")
     notes = "".join(f"<li>{escape(definitions[column])}</li>" for column in columns)
     scope = ""
@@ -313,6 +317,19 @@ def leaderboard_section(found: Findings, tables: StudyTables) -> str:
         + '<p class="note">Click a column to sort. Definitions (also on hover):</p>'
         + f'<ol class="definitions">{notes}</ol><p class="note">Also in leaderboard.csv.</p>'
     )
+
+
+def shown(column: str, value: float) -> str:
+    """A leaderboard number as the page shows it."""
+    if pd.isna(value):
+        return "–"
+    if column.startswith("lr:"):
+        return f"{value:.3g}"
+    if column in ("solved_share", "solved_primary"):
+        return f"{value:.0%}"
+    if column == "speedup":
+        return f"{value:.2f}×"
+    return f"{value:.3f}"
 
 
 def figure_section(name: str, svg: str) -> str:
