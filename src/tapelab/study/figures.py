@@ -1,9 +1,10 @@
 """A study's figures, from plain DataFrames: runtime ECDFs, performance profiles, learning-rate sensitivity and
 convergence at the chosen rates; saved as SVG and PNG, or inlined as SVG in an HTML page.
 
-Drawn with matplotlib's object API (`Figure`, no pyplot): no display and no global state but the SVG hash salt,
-set only while a figure is written. Every figure has a title, labelled axes, a legend under it, and draws each
-optimizer in its `Style` (`styles`), the same in every figure.
+Drawn with matplotlib's object API (`Figure`, no pyplot): no display, and matplotlib's settings changed only while
+a figure is written as SVG (its id salt, and text as paths). Every figure has a title, labelled axes, a legend under
+it, and draws each optimizer in its `Style` (`styles`), the same in every figure. A figure is laid out once, when
+built (constrained layout), and then drawn as it is by each file written from it.
 
 - Steps run from 0 (the start point) to the budget: a step axis is symmetric-log, linear on [0, 1] and logarithmic
   above, so step 0 has its place at the left edge and every step from 1 on is on a log scale.
@@ -31,7 +32,7 @@ from tapelab.plots import decade_label
 
 # Paul Tol's "muted" qualitative scheme (personal.sron.nl/~pault, "Colour schemes"; tol_colors.py): nine colours
 # that readers with any of the common colour-vision deficiencies tell apart, the most of Tol's schemes for lines.
-# Okabe–Ito has eight, but its black is the reference row's here and its yellow is faint on white: seven to use.
+# Okabe–Ito's eight include black (the reference row's here) and a yellow faint on white: six to use.
 # In Tol's order, but his two lightest (sand and cyan), the faintest as thin lines on white, last, so that a study
 # of up to seven optimizers doesn't need them. tol_colors.py gives the scheme black too: the reference row's.
 PALETTE = ("#CC6677", "#332288", "#117733", "#882255", "#44AA99", "#999933", "#AA4499", "#DDCC77", "#88CCEE")
