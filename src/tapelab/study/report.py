@@ -134,7 +134,7 @@ def find(tables: StudyTables) -> Findings:
         chosen=chosen,
         board=board,
         profile=profile,
-        ecdf=statistics.ecdf_bands(tables.runs, chosen, tables.targets),
+        ecdf=one_panel_per_group(statistics.ecdf_bands(tables.runs, chosen, tables.targets)),
         sensitivity=sensitivity(timed, chosen),
         convergence=statistics.gap_bands(tables.runs, tables.curves, chosen),
         comparisons=statistics.paired_comparisons(timed, chosen, reference, alpha=ALPHA),
@@ -142,15 +142,23 @@ def find(tables: StudyTables) -> Findings:
     )
 
 
+def one_panel_per_group(bands: pd.DataFrame) -> pd.DataFrame:
+    """The ECDF bands without the problem group's own where there is one group: it equals the overall one."""
+    if bands.empty or bands["problem_group"].nunique() > 2:
+        return bands
+    return bands[bands["problem_group"].str.startswith("all problems")]
+
+
 def sensitivity(timed: pd.DataFrame, chosen: pd.DataFrame) -> pd.DataFrame:
     """Per problem, optimizer and grid rate, the final log10 gap over the tuning seeds (median, lowest and
     highest; -inf for a gap of exactly 0, NaN where a run diverged), whether a seed diverged, and whether the
     tuning rule chose the rate."""
     tuning = timed[(timed["role"] == TUNING) & timed["on_grid"]]
-    with np.errstate(divide="ignore"):
-        log_gap = np.log10(tuning["final_gap"].to_numpy(np.float64))  # a diverged run's final gap is inf
+    diverged = tuning["status"] == "diverged"
+    with np.errstate(divide="ignore"):  # a diverged run's gap (at its last finite step) counts as +inf
+        log_gap = np.where(diverged, np.inf, np.log10(tuning["final_gap"].to_numpy(np.float64)))
     cells = (
-        tuning.assign(log_gap=log_gap, diverged=tuning["status"] == "diverged")
+        tuning.assign(log_gap=log_gap, diverged=diverged)
         .groupby(["problem", "optimizer", "lr"], sort=False)
         .agg(
             median=("log_gap", "median"),
@@ -196,8 +204,8 @@ STYLE = """
 body { font: 15px/1.45 system-ui, sans-serif; color: #222; max-width: 1200px; margin: 0 auto; padding: 1em 2em; }
 h1 { margin-bottom: 0.2em; } h2 { margin-top: 2em; border-bottom: 1px solid #ddd; }
 table { border-collapse: collapse; margin: 0.5em 0; font-variant-numeric: tabular-nums; }
-th, td { padding: 0.25em 0.6em; border-bottom: 1px solid #eee; text-align: right; }
-th:first-child, td:first-child { text-align: left; }
+th, td { padding: 0.25em 0.6em; border-bottom: 1px solid #eee; text-align: left; vertical-align: top; }
+td[data-value], th[data-sort=number] { text-align: right; }
 th[data-sort] { cursor: pointer; user-select: none; white-space: nowrap; }
 th[data-sort]::after { content: " ⇅"; color: #aaa; }
 th[aria-sort=ascending]::after { content: " ▲"; color: #222; }
