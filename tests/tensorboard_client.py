@@ -50,6 +50,11 @@ class TensorBoard:
             body = response.read()
         return json.loads(body) if response.headers.get_content_type() == "application/json" else body.decode()
 
+    def get_bytes(self, path: str, query: str) -> bytes:
+        """The body of a GET as it comes, e.g. an image's PNG; `query` is already URL-encoded."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}?{query}", timeout=10) as response:
+            return response.read()
+
     def post(self, path: str, body: dict):
         request = urllib.request.Request(
             f"http://127.0.0.1:{self.port}{path}",

@@ -56,12 +56,21 @@ def trial_id(run_dir: Path, in_sweep: bool) -> str:
 
 def write_session(run_dir: Path, hparams: Mapping[str, Any], trial: str, status: str, start_time: float) -> None:
     """Write (or replace) the run's session file: `hparams` with `status`, under the trial ID `trial`."""
+    now = time.time()
+    write_events(run_dir / SESSION_FILE, session_summaries(hparams, trial, status, start_time, now), now)
+
+
+def session_summaries(
+    hparams: Mapping[str, Any], trial: str, status: str, start_time: float, end_time: float
+) -> list[Any]:
+    """A session's two summaries: its start (`hparams` with `status`, under the trial ID `trial`) and its end,
+    with `status` as the tab's Status filter reads it (`SESSION_STATUS`)."""
     from tensorboard.compat.proto import summary_pb2
     from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2, summary_v2
 
     start = summary_v2.hparams_pb({**hparams, "status": status}, trial_id=trial, start_time_secs=start_time)
     end_info = plugin_data_pb2.SessionEndInfo(
-        status=api_pb2.Status.Value(SESSION_STATUS[status]), end_time_secs=time.time()
+        status=api_pb2.Status.Value(SESSION_STATUS[status]), end_time_secs=end_time
     )
     end = summary_pb2.Summary()
     end.value.add(
@@ -69,7 +78,7 @@ def write_session(run_dir: Path, hparams: Mapping[str, Any], trial: str, status:
         metadata=metadata.create_summary_metadata(plugin_data_pb2.HParamsPluginData(session_end_info=end_info)),
         tensor=metadata.NULL_TENSOR,
     )
-    write_events(run_dir / SESSION_FILE, [start, end], time.time())
+    return [start, end]
 
 
 def write_experiment(directory: Path, domains: Mapping[str, Sequence[Any]], created: float) -> None:

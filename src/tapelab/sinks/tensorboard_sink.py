@@ -74,6 +74,23 @@ def histogram_buckets(rows: np.ndarray, bucket_count: int = HISTOGRAM_BUCKETS) -
     return buckets
 
 
+def add_png(summary: Any, tag: str, picture: Path) -> None:
+    """Add the PNG file `picture` to `summary` as the image `tag`: the image plugin's metadata and a string
+    tensor [width, height, PNG bytes], as TensorFlow's `tf.summary.image` writes it."""
+    from PIL import Image
+    from tensorboard.compat.proto import types_pb2
+    from tensorboard.plugins.image import metadata as image_metadata
+
+    encoded = picture.read_bytes()
+    with Image.open(picture) as image:
+        width, height = image.size
+    value = summary.value.add(tag=tag)
+    value.metadata.CopyFrom(image_metadata.create_summary_metadata(display_name=None, description=None))
+    value.tensor.dtype = types_pb2.DT_STRING
+    value.tensor.tensor_shape.dim.add(size=3)
+    value.tensor.string_val.extend([str(width).encode(), str(height).encode(), encoded])
+
+
 class EventWriter:
     """One event file in `log_dir`: `Event` protocol buffers, appended with TensorFlow's record writer."""
 
@@ -217,20 +234,9 @@ class TensorBoardSink:
 
     def write_images(self, pictures: list[Path], step: int) -> None:
         """PNG files as image summaries, tagged `plots/<file name without .png>`."""
-        from PIL import Image
-        from tensorboard.compat.proto import types_pb2
-        from tensorboard.plugins.image import metadata as image_metadata
-
         summary = self._summary()
         for picture in pictures:
-            encoded = picture.read_bytes()
-            with Image.open(picture) as image:
-                width, height = image.size
-            value = summary.value.add(tag=f"plots/{picture.stem}")
-            value.metadata.CopyFrom(image_metadata.create_summary_metadata(display_name=None, description=None))
-            value.tensor.dtype = types_pb2.DT_STRING
-            value.tensor.tensor_shape.dim.add(size=3)
-            value.tensor.string_val.extend([str(width).encode(), str(height).encode(), encoded])
+            add_png(summary, f"plots/{picture.stem}", picture)
         if pictures:
             self._events.summary(summary, step)
 
