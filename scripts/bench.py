@@ -33,13 +33,14 @@ Set-up, in seconds:
   the faster of the two, or when they are within 15% of each other.
 
 Studies, with `--study` (and `--study-classic`), in seconds:
-- `python run.py study=quick` (and `study=classic`) from a cold process, tables included (they must load with
-  `tapelab.load_study`), against 60 s (and 10 minutes);
+- `python run.py study=quick` (and `study=classic`) from a cold process, tables and report included (they must
+  load with `tapelab.load_study`), against 60 s (and 10 minutes); then its report rebuilt from its tables,
+  `tapelab.load_study(dir).report()` from a cold process, against 30 s for `study=classic`;
 - a subset, Rosenbrock with Adam and SGD over the default grid (1e-5 to 10, 5 a decade, without Keras's own
-  rates) and 13 seeds: 31 × 13 × 2 = 806 runs of 1000 steps in float64, as a study, and as the same runs (its
-  runs.parquet's commands, each with its own `objective.init`) in a `hydra/launcher=batched` sweep and, on a
-  sample of 60 of them, a basic-launcher sweep. Each figure is counted beyond a single run's whole time (its
-  first run alone, by its command): (study − single run), (batched sweep − single run), and the basic
+  rates) and 13 seeds: 31 × 13 × 2 = 806 runs of 1000 steps in float64, as a study (without its report), and as
+  the same runs (its runs.parquet's commands, each with its own `objective.init`) in a `hydra/launcher=batched`
+  sweep and, on a sample of 60 of them, a basic-launcher sweep. Each figure is counted beyond a single run's whole
+  time (its first run alone, by its command): (study − single run), (batched sweep − single run), and the basic
   launcher's (sample − single run) / 59 per job, × 805. The ratios of the sweeps' figures to the study's are
   checked against at least 20 (batched) and 100 (basic), and the batched sweep's jobs against the study's
   completed runs (final loss and steps, to the bit). The sweeps draw no pictures and write no TensorBoard
@@ -514,7 +515,8 @@ STUDIES = {  # name: (overrides, with --quick)
     "study=quick": (["study=quick"], ["study=quick"]),
     "study=classic": (["study=classic"], ["study=classic", *FEW]),
 }
-STUDY_TARGETS = {"study=quick": 60.0, "study=classic": 600.0}  # seconds from a cold process, tables included
+STUDY_TARGETS = {"study=quick": 60.0, "study=classic": 600.0}  # seconds from a cold process, report included
+REPORT_TARGETS = {"study=classic": 30.0}  # seconds to rebuild a study's report from its tables, cold process
 SUBSET = "study subset"
 SUBSET_STUDY = """\
 # scripts/bench.py's side-by-side subset: 31 learning rates × 13 seeds × 2 optimizers = 806 runs.
@@ -562,6 +564,7 @@ class StudySubset:
 
         run_dir = fresh_dir(self.workdir)
         overrides = ["--config-dir", str(self.conf_dir), "study=bench_subset", *(FEW if self.quick else [])]
+        overrides.append("study.report=false")  # the sweeps draw nothing either: the ratios compare the training
         elapsed = study_seconds(overrides, run_dir)
         self.runs = tapelab.load_study(run_dir).runs
         if len(self.runs) != SUBSET_RUNS[1 if self.quick else 0]:
@@ -632,14 +635,39 @@ class StudySubset:
 
 
 def study_seconds(overrides: Sequence[str], run_dir: Path) -> float:
-    """Wall time of one `python run.py OVERRIDES` study into `run_dir`, whose tables must then load."""
+    """Wall time of one `python run.py OVERRIDES` study into `run_dir`, whose tables (and report, unless
+    `study.report=false`) must then load."""
     import tapelab
 
     elapsed = python(["run.py", *overrides, f"hydra.run.dir={run_dir}"])
     study = tapelab.load_study(run_dir)
     if study.runs.empty or study.curves.empty or study.chosen.empty:
         sys.exit(f"`python run.py {' '.join(overrides)}` left an empty table in {run_dir}")
+    if "study.report=false" not in overrides and not (run_dir / "report.html").is_file():
+        sys.exit(f"`python run.py {' '.join(overrides)}` left no report.html in {run_dir}")
     return elapsed
+
+
+@dataclass
+class Studies:
+    """The presets' studies into fresh directories, and their reports rebuilt from the last one's tables."""
+
+    workdir: Path
+    last: dict[str, Path] = field(default_factory=dict)  # preset -> its last study's directory
+
+    def study(self, name: str, overrides: Sequence[str]) -> float:
+        """Wall time of the study from a cold process, report included."""
+        self.last[name] = fresh_dir(self.workdir)
+        return study_seconds(overrides, self.last[name])
+
+    def report(self, name: str) -> float:
+        """Wall time of `tapelab.load_study(dir).report()` from a cold process on the last study's tables."""
+        page = self.last[name] / "report.html"
+        page.unlink()
+        elapsed = python(["-c", f"import tapelab; tapelab.load_study({str(self.last[name])!r}).report()"])
+        if not page.is_file():
+            sys.exit(f"the report of {name} was not rebuilt in {self.last[name]}")
+        return elapsed
 
 
 def parsed_command(command: str) -> dict[str, str]:
@@ -653,11 +681,11 @@ def parsed_command(command: str) -> dict[str, str]:
 
 def study_tasks(quick: bool, classic: bool, workdir: Path, subset: StudySubset) -> list[Task]:
     """The studies from a cold process, and the subset: its study, its first run alone and its runs as sweeps."""
-    tasks = []
+    tasks, studies = [], Studies(workdir)
     for name, overrides in STUDIES.items():
         if name != "study=classic" or classic:
-            measure = partial(lambda chosen: study_seconds(chosen, fresh_dir(workdir)), overrides[1 if quick else 0])
-            tasks.append(Task("study", name, "s", None, measure))
+            tasks.append(Task("study", name, "s", None, partial(studies.study, name, overrides[1 if quick else 0])))
+            tasks.append(Task("report", name, "s", None, partial(studies.report, name)))
     runs, sample = SUBSET_RUNS[1 if quick else 0], BASIC_SAMPLE[1 if quick else 0]["jobs"]
     return tasks + [
         Task(SUBSET, "study", "s", runs, subset.study),  # first: the others take its runs
@@ -780,6 +808,11 @@ def study_checks(results: dict[Task, list[float]], subset: StudySubset, quick: b
         Check(f"study: {name}, s from a cold process", median["study", name], target)
         for name, target in STUDY_TARGETS.items()
         if ("study", name) in median
+    ]
+    found += [
+        Check(f"report: {name}, s to rebuild from the tables, cold process", median["report", name], target)
+        for name, target in REPORT_TARGETS.items()
+        if ("report", name) in median
     ]
     runs, sample = SUBSET_RUNS[1 if quick else 0], BASIC_SAMPLE[1 if quick else 0]["jobs"]
     single = median[SUBSET, "single run"]

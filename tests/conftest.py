@@ -21,6 +21,10 @@ from tapelab.runs import train_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
+# The tests' own configs; `tapelab.run_study(*TINY_STUDY, ...)` runs tests/user_configs/study/tiny.yaml.
+USER_CONFIGS = ROOT / "tests" / "user_configs"
+STUDY_SEARCH_PATH = f"hydra.searchpath=[file://{USER_CONFIGS}]"
+TINY_STUDY = (STUDY_SEARCH_PATH, "study=tiny")
 sys.path.append(str(ROOT / "scripts"))  # scripts/devtools.py, the browser driver that the screenshot scripts share
 
 from devtools import INSTALL_HINT, find_chromium  # noqa: E402

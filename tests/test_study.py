@@ -11,19 +11,18 @@ import pandas as pd
 import pytest
 
 import tapelab
-from conftest import ROOT
+from conftest import ROOT, TINY_STUDY
 from tapelab.study.curves import kept_steps
 from tapelab.study.leaderboard import COLUMNS, leaderboard
 from tapelab.study.measures import TARGETS
 
-USER_CONFIGS = f"hydra.searchpath=[file://{ROOT / 'tests' / 'user_configs'}]"
-BOOTH_ONLY = [USER_CONFIGS, "study=tiny", "~study.problems.rosenbrock"]
+BOOTH_ONLY = [*TINY_STUDY, "~study.problems.rosenbrock"]
 OPTIMIZERS = sorted(path.stem for path in (ROOT / "conf" / "optimizer").glob("*.yaml"))
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> tapelab.Study:
-    return tapelab.run_study(USER_CONFIGS, "study=tiny", run_dir=tmp_path_factory.mktemp("tiny"))
+    return tapelab.run_study(*TINY_STUDY, run_dir=tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 import tapelab
-from conftest import ROOT
+from conftest import TINY_STUDY
 from tapelab.study import board
 from tensorboard_client import TensorBoard
 
@@ -25,8 +25,7 @@ COPIES = ["a/tiny", "b/tiny"]
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory) -> tapelab.Study:
-    search_path = f"hydra.searchpath=[file://{ROOT / 'tests' / 'user_configs'}]"
-    return tapelab.run_study(search_path, "study=tiny", run_dir=tmp_path_factory.mktemp("tiny"))
+    return tapelab.run_study(*TINY_STUDY, run_dir=tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="module")

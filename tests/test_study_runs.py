@@ -23,10 +23,8 @@ import pytest
 import yaml
 
 import tapelab
-from conftest import ROOT, no_idle_trainers
+from conftest import ROOT, TINY_STUDY, USER_CONFIGS, no_idle_trainers
 
-USER_CONFIGS = ROOT / "tests" / "user_configs"
-TINY = (f"hydra.searchpath=[file://{USER_CONFIGS}]", "study=tiny")
 GROUPS, GROUP_RUNS, RUNS = 4, 9, 36
 TIME_COLUMNS = ["group_seconds"]  # a group's training time: the one column two runs of a study don't share
 PROGRESS = re.compile(r"study: (\d+)/(\d+) groups, (\d+)/(\d+) runs done \((\w+) × (\w+)\), about (\d+) s left")
@@ -76,7 +74,7 @@ ALL_GROUPS = {f"{problem} × {optimizer}" for problem in ("booth", "rosenbrock")
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory) -> Path:
     """The tiny study, run whole in this process."""
-    study = tapelab.run_study(*TINY, run_dir=tmp_path_factory.mktemp("straight"))
+    study = tapelab.run_study(*TINY_STUDY, run_dir=tmp_path_factory.mktemp("straight"))
     assert study.summary["status"] == "complete" and group_names(study.dir) == ALL_GROUPS
     return study.dir
 
@@ -86,14 +84,15 @@ def test_a_study_finished_after_one_of_its_units_trains_the_groups_left_and_equa
 ):
     caplog.set_level(logging.INFO, logger="tapelab")
     study_dir = tmp_path / "b"
-    tapelab.run_study(*TINY, "study.units=4", "study.unit=0", f"study.dir={study_dir}", run_dir=tmp_path / "unit0")
+    unit = ("study.units=4", "study.unit=0", f"study.dir={study_dir}")
+    tapelab.run_study(*TINY_STUDY, *unit, run_dir=tmp_path / "unit0")
     assert "study: 1 group (9 runs), 1 to train" in caplog.messages
     first = done_markers(study_dir)
     assert len(first) == 1 and tapelab.load_study(study_dir).summary["status"] == "partial"
 
     caplog.clear()
     with no_idle_trainers():  # each group traces and compiles, as in a fresh process: time enough to estimate
-        tapelab.run_study(*TINY, run_dir=study_dir)
+        tapelab.run_study(*TINY_STUDY, run_dir=study_dir)
     assert f"study: {GROUPS} groups ({RUNS} runs), 3 to train" in caplog.messages
     assert {name: done_markers(study_dir)[name] for name in first} == first  # the first unit's group: untouched
     assert_same_tables(study_dir, straight)
@@ -194,7 +193,7 @@ def test_groups_of_another_tensorflow_version_are_kept_and_the_study_says_so(str
     before = done_markers(study_dir)
     caplog.set_level(logging.INFO, logger="tapelab")
 
-    summary = tapelab.run_study(*TINY, run_dir=study_dir).summary
+    summary = tapelab.run_study(*TINY_STUDY, run_dir=study_dir).summary
     assert f"study: {GROUPS} groups ({RUNS} runs), 0 to train" in caplog.messages
     assert done_markers(study_dir) == before
     current = {"tapelab": info["tapelab"], "tensorflow": info["tensorflow"]}
@@ -262,3 +261,6 @@ def test_units_under_a_parallel_launcher_merge_into_the_tables_of_one_process(st
     assert not (tmp_path / "sweep" / "sweep.csv").exists()
     assert tapelab.load_study(study_dir).summary["status"] == "complete"
     assert_same_tables(study_dir, straight)
+    # ... and built the report once, the units none: its leaderboard is the study in one process's, every digit.
+    assert not any("study: report in" in log for log in units)
+    assert (study_dir / "leaderboard.csv").read_bytes() == (straight / "leaderboard.csv").read_bytes()

@@ -93,8 +93,9 @@ def write_experiment(directory: Path, domains: Mapping[str, Sequence[Any]], crea
     write_events(directory / EXPERIMENT_FILE, [experiment], created)
 
 
-def write_events(path: Path, summaries: list[Any], wall_time: float) -> None:
-    """Write an event file of `summaries` at step 0, replacing `path` in one step, unless it holds them already.
+def write_events(path: Path, summaries: list[Any], wall_time: float, durable: bool = True) -> None:
+    """Write an event file of `summaries` at step 0, replacing `path` in one step, unless it holds them already
+    (`durable`: flushed to disk first, see `tapelab.atomic.replacing`).
 
     The temporary file's name has no "tfevents" in it, so that a running TensorBoard never reads it.
     """
@@ -109,5 +110,5 @@ def write_events(path: Path, summaries: list[Any], wall_time: float) -> None:
     content = buffer.getvalue()
     if path.exists() and path.read_bytes() == content:
         return
-    with replacing(path, temporary_name=f".events.{os.getpid()}.tmp") as temporary:
+    with replacing(path, temporary_name=f".events.{os.getpid()}.tmp", durable=durable) as temporary:
         temporary.write_bytes(content)

@@ -89,7 +89,7 @@ def write_board(
         summaries += [scalar_pb(tag, getattr(row, tag)) for tag in METRICS]
         path = board / ROWS / place / EVENTS
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_events(path, summaries, now)
+        write_events(path, summaries, now, durable=False)  # rebuilt from the tables at will
         written.add(path)
     _remove_all_but(board, written)
     return board

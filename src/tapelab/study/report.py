@@ -215,7 +215,7 @@ figcaption { color: #555; max-width: 60em; }
 #partial { background: #fff4d6; border-left: 4px solid #e6a700; padding: 0.6em 1em; }
 .note { color: #555; max-width: 60em; } pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; }
 .faster { color: #0b6e4f; font-weight: bold; } .slower { color: #b3261e; font-weight: bold; }
-code { font-size: 90%; } details { margin: 0.5em 0; }
+code { font-size: 90%; } .wide { overflow-x: auto; } details { margin: 0.5em 0; }
 """
 SCRIPT = """
 document.querySelectorAll("table th[data-sort]").forEach((header) => {
@@ -321,7 +321,8 @@ def leaderboard_section(found: Findings, tables: StudyTables) -> str:
     return (
         "<h2>Leaderboard</h2>\n"
         + scope
-        + f'<table id="leaderboard"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+        + f'<div class="wide"><table id="leaderboard"><thead><tr>{head}</tr></thead>'
+        + f"<tbody>{''.join(rows)}</tbody></table></div>"
         + '<p class="note">Click a column to sort. Definitions (also on hover):</p>'
         + f'<ol class="definitions">{notes}</ol><p class="note">Also in leaderboard.csv.</p>'
     )
@@ -391,12 +392,15 @@ def seeds_note(comparisons: pd.DataFrame, tables: StudyTables) -> str:
     if few.empty:
         return ""
     needed = int(few["seeds_needed"].max())
+    suggested = needed + int(few["ties"].max())
     problems = ", ".join(dict.fromkeys(few["problem"]))
     return (
-        f'<p class="note" id="too-few-seeds"><strong>Too few seeds for a claim</strong> on {escape(problems)}: with '
-        f"{tables.study.seeds.evaluation} evaluation seeds, the smallest two-sided p a signed-rank test can give is "
-        f"{few['smallest_p'].min():.3g}, above Holm's first threshold α/m. At least {needed} evaluation seeds "
-        f"without ties would do (<code>study.seeds.evaluation={needed}</code>).</p>"
+        f'<p class="note" id="too-few-seeds"><strong>Too few seeds for a claim</strong> on {escape(problems)}. '
+        "The signed-rank test drops the pairs that tie (both missed, or equal runtimes), and with n pairs left no "
+        f"two-sided p is below 2/2ⁿ. With {tables.study.seeds.evaluation} evaluation seeds, these comparisons "
+        f"can give no p below {few['smallest_p'].min():.3g}, above Holm's first threshold α/m for their problem's "
+        f"m tests, so none can show a difference. It takes at least {needed} pairs that differ: with as many ties "
+        f"as here, <code>study.seeds.evaluation={suggested}</code> or more.</p>"
     )
 
 
