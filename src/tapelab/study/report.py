@@ -210,7 +210,8 @@ th[data-sort] { cursor: pointer; user-select: none; white-space: nowrap; }
 th[data-sort]::after { content: " ⇅"; color: #aaa; }
 th[aria-sort=ascending]::after { content: " ▲"; color: #222; }
 th[aria-sort=descending]::after { content: " ▼"; color: #222; }
-figure.chart { margin: 1.5em 0; } figure.chart svg { max-width: 100%; height: auto; }
+figure.chart { margin: 1.5em 0; width: fit-content; max-width: 100%; }
+figure.chart svg { max-width: 100%; height: auto; }
 figcaption { color: #555; max-width: 60em; }
 #partial { background: #fff4d6; border-left: 4px solid #e6a700; padding: 0.6em 1em; }
 .note { color: #555; max-width: 60em; } pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; }
@@ -304,17 +305,18 @@ def leaderboard_section(found: Findings, tables: StudyTables) -> str:
         return '<h2>Leaderboard</h2><p class="note">No problem is done for every optimizer yet.</p>'
     columns = list(found.board.columns)
     definitions = {column: leaderboard.definition(column) for column in columns}
+    footnotes = list(dict.fromkeys(definitions.values()))  # the rate columns share one
     head = "".join(
         f'<th data-sort="{"text" if column == "optimizer" else "number"}" title="{escape(definitions[column])}">'
-        f"{escape(column)}<sup>{number + 1}</sup></th>"
-        for number, column in enumerate(columns)
+        f"{escape(column)}<sup>{footnotes.index(definitions[column]) + 1}</sup></th>"
+        for column in columns
     )
     rows = []
     for _, row in found.board.iterrows():
         cells = [f"<td>{escape(row['optimizer'])}</td>"]
         cells += [number_cell(row[column], shown(column, row[column])) for column in columns[1:]]
         rows.append(f"<tr>{''.join(cells)}</tr>")
-    notes = "".join(f"<li>{escape(definitions[column])}</li>" for column in columns)
+    notes = "".join(f"<li>{escape(footnote)}</li>" for footnote in footnotes)
     scope = ""
     if len(found.problems) < tables.runs["problem"].nunique():
         scope = f'<p class="note">Over the problems every optimizer has done: {escape(", ".join(found.problems))}.</p>'
