@@ -29,7 +29,7 @@ def tiny(tmp_path_factory) -> tapelab.Study:
 def every_optimizer(tmp_path_factory) -> tapelab.Study:
     """Every optimizer on Booth, at one learning rate of the grid (and Keras's default), two seeds, 30 steps."""
     overrides = [*BOOTH_ONLY, f"study.optimizers=[{','.join(OPTIMIZERS)}]", "study.problems.booth.budget=30"]
-    overrides += ["study.lr.low=0.01", "study.lr.high=0.01", "study.seeds.evaluation=1"]
+    overrides += ["study.lr.low=0.01", "study.lr.high=0.01", "study.seeds.evaluation=1", "study.report=false"]
     return tapelab.run_study(*overrides, run_dir=tmp_path_factory.mktemp("every_optimizer"))
 
 
@@ -103,6 +103,7 @@ def test_a_problem_with_no_recorded_minimum_gets_the_best_value_found_marked_est
 def test_every_optimizer_s_rows_reproduce_alone_to_the_bit(every_optimizer, tmp_path):
     runs, curves = every_optimizer.runs, every_optimizer.curves
     assert sorted(runs["optimizer"].unique()) == OPTIMIZERS
+    assert not (every_optimizer.dir / "report.html").exists()  # study.report=false
     for optimizer, rows in runs.groupby("optimizer"):
         row = rows.sample(1, random_state=1).iloc[0]
         history = alone(row["command"], tmp_path, optimizer)

@@ -368,6 +368,7 @@ def test_an_optimizer_without_a_style_is_refused_by_name():
         ecdf_figure(ecdf_bands("all problems", {1: 0.5}, optimizer="lion"), styles(["sgd"]))
 
 
+@pytest.mark.e2e
 def test_figures_leave_matplotlibs_global_state_as_it_was(tmp_path):
     code = f"""
 import sys

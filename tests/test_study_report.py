@@ -100,13 +100,30 @@ def test_the_leaderboard_holds_the_numbers_the_tables_give(tiny) -> None:
     budget = runs.groupby("problem")["budget"].max()
     steps = medians.where(np.isfinite(medians), budget + 1.0, axis=0).clip(lower=1.0)
     speedup = np.exp((np.log(steps["adam at Keras's default lr"].to_numpy()[:, None]) - np.log(steps)).mean())
+    primary_solved = runs.groupby("optimizer")[primary].agg(lambda hits: hits.notna().mean())
     assert sorted(board.index) == sorted(medians.columns)
     assert board["profile_score"].to_dict() == pytest.approx(score.to_dict(), rel=1e-12)
+    assert board["solved_primary"].to_dict() == pytest.approx(primary_solved.to_dict(), rel=1e-12)
     assert board["solved_share"].to_dict() == pytest.approx(solved.to_dict(), rel=1e-12)
     assert board["speedup"].to_dict() == pytest.approx(speedup.to_dict(), rel=1e-12)
     for row in tiny.chosen.itertuples():
         assert board.loc[row.optimizer, f"lr:{row.problem}"] == row.lr
     assert set(board.loc["adam at Keras's default lr", ["lr:booth", "lr:rosenbrock"]]) == {0.001}  # Keras's Adam
+
+
+def test_the_page_shows_each_number_as_its_value_rounded(tiny) -> None:
+    read = Tables((tiny.dir / "report.html").read_text())
+    for row in read.tables["leaderboard"]:
+        for column, (text, value) in zip(read.headers["leaderboard"][1:], row[1:], strict=True):
+            number = float(value)
+            if column.endswith("share") or column == "solved_primary":
+                assert text == f"{round(100 * number)}%", (column, text, value)
+            elif column == "speedup":
+                assert float(text.rstrip("×")) == round(number, 2), (column, text, value)
+            elif column.startswith("lr:"):
+                assert float(text) == float(f"{number:.3g}"), (column, text, value)
+            else:
+                assert float(text) == round(number, 3), (column, text, value)
 
 
 def test_the_tests_on_the_page_are_scipys_on_the_paired_runs(tiny) -> None:
@@ -117,6 +134,14 @@ def test_the_tests_on_the_page_are_scipys_on_the_paired_runs(tiny) -> None:
     primary = "runtime@1e-06"
     runtime = runs[primary].astype("Float64").fillna(runs["budget"] + 1).astype(float)  # a miss: beyond the budget
     paired = runs.assign(runtime=runtime).pivot_table("runtime", ["problem", "seed"], "optimizer")
+    found = pd.DataFrame(
+        [{column: cell for column, cell in zip(header, row, strict=True)} for row in read.tables["statistics"]]
+    )
+    for problem, family in found.groupby(found["problem"].map(lambda cell: cell[0])):  # Holm's step-down, by hand
+        p = np.array([float(cell[1]) for cell in family["p"]])
+        order = np.argsort(p, kind="stable")
+        adjusted = np.minimum(1.0, np.maximum.accumulate((len(p) - np.arange(len(p))) * p[order]))
+        assert [float(cell[1]) for cell in family["p_holm"].iloc[order]] == pytest.approx(adjusted, rel=1e-12), problem
     for row in read.tables["statistics"]:
         cells = dict(zip(header, row, strict=True))
         problem, optimizer = cells["problem"][0], cells["optimizer"][0]
@@ -126,6 +151,7 @@ def test_the_tests_on_the_page_are_scipys_on_the_paired_runs(tiny) -> None:
         assert float(cells["pairs"][1]) == len(differences)
         assert float(cells["ties"][1]) == np.count_nonzero(differences == 0)
         assert float(cells["wins"][1]) == np.count_nonzero(differences > 0)
+        assert float(cells["losses"][1]) == np.count_nonzero(differences < 0)
         if np.any(differences != 0):
             expected = scipy.stats.wilcoxon(mine, theirs).pvalue
             assert float(cells["p"][1]) == pytest.approx(expected, rel=1e-12)
@@ -177,9 +203,10 @@ def test_a_partial_study_reports_what_is_done_and_lists_the_rest(tmp_path) -> No
     assert all(group in partial for group in missing)
     done = study.runs.groupby("problem")["optimizer"].nunique()
     compared = sorted(done[done == study.runs["optimizer"].nunique()].index)
-    optimizers = {row[0][0] for row in read.tables.get("leaderboard", [])}
-    assert optimizers <= set(study.runs["optimizer"]) | {"adam at Keras's default lr"}
     assert ("leaderboard" in read.tables) == bool(compared)
+    if compared:  # the leaderboard compares the problems every optimizer has done, and only those
+        rates = [column.removeprefix("lr:") for column in read.headers["leaderboard"] if column.startswith("lr:")]
+        assert sorted(rates) == compared
 
 
 def test_a_report_of_runs_filtered_in_pandas(tiny, tmp_path) -> None:
@@ -189,4 +216,26 @@ def test_a_report_of_runs_filtered_in_pandas(tiny, tmp_path) -> None:
         tiny.report(runs=runs[runs["optimizer"] == "adam"])
     page = tiny.report(runs=runs[runs["optimizer"] == "adam"], into=tmp_path / "adam").read_text()
     assert leaderboard_rows(page).index.tolist() == ["adam", "adam at Keras's default lr"]
+    with pytest.raises(ValueError, match="both roles"):
+        tiny.report(runs=runs[runs["role"] == "tuning"], into=tmp_path / "tuning")
+    # gd's evaluation runs on booth left out: the leaderboard compares rosenbrock only, the rest still reports.
+    partly = runs[~((runs["problem"] == "booth") & (runs["optimizer"] == "gd") & (runs["role"] == "evaluation"))]
+    page = tiny.report(runs=partly, into=tmp_path / "partly").read_text()
+    assert [column for column in leaderboard_rows(page).columns if column.startswith("lr:")] == ["lr:rosenbrock"]
     assert (tiny.dir / "report.html").read_bytes() == before
+
+
+def test_the_sensitivity_is_the_tuning_seeds_median_gap_and_the_chosen_rate_its_lowest_where_none_solved(tiny):
+    from tapelab.study.report import StudyTables, find
+
+    table = find(StudyTables.read(tiny.dir)).sensitivity.set_index(["problem", "optimizer", "lr"]).sort_index()
+    runs = tiny.runs[(tiny.runs["role"] == "tuning") & tiny.runs["on_grid"]]
+    with np.errstate(divide="ignore"):
+        log_gap = np.log10(runs["best_gap"])
+    medians = runs.assign(log_gap=log_gap).groupby(["problem", "optimizer", "lr"])["log_gap"].median()
+    assert table["median"].to_dict() == medians.to_dict()
+    unsolved = tiny.chosen[np.isinf(tiny.chosen["median_runtime"])]
+    assert len(unsolved) > 0  # the test means something: in tiny's 60 steps, some (problem, optimizer) never solve
+    for row in unsolved.itertuples():
+        rates = table.loc[(row.problem, row.optimizer)]
+        assert rates["median"].idxmin() == row.lr == rates.index[rates["chosen"]].item()

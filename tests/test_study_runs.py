@@ -235,6 +235,7 @@ def test_ctrl_c_stops_a_study_and_the_same_command_finishes_it_as_a_straight_stu
     summary = tapelab.load_study(run_dir).summary
     assert summary["status"] == "partial" and summary["runs"] == GROUP_RUNS * len(done)
     assert set(summary["missing"]) == ALL_GROUPS - done and summary["failed"] == {}
+    assert not (run_dir / "report.html").exists()  # a stopped study stops at once; report() reports what is done
     kept = done_markers(run_dir)
 
     again = run_py(*command, cwd=tmp_path)
@@ -242,6 +243,7 @@ def test_ctrl_c_stops_a_study_and_the_same_command_finishes_it_as_a_straight_stu
     assert {name: done_markers(run_dir)[name] for name in kept} == kept
     assert tapelab.load_study(run_dir).summary["status"] == "complete"
     assert_same_tables(run_dir, straight)
+    assert (run_dir / "leaderboard.csv").read_bytes() == (straight / "leaderboard.csv").read_bytes()
 
 
 @pytest.mark.e2e

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tapelab.study import measures, tables
+from tapelab.study import measures, selection, tables
 from tapelab.study.statistics import ecdf_bands, gap_bands, holm, paired_comparisons
 
 TARGETS = np.array([1e-1, 1e-6])  # columns runtime@0.1 and runtime@1e-06
@@ -17,7 +17,7 @@ PRIMARY = "runtime@1e-06"
 def runs_table(hits: dict[tuple[str, str], list[tuple[int | None, ...]]], targets=TARGETS, **columns) -> pd.DataFrame:
     """Evaluation runs at lr 0.01, one per (problem, optimizer) and seed 1, 2, …: each seed's first steps at the
     targets (None: missed); `columns` overrides the other columns (budget 4, group 2-D, ...)."""
-    names = tables.hit_columns(targets)
+    names = selection.hit_columns(targets)
     rows = []
     for (problem, optimizer), seeds in hits.items():
         for seed, first in enumerate(seeds, start=1):
@@ -134,7 +134,7 @@ def comparisons(hits: dict[str, list[int | None]], reference: list[int | None] |
     if reference is not None:
         default = runs_table({("p", "a"): [(0, hit) for hit in reference]}, budget=budget, lr=0.001)
         runs = pd.concat([runs, default.assign(keras_default=True, on_grid=False)], ignore_index=True)
-    found = paired_comparisons(tables.primary_runtimes(runs, PRIMARY), chosen, "a")
+    found = paired_comparisons(selection.primary_runtimes(runs, PRIMARY), chosen, "a")
     return found.set_index(["optimizer", "against"])
 
 
@@ -177,3 +177,15 @@ def test_tied_differences_take_the_exact_permutation_null():
     row = found.loc["b", "best"]
     assert row["method"] == "permutation" and row["p"] == pytest.approx(10 / 32, rel=1e-12)
     assert row["effect"] == pytest.approx(-(12.5 - 2.5) / 15, rel=1e-15)
+
+
+def test_too_few_seeds_only_where_no_step_of_holm_can_reject_and_no_best_among_misses():
+    # 6 untied pairs: smallest p 2/64 ≈ 0.031, above Holm's first threshold 0.05/3 but within α = 0.05, where a
+    # later step of Holm's procedure could reject it: "no difference shown", not "too few seeds".
+    fast, slow = [10, 11, 12, 13, 14, 15], [20, 22, 24, 26, 28, 30]
+    found = comparisons({"a": fast, "b": [runtime + 1 for runtime in slow]}, reference=slow)
+    assert found.loc["a", "reference"]["smallest_p"] == 2 / 64
+    assert found["verdict"].tolist() == ["no difference shown"] * 3  # p = 2/64 each, p_holm = 3 · 2/64 > 0.05
+    # Nobody meets the primary target on most seeds: no optimizer is "best", only the reference comparisons stay.
+    missed = comparisons({"a": [None, None, 3], "b": [None, None, None]}, reference=[None, 5, None], budget=50)
+    assert sorted(missed.index) == [("a", "reference"), ("b", "reference")]

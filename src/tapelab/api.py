@@ -115,8 +115,8 @@ class Study:
 
         tables = StudyTables.read(self.dir)
         if runs is not None:
-            if into is None:
-                raise ValueError("Study.report(runs=...) needs into=<directory>: the study's own report stays")
+            if into is None or Path(into).resolve() == self.dir.resolve():
+                raise ValueError("Study.report(runs=...) needs into=<another directory>: the study's own report stays")
             tables = dataclasses.replace(
                 tables, runs=runs, curves=tables.curves[tables.curves["run"].isin(runs["run"])]
             )

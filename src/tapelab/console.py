@@ -67,7 +67,12 @@ def sweep_end_line(statuses: Sequence[str], table: Path) -> str:
 
 def count_of_jobs(count: int | None) -> str:
     """`count` jobs, in words: "1 job", "12 jobs", or "jobs" if unknown."""
-    return "jobs" if count is None else f"{count} job{'' if count == 1 else 's'}"
+    return "jobs" if count is None else plural(count, "job")
+
+
+def plural(count: int, noun: str) -> str:
+    """`1 group`, `2 groups`."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def shown_path(path: Path) -> str:

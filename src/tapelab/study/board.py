@@ -44,7 +44,7 @@ import pandas as pd
 from tapelab.sinks.hparams import session_summaries, write_events
 from tapelab.sinks.tensorboard_sink import add_png
 from tapelab.study import measures
-from tapelab.study.tables import primary_runtimes
+from tapelab.study.selection import primary_runtimes
 
 BOARD = "tensorboard"
 EVENTS = "events.out.tfevents.board"

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from tapelab.atomic import replacing
-from tapelab.study import measures, tables
+from tapelab.study import measures, selection
 
 DEFINITIONS: dict[str, str] = {
     "optimizer": "The optimizer at the learning rate the tuning rule chose on each problem; the reference row at "
@@ -20,7 +20,8 @@ DEFINITIONS: dict[str, str] = {
     "solved_share": "The share of (problem, target, evaluation seed) whose target the run met within its budget.",
     "solved_primary": "The share of (problem, evaluation seed) whose run met the primary target within its budget.",
     "speedup": "The geometric mean over problems of the reference row's median runtime to the primary target ÷ "
-    "this row's, a miss counted as the budget + 1: above 1 is faster than the reference.",
+    "this row's, a median that is a miss (half the seeds or more missed) counted as the budget + 1: above 1 is faster "
+    "than the reference.",
     "lr:<problem>": "The learning rate on that problem: the tuning rule's choice on the tuning seeds (the "
     "reference row: Keras's default).",
 }
@@ -33,13 +34,13 @@ def leaderboard(
     """The leaderboard (see DEFINITIONS), best profile score first: columns optimizer, profile_score, solved_share,
     solved_primary, speedup and lr:<problem> for each problem. `primary` is the primary target's column of `runs`.
 
-    The reference row is `tables.reference_name(reference)`; without Keras-default runs there is none, and no
+    The reference row is `selection.reference_name(reference)`; without Keras-default runs there is none, and no
     speedup. Every row needs runs on every problem.
     """
-    timed = tables.primary_runtimes(runs, primary)
+    timed = selection.primary_runtimes(runs, primary)
     rows = leaderboard_runs(timed, chosen, reference)
     medians = measures.median_runtimes(rows)
-    hits = rows[tables.hit_columns(targets)].notna().sum(axis=1).groupby(rows["optimizer"])
+    hits = rows[selection.hit_columns(targets)].notna().sum(axis=1).groupby(rows["optimizer"])
     board = pd.DataFrame(
         {
             "profile_score": measures.profile_scores(medians),
@@ -47,11 +48,11 @@ def leaderboard(
             "solved_primary": rows.groupby("optimizer")["solved"].mean(),
         }
     )
-    if not rows["optimizer"].eq(tables.reference_name(reference)).any():
+    if not rows["optimizer"].eq(selection.reference_name(reference)).any():
         board["speedup"] = np.nan
     else:
         budgets = timed.groupby("problem")["budget"].max()
-        board["speedup"] = measures.geometric_mean_speedup(medians, tables.reference_name(reference), budgets)
+        board["speedup"] = measures.geometric_mean_speedup(medians, selection.reference_name(reference), budgets)
     rates = rows.groupby(["optimizer", "problem"])["lr"].first().unstack("problem").add_prefix("lr:")
     board = board.join(rates).rename_axis("optimizer").reset_index()
     return board.sort_values(["profile_score", "optimizer"], ascending=[False, True], ignore_index=True)
@@ -59,9 +60,9 @@ def leaderboard(
 
 def leaderboard_runs(timed: pd.DataFrame, chosen: pd.DataFrame, reference: str) -> pd.DataFrame:
     """The runs the leaderboard's rows stand on: each optimizer's evaluation runs at its chosen rates, and the
-    reference's at Keras's default rate named as its row; `timed` is the runs with `tables.primary_runtimes`."""
+    reference's at Keras's default rate named as its row; `timed` is the runs with `selection.primary_runtimes`."""
     return pd.concat(
-        [tables.at_chosen_rates(timed, chosen), tables.reference_runs(timed, reference)], ignore_index=True
+        [selection.at_chosen_rates(timed, chosen), selection.reference_runs(timed, reference)], ignore_index=True
     )
 
 

@@ -22,19 +22,11 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from tapelab.atomic import replacing
+from tapelab.console import plural
 from tapelab.study import figures, leaderboard, measures, statistics
 from tapelab.study.plan import EVALUATION, TUNING, primary_target_index
-from tapelab.study.tables import (
-    CONFIG,
-    CURVES,
-    RUNS,
-    SUMMARY,
-    chosen_rates,
-    hit_columns,
-    primary_runtimes,
-    reference_name,
-    source_commit,
-)
+from tapelab.study.selection import hit_columns, primary_runtimes, reference_name
+from tapelab.study.tables import CONFIG, CURVES, RUNS, SUMMARY, chosen_rates, source_commit
 
 REPORT, FIGURES, LEADERBOARD = "report.html", "figures", "leaderboard.csv"
 TAUS = np.linspace(1.0, 8.0, 281)  # the profile's τ axis: AlgoPerf's [1, 4] and beyond
@@ -91,10 +83,16 @@ def write_report(study_dir: Path, tables: StudyTables | None = None, into: Path 
 
     study_dir = Path(study_dir)
     tables = tables or StudyTables.read(study_dir)
+    roles = set(tables.runs["role"]) if len(tables.runs) else set()
+    if roles != {TUNING, EVALUATION}:
+        raise ValueError(f"a report needs runs of both roles, tuning and evaluation; got {sorted(roles) or 'none'}")
     into = Path(into or study_dir)
     found = find(tables)
     styles = figures.styles(study_optimizers(tables.study), reference_name(tables.study.reference))
     drawn = draw(found, styles)
+    for stale in (into / FIGURES).glob("*.*") if (into / FIGURES).is_dir() else []:
+        if stale.stem not in drawn and stale.suffix in (".svg", ".png"):
+            stale.unlink()  # a figure this report has no data for
     pngs = {name: figures.save(figure, into / FIGURES, name)["png"] for name, figure in drawn.items()}
     svgs = {name: figures.inline_svg(figure) for name, figure in drawn.items()}
     leaderboard.write_leaderboard_csv(found.board, into / LEADERBOARD)
@@ -110,31 +108,35 @@ def study_optimizers(study: DictConfig) -> list[str]:
     return [entry if isinstance(entry, str) else entry.name for entry in study.optimizers]
 
 
-def compared_problems(runs: pd.DataFrame) -> list[str]:
-    """The problems on which every optimizer of the tables has runs: a profile compares optimizers on the same
-    problems, so a partial study's leaderboard holds the problems done for all."""
-    optimizers = set(runs["optimizer"])
-    per_problem = runs.groupby("problem", sort=False)["optimizer"].agg(set)
-    return [problem for problem, done in per_problem.items() if done == optimizers]
+def compared_problems(timed: pd.DataFrame, chosen: pd.DataFrame, reference: str) -> list[str]:
+    """The problems on which every row of the leaderboard has its evaluation runs: profiles and ECDFs compare the
+    optimizers on the same problems, so a partial study's hold the problems done for all."""
+    if chosen.empty:
+        return []
+    rows = leaderboard.leaderboard_runs(timed, chosen, reference)
+    names = set(rows["optimizer"])
+    per_problem = rows.groupby("problem", sort=False)["optimizer"].agg(set)
+    return [problem for problem, done in per_problem.items() if done == names]
 
 
 def find(tables: StudyTables) -> Findings:
     """The report's numbers, from the tables alone."""
     timed = primary_runtimes(tables.runs, tables.primary)
     chosen = chosen_rates(timed)
-    problems = compared_problems(tables.runs)
     reference = tables.study.reference
+    problems = compared_problems(timed, chosen, reference)
     compared = timed[timed["problem"].isin(problems)]
-    board, profile = pd.DataFrame(), pd.DataFrame()
+    board, profile, ecdf = pd.DataFrame(), pd.DataFrame(), pd.DataFrame()
     if problems:
         board = leaderboard.leaderboard(compared, chosen, tables.targets, reference, tables.primary)
         medians = measures.median_runtimes(leaderboard.leaderboard_runs(compared, chosen, reference))
         profile = measures.performance_profile(medians, TAUS)
+        ecdf = one_panel_per_group(statistics.ecdf_bands(compared, chosen, tables.targets))
     return Findings(
         chosen=chosen,
         board=board,
         profile=profile,
-        ecdf=one_panel_per_group(statistics.ecdf_bands(tables.runs, chosen, tables.targets)),
+        ecdf=ecdf,
         sensitivity=sensitivity(timed, chosen),
         convergence=statistics.gap_bands(tables.runs, tables.curves, chosen),
         comparisons=statistics.paired_comparisons(timed, chosen, reference, alpha=ALPHA),
@@ -150,15 +152,15 @@ def one_panel_per_group(bands: pd.DataFrame) -> pd.DataFrame:
 
 
 def sensitivity(timed: pd.DataFrame, chosen: pd.DataFrame) -> pd.DataFrame:
-    """Per problem, optimizer and grid rate, the final log10 gap over the tuning seeds (median, lowest and
-    highest; -inf for a gap of exactly 0, NaN where a run diverged), whether a seed diverged, and whether the
-    tuning rule chose the rate."""
+    """Per problem, optimizer and grid rate, the log10 gap at the budget over the tuning seeds (median, lowest and
+    highest; -inf for a gap of exactly 0), whether a seed diverged, and whether the tuning rule chose the rate.
+
+    The gap is the one the tuning rule breaks ties by, `final_log10_gap` (Δf at the budget, the lowest so far; a
+    run that diverged, its lowest before it did), so where no rate meets the primary target the chosen one is the
+    lowest median."""
     tuning = timed[(timed["role"] == TUNING) & timed["on_grid"]]
-    diverged = tuning["status"] == "diverged"
-    with np.errstate(divide="ignore"):  # a diverged run's gap (at its last finite step) counts as +inf
-        log_gap = np.where(diverged, np.inf, np.log10(tuning["final_gap"].to_numpy(np.float64)))
     cells = (
-        tuning.assign(log_gap=log_gap, diverged=diverged)
+        tuning.assign(log_gap=tuning["final_log10_gap"], diverged=tuning["status"] == "diverged")
         .groupby(["problem", "optimizer", "lr"], sort=False)
         .agg(
             median=("log_gap", "median"),
@@ -169,8 +171,7 @@ def sensitivity(timed: pd.DataFrame, chosen: pd.DataFrame) -> pd.DataFrame:
         .reset_index()
     )
     picked = cells.merge(chosen[["problem", "optimizer", "lr"]].assign(chosen=True), how="left")
-    numbers = picked[["median", "low", "high"]].replace(math.inf, np.nan)
-    return picked.assign(**numbers, chosen=picked["chosen"].fillna(False).astype(bool))
+    return picked.assign(chosen=picked["chosen"].fillna(False).astype(bool))
 
 
 def draw(found: Findings, styles: dict[str, figures.Style]) -> dict[str, Any]:
@@ -194,9 +195,9 @@ CAPTIONS = {
     "profile": "Performance profiles on the primary target: ρ(τ) is the share of problems on which an optimizer's "
     "median runtime over the evaluation seeds is within τ times the best optimizer's. The profile score is "
     "(1/3)∫ρ(τ)dτ over 1 ≤ τ ≤ 4.",
-    "sensitivity": "Learning-rate sensitivity: the final log10 gap after the budget against the learning rate, "
-    "median and range over the tuning seeds. Marked: the rate the tuning rule chose, and rates where a seed "
-    "diverged.",
+    "sensitivity": "Learning-rate sensitivity: the gap at the budget (the lowest reached; for a run that diverged, "
+    "before it did) against the learning rate, median and range over the tuning seeds. Marked: the rate the tuning "
+    "rule chose, and rates where a seed diverged.",
     "convergence": "Convergence at the chosen learning rate: the median gap over the evaluation seeds against "
     "steps, with a bootstrap 95% band (percentile method).",
 }
@@ -244,10 +245,10 @@ def render(tables: StudyTables, found: Findings, svgs: dict[str, str], name: str
     """The report's page, titled with the study's (directory's) name."""
     sections = [
         f"<h1>Study report: {escape(name)}</h1>",
-        overview(tables, found),
+        overview(tables),
         partial_note(tables.summary),
         leaderboard_section(found, tables),
-        *(figure_section(name, svg) for name, svg in svgs.items()),
+        *(figure_section(figure, svg) for figure, svg in svgs.items()),
         statistics_section(found, tables),
         provenance_section(tables, found),
     ]
@@ -263,17 +264,20 @@ def escape(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def overview(tables: StudyTables, found: Findings) -> str:
-    """What was compared, in a sentence or two."""
+def overview(tables: StudyTables) -> str:
+    """What was compared, in a sentence or two, counted from the runs reported."""
     study, runs = tables.study, tables.runs
-    problems, optimizers = runs["problem"].nunique(), runs["optimizer"].nunique()
+    seeds = runs.groupby("role")["seed"].nunique()
+    has_reference = bool((runs["keras_default"] & (runs["optimizer"] == study.reference)).any())
+    reference = f" The reference is {escape(study.reference)} at Keras's default learning rate." * has_reference
     return (
-        f'<p class="note">{optimizers} optimizers on {problems} problems, {len(runs)} runs in {escape(study.dtype)}: '
-        f"each learning rate of the grid ({study.lr.low:g} to {study.lr.high:g}, {study.lr.per_decade} per decade) "
-        f"on {study.seeds.tuning} tuning seeds; the rate with the lowest median runtime to the primary target "
-        f"{study.targets.primary:g} is chosen per problem and optimizer, then run on {study.seeds.evaluation} "
-        f"evaluation seeds, whose results the leaderboard, the figures and the tests report. The reference is "
-        f"{escape(study.reference)} at Keras's default learning rate.</p>"
+        f'<p class="note">{plural(runs["optimizer"].nunique(), "optimizer")} on '
+        f"{plural(runs['problem'].nunique(), 'problem')}, {plural(len(runs), 'run')} in {escape(study.dtype)}, "
+        f"over the learning rates {study.lr.low:g} to {study.lr.high:g} ({study.lr.per_decade} per decade). Per "
+        f"problem and optimizer, the rate with the lowest median runtime to the primary target "
+        f"{study.targets.primary:g} on {plural(seeds.get(TUNING, 0), 'tuning seed')} is chosen; the leaderboard, "
+        f"the ECDFs, the profiles, the convergence and the tests report its runs on "
+        f"{plural(seeds.get(EVALUATION, 0), 'evaluation seed')}.{reference}</p>"
     )
 
 
@@ -376,11 +380,11 @@ def statistics_section(found: Findings, tables: StudyTables) -> str:
         cells += [number_cell(row["effect"], f"{row['effect']:+.2f}")]
         cells += [number_cell(row[column], f"{row[column]:.3g}") for column in ("p", "p_holm")]
         verdict = str(row["verdict"])
-        cells.append(f'<td class="{verdict.split()[0]}">{escape(verdict)}</td>')
+        cells.append(f'<td class="{verdict.replace(" ", "-")}">{escape(verdict)}</td>')
         table.append(f"<tr>{''.join(cells)}</tr>")
     table.append("</tbody></table>")
     parts.append("".join(table))
-    parts.append(seeds_note(comparisons, tables))
+    parts.append(seeds_note(comparisons))
     return "\n".join(parts)
 
 
@@ -388,21 +392,23 @@ def statistics_sort(column: str) -> str:
     return "text" if column in ("problem", "optimizer", "against", "verdict") else "number"
 
 
-def seeds_note(comparisons: pd.DataFrame, tables: StudyTables) -> str:
-    """Where the evaluation seeds are too few for any test to show a difference, and how many would do."""
+def seeds_note(comparisons: pd.DataFrame) -> str:
+    """Where the evaluation seeds are too few for a test to show any difference, and how many would do."""
     few = comparisons[comparisons["verdict"] == "too few seeds"]
     if few.empty:
         return ""
-    needed = int(few["seeds_needed"].max())
-    suggested = needed + int(few["ties"].max())
+    untied = few["pairs"] - few["ties"]
+    # As many ties in the same share of pairs: the seeds that give `seeds_needed` pairs that differ.
+    suggested = int(np.ceil(few["seeds_needed"] * few["pairs"] / untied).max())
     problems = ", ".join(dict.fromkeys(few["problem"]))
     return (
         f'<p class="note" id="too-few-seeds"><strong>Too few seeds for a claim</strong> on {escape(problems)}. '
         "The signed-rank test drops the pairs that tie (both missed, or equal runtimes), and with n pairs left no "
-        f"two-sided p is below 2/2ⁿ. With {tables.study.seeds.evaluation} evaluation seeds, these comparisons "
-        f"can give no p below {few['smallest_p'].min():.3g}, above Holm's first threshold α/m for their problem's "
-        f"m tests, so none can show a difference. It takes at least {needed} pairs that differ: with as many ties "
-        f"as here, <code>study.seeds.evaluation={suggested}</code> or more.</p>"
+        f"two-sided p is below 2/2ⁿ: here down to {int(untied.min())} pairs, whose p can't go below "
+        f"{few['smallest_p'].max():.3g}, above α = {ALPHA:g}, so no step of Holm's procedure can show a difference. "
+        f"{int(few['seeds_needed'].max())} pairs that differ would let a test show one even as the first of its "
+        f"problem's tests (at α/m): with ties in the same share of pairs as here, "
+        f"<code>study.seeds.evaluation={suggested}</code>.</p>"
     )
 
 

@@ -17,6 +17,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from tapelab.config import StopConfig
+from tapelab.console import plural
 from tapelab.errors import ConfigError, one_line
 from tapelab.interrupts import Interrupted, StopRequests
 from tapelab.landscape import lowest_at_minima
@@ -33,6 +34,7 @@ from tapelab.study.plan import (
     problem_shape,
     study_targets,
 )
+from tapelab.study.selection import hit_columns
 
 log = logging.getLogger("tapelab")
 
@@ -170,7 +172,7 @@ def train_group(members: Members, targets: np.ndarray, stops: StopRequests, sour
             "group_seconds": seconds,
         }
     )
-    hits = pd.DataFrame(curves.hits, columns=tables.hit_columns(targets))
+    hits = pd.DataFrame(curves.hits, columns=hit_columns(targets))
     return GroupResult(pd.concat([runs, hits], axis=1), curves.table())
 
 
@@ -230,7 +232,7 @@ def run_study(cfg: DictConfig, run_dir: Path, compose: Callable[[list[str]], Dic
                 upcoming = next_members(todo[number + 1 :])
                 result = train_group(members, targets, stops, sources, upcoming)
             except Interrupted:
-                merge_and_report(study_dir, groups, study, report=study.report and study.unit is None)
+                merge_and_report(study_dir, groups, study, report=False)  # stop now; report() reports what is done
                 raise Interrupted(stops.received or signal.SIGINT, progress.done_runs, how_to_continue=again) from None
             except Exception as error:  # recorded and retried next time, never cached as done
                 log.error("study: group %s × %s failed: %s", group.problem, group.optimizer.name, one_line(error))
@@ -242,7 +244,8 @@ def run_study(cfg: DictConfig, run_dir: Path, compose: Callable[[list[str]], Dic
             if stops.received is not None:
                 break
     # One unit of a spread study merges what is done; its sweep's end reports, once every unit has ended.
-    summary = merge_and_report(study_dir, groups, study, report=study.report and study.unit is None)
+    finished = stops.received is None  # a stopped study stops now: `tapelab.load_study(dir).report()` reports it
+    summary = merge_and_report(study_dir, groups, study, report=study.report and study.unit is None and finished)
     if stops.received is not None:
         raise Interrupted(stops.received, progress.done_runs, how_to_continue=again)
     say_how_it_ended(summary, study_dir)
@@ -276,11 +279,6 @@ def say_how_it_ended(summary: dict, study_dir: Path) -> None:
         log.warning("study: %s failed (see study.json); run the study again to retry it", problem)
     if "warning" in summary:
         log.warning("study: %s", summary["warning"])
-
-
-def plural(count: int, noun: str) -> str:
-    """`1 group`, `2 groups`."""
-    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def check_units(unit: int | None, units: int, study_dir: str | None) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
-from tapelab.study import measures, tables
+from tapelab.study import measures, selection
 from tapelab.study.curves import kept_steps
 
 BATCH_VALUES = 2**21  # values a batch of bootstrap resamples holds at once (16 MiB of float64)
@@ -47,8 +47,8 @@ def ecdf_bands(
     """
     if chosen.empty:
         return pd.DataFrame(columns=["optimizer", "problem_group", "step", "share", "low", "high"])
-    at_rate = tables.at_chosen_rates(runs, chosen)
-    hits = at_rate[tables.hit_columns(targets)].astype("Float64").fillna(np.inf).to_numpy(np.float64)
+    at_rate = selection.at_chosen_rates(runs, chosen)
+    hits = at_rate[selection.hit_columns(targets)].astype("Float64").fillna(np.inf).to_numpy(np.float64)
     steps = kept_steps(int(runs["budget"].max()))
     counts = (hits[:, :, None] <= steps[None, None, :]).sum(axis=1)  # runs × steps: the targets hit by each step
     count_targets = len(targets)
@@ -57,7 +57,7 @@ def ecdf_bands(
         return hit.sum(axis=axis) / (hit.shape[axis] * count_targets)
 
     parts = at_rate.groupby(["optimizer", "problem_group"]).indices
-    overall = tables.overall_group(at_rate["problem_group"])
+    overall = selection.overall_group(at_rate["problem_group"])
     parts |= {(optimizer, overall): rows for optimizer, rows in at_rate.groupby("optimizer").indices.items()}
     bands = []
     for (optimizer, group), rows in sorted(parts.items()):
@@ -90,7 +90,7 @@ def gap_bands(
     """
     if chosen.empty:
         return pd.DataFrame(columns=["problem", "optimizer", "step", "median_gap", "low", "high"])
-    at_rate = tables.at_chosen_rates(runs, chosen)
+    at_rate = selection.at_chosen_rates(runs, chosen)
     points = curves[curves["run"].isin(at_rate["run"])]
     bands = []
     for problem, problem_runs in at_rate.groupby("problem"):
@@ -147,7 +147,7 @@ def paired_comparisons(
     """Per problem, each optimizer at its chosen rate against the reference at Keras's default rate ("reference")
     and against the problem's best optimizer ("best": the lowest median runtime on the evaluation seeds, ties by
     the lower mean runtime, then by name; not against itself), on the runtimes to the primary target of the
-    evaluation seeds, paired by seed (the same start point); `timed` is the runs with `tables.primary_runtimes`.
+    evaluation seeds, paired by seed (the same start point); `timed` is the runs with `selection.primary_runtimes`.
 
     - A miss counts as the budget + 1, slower than any hit; two misses, like any equal runtimes, are a tie. Ties are
       dropped (Wilcoxon's zero_method "wilcox"): `pairs` = ties + wins + losses, and the test is on the others.
@@ -158,32 +158,38 @@ def paired_comparisons(
       1: positive when the optimizer is faster.
     - `p_holm` is Holm's adjustment over the problem's family (all its comparisons, m of them).
     - `smallest_p` = 2/2**n, the smallest p the exact test can give n untied pairs; `seeds_needed` is the fewest
-      untied pairs whose smallest p is at most α/m, Holm's first threshold.
+      untied pairs whose smallest p is at most α/m, Holm's first threshold, so that the test could show a
+      difference whatever the problem's other tests show.
     - `verdict`: "faster" or "slower" where p_holm ≤ α; else "no difference shown" where every pair ties; else
-      "too few seeds" where smallest_p > α/m; else "no difference shown".
+      "too few seeds" where smallest_p > α, which no step of Holm's procedure can reject; else "no difference
+      shown".
+    - "best" comparisons are left out on a problem whose best median runtime is a miss: no optimizer met the
+      primary target on most seeds, and ties between misses would decide which one is "best".
 
     Medians count a miss as +inf.
     """
     if chosen.empty:
         return pd.DataFrame(columns=COMPARISON_COLUMNS)
-    at_rate = tables.at_chosen_rates(timed, chosen)
-    baseline = tables.reference_runs(timed, reference)
+    at_rate = selection.at_chosen_rates(timed, chosen)
+    baseline = selection.reference_runs(timed, reference)
     rows = []
     for problem, cell in pd.concat([at_rate, baseline]).groupby("problem"):
         score = cell["runtime"].where(cell["solved"], cell["budget"] + 1).astype(np.float64)
         scores = {name: runs.set_index("seed") for name, runs in cell.assign(score=score).groupby("optimizer")}
-        optimizers = sorted(chosen.loc[chosen["problem"] == problem, "optimizer"])
+        optimizers = sorted(set(chosen.loc[chosen["problem"] == problem, "optimizer"]) & set(scores))
         best = min(optimizers, key=lambda name: (median_runtime(scores[name]), scores[name]["score"].mean(), name))
-        family = [(name, "best", best) for name in optimizers if name != best]
-        if tables.reference_name(reference) in scores:
-            family = [(name, "reference", tables.reference_name(reference)) for name in optimizers] + family
+        family = [
+            (name, "best", best) for name in optimizers if name != best and np.isfinite(median_runtime(scores[best]))
+        ]
+        if selection.reference_name(reference) in scores:
+            family = [(name, "reference", selection.reference_name(reference)) for name in optimizers] + family
         if not family:
             continue
         tests = [compare(scores[name], scores[other]) for name, _, other in family]
         threshold = alpha / len(family)  # Holm's first
         needed = math.ceil(math.log2(2 / threshold))  # the fewest n with 2/2**n ≤ α/m
         for (name, against, other), test, p_holm in zip(family, tests, holm([t["p"] for t in tests]), strict=True):
-            verdict = verdict_of(test, p_holm, threshold, alpha)
+            verdict = verdict_of(test, p_holm, alpha)
             rows.append({"problem": problem, "optimizer": name, "against": against, "other": other, **test})
             rows[-1] |= {"p_holm": p_holm, "verdict": verdict, "seeds_needed": needed}
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
@@ -226,10 +232,10 @@ def compare(own: pd.DataFrame, other: pd.DataFrame) -> dict[str, float | int | s
     return found | {"effect": float(effect), "p": float(p), "method": name}
 
 
-def verdict_of(test: dict[str, float | int | str], p_holm: float, first_threshold: float, alpha: float) -> str:
+def verdict_of(test: dict[str, float | int | str], p_holm: float, alpha: float) -> str:
     """A comparison's verdict: a difference shown at level α after Holm, or why not."""
     if p_holm <= alpha:
         return "faster" if float(test["effect"]) > 0 else "slower"
-    if test["ties"] < test["pairs"] and float(test["smallest_p"]) > first_threshold:
+    if test["ties"] < test["pairs"] and float(test["smallest_p"]) > alpha:
         return "too few seeds"
     return "no difference shown"

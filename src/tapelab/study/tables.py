@@ -25,16 +25,13 @@ from tapelab.atomic import replacing
 from tapelab.errors import one_line
 from tapelab.study import measures
 from tapelab.study.curves import kept_steps
-from tapelab.study.plan import EVALUATION, TUNING, Group, primary_target_index, study_targets
+from tapelab.study.leaderboard import COLUMNS, leaderboard
+from tapelab.study.plan import TUNING, Group, primary_target_index, study_targets
+from tapelab.study.selection import at_chosen_rates, hit_columns, overall_group, primary_runtimes
 
 GROUPS, DONE, FAILED = "groups", "group.json", "failed.json"
 RUNS, CURVES, CHOSEN, ECDF = "runs.parquet", "curves.parquet", "chosen.parquet", "ecdf.parquet"
 SUMMARY, CONFIG = "study.json", "study.yaml"
-
-
-def hit_columns(targets: np.ndarray) -> list[str]:
-    """The runs table's column of each target: the first step whose gap meets it."""
-    return [f"runtime@{target:.3g}" for target in targets]
 
 
 def group_dir(study_dir: Path, group: Group) -> Path:
@@ -61,8 +58,11 @@ def source_commit() -> str | None:
     checkout = Path(__file__).resolve().parents[3]
     if not (checkout / ".git").exists():
         return None
-    found = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short=12", "HEAD"],
-                           capture_output=True, text=True, check=False)  # fmt: skip
+    try:
+        found = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short=12", "HEAD"],
+                               capture_output=True, text=True, check=False)  # fmt: skip
+    except OSError:  # no git on this machine
+        return None
     return found.stdout.strip() or None
 
 
@@ -203,21 +203,6 @@ def estimated_hits(curves: pd.DataFrame, targets: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index", columns=hit_columns(targets))
 
 
-def primary_runtimes(runs: pd.DataFrame, primary: str) -> pd.DataFrame:
-    """The runs with `runtime` (censored at the budget) and `solved` for the primary target."""
-    solved = runs[primary].notna().to_numpy()
-    runtime = np.where(solved, runs[primary].fillna(0).to_numpy(np.float64), runs["budget"].to_numpy(np.float64))
-    with np.errstate(divide="ignore"):  # a gap of 0: -inf
-        final_log10_gap = np.log10(runs["best_gap"].to_numpy(np.float64))  # Δf at the last step, a running minimum
-    return runs.assign(runtime=runtime, solved=solved, final_log10_gap=final_log10_gap)
-
-
-def at_chosen_rates(runs: pd.DataFrame, chosen: pd.DataFrame) -> pd.DataFrame:
-    """The evaluation seeds' runs at each (problem, optimizer)'s chosen learning rate."""
-    evaluation = runs[(runs["role"] == EVALUATION) & runs["on_grid"]]
-    return evaluation.merge(chosen[["problem", "optimizer", "lr"]])
-
-
 def chosen_rates(timed: pd.DataFrame) -> pd.DataFrame:
     """Each (problem, optimizer)'s learning rate by the tuning rule on the tuning seeds, with its results on the
     evaluation seeds (median runtime, share solved, aRT); `timed` is the runs with `primary_runtimes`."""
@@ -267,31 +252,12 @@ def runtime_ecdf(runs: pd.DataFrame, chosen: pd.DataFrame, targets: np.ndarray) 
     )
 
 
-def overall_group(problem_groups: pd.Series) -> str:
-    """The name of the ECDF over all problems, with the problem groups it spans where they are more than one."""
-    groups = sorted(problem_groups.unique())
-    return "all problems" + (f" ({', '.join(groups)})" if len(groups) > 1 else "")
-
-
-def reference_runs(runs: pd.DataFrame, reference: str) -> pd.DataFrame:
-    """The reference's evaluation runs at Keras's default learning rate, as the optimizer `reference_name`."""
-    baseline = runs[(runs["role"] == EVALUATION) & (runs["optimizer"] == reference) & runs["keras_default"]]
-    return baseline.assign(optimizer=reference_name(reference))
-
-
-def reference_name(reference: str) -> str:
-    """The reference at Keras's default learning rate, as the leaderboard and the statistics name it."""
-    return f"{reference} at Keras's default lr"
-
-
 def aggregates(
     runs: pd.DataFrame, chosen: pd.DataFrame, targets: np.ndarray, reference: str, primary: str
 ) -> dict[str, Any]:
     """The summary's aggregates: the leaderboard's numbers (profile score, shares solved, speedup over the reference,
     which needs the reference's runs at Keras's default rate), each a dict by the leaderboard's row, so that
     study.json and the report never disagree."""
-    from tapelab.study.leaderboard import COLUMNS, leaderboard  # the leaderboard builds on this module's tables
-
     if chosen.empty:
         return {}
     board = leaderboard(runs, chosen, targets, reference, primary).set_index("optimizer")
