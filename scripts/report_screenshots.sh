@@ -13,13 +13,7 @@ if [ -x .venv/bin/python ]; then PATH="$PWD/.venv/bin:$PATH"; fi  # tapelab's en
 out="outputs/readme/study"
 size="${SIZE:-1280x800}"
 
-chromium="${CHROMIUM:-$(command -v chromium || command -v chromium-browser || true)}"
-if [ -z "$chromium" ]; then
-    sudo=""
-    if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
-    $sudo apt-get install -y chromium || { $sudo apt-get update && $sudo apt-get install -y chromium; }
-    chromium="$(command -v chromium)"
-fi
+source scripts/chromium.sh  # sets $chromium, installing it where it is missing
 
 rm -rf "$out"
 python run.py study=quick "hydra.run.dir=$out"

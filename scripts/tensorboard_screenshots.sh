@@ -17,13 +17,7 @@ if [ -x .venv/bin/python ]; then PATH="$PWD/.venv/bin:$PATH"; fi  # tapelab's en
 out="outputs/readme/tensorboard"
 size="${SIZE:-1280x800}"
 
-chromium="${CHROMIUM:-$(command -v chromium || command -v chromium-browser || true)}"
-if [ -z "$chromium" ]; then
-    sudo=""
-    if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
-    $sudo apt-get install -y chromium || { $sudo apt-get update && $sudo apt-get install -y chromium; }
-    chromium="$(command -v chromium)"
-fi
+source scripts/chromium.sh  # sets $chromium, installing it where it is missing
 
 # Nine jobs: SGD at lr 0.01 diverges. The job directories, TensorBoard's run names, are named after the two
 # swept keys, e.g. `lr=0.001,optimizer=sgd_0`.

@@ -62,12 +62,7 @@ def ecdf_bands(
     bands = []
     for (optimizer, group), rows in sorted(parts.items()):
         estimate, low, high = band(counts[rows], share, resamples, confidence, seed)
-        bands.append(
-            pd.DataFrame(
-                {"optimizer": optimizer, "problem_group": group, "step": steps, "share": estimate}
-                | {"low": low, "high": high}
-            )
-        )
+        bands.append(band_table({"optimizer": optimizer, "problem_group": group}, steps, "share", estimate, low, high))
     return pd.concat(bands, ignore_index=True)
 
 
@@ -99,13 +94,16 @@ def gap_bands(
         gaps = gaps.reindex(gaps.index.union(steps)).ffill().loc[steps]  # steps × runs
         for optimizer, cell in problem_runs.groupby("optimizer"):
             estimate, low, high = band(gaps[cell["run"]].to_numpy().T, np.median, resamples, confidence, seed)
-            bands.append(
-                pd.DataFrame(
-                    {"problem": problem, "optimizer": optimizer, "step": steps, "median_gap": estimate}
-                    | {"low": low, "high": high}
-                )
-            )
+            keys = {"problem": problem, "optimizer": optimizer}
+            bands.append(band_table(keys, steps, "median_gap", estimate, low, high))
     return pd.concat(bands, ignore_index=True)
+
+
+def band_table(
+    keys: dict[str, str], steps: np.ndarray, name: str, estimate: np.ndarray, low: np.ndarray, high: np.ndarray
+) -> pd.DataFrame:
+    """A band as rows: the keys, each step, the estimate as `name`, and its bounds `low` and `high`."""
+    return pd.DataFrame({**keys, "step": steps, name: estimate, "low": low, "high": high})
 
 
 def band(
