@@ -290,7 +290,7 @@ def test_sensitivity_labels_its_floor_gap_0(tmp_path):
     (frame,) = panels(image)
     _, tick_labels = frame.y_labels(image)
     assert shows(tick_labels[-1], "gap 0") and shows(tick_labels[-2], "10⁻⁵")
-    assert shows(y_label(image, frame), "final gap f − f* (log scale)", "large", rotation=90)
+    assert shows(y_label(image, frame), "gap f − f* at the budget", "large", rotation=90)
 
 
 # files and inline SVG

@@ -170,7 +170,7 @@ def sensitivity_figure(sensitivity: pd.DataFrame, styles: Mapping[str, Style], t
     problems = list(dict.fromkeys(sensitivity["problem"]))
     order = drawing_order(sensitivity, styles, "sensitivity_figure")
     figure, axes = small_multiples(len(problems), title or "Learning-rate sensitivity over the tuning seeds",
-                                   "learning rate", "gap f − f* at the budget (lowest reached)")  # fmt: skip
+                                   "learning rate", "gap f − f* at the budget")  # fmt: skip
     gaps = sensitivity.assign(**{column: 10.0 ** sensitivity[column].astype(np.float64)
                                  for column in ("median", "low", "high")})  # fmt: skip
     floored = False
