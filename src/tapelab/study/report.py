@@ -73,7 +73,7 @@ class Findings:
     sensitivity: pd.DataFrame
     convergence: pd.DataFrame
     comparisons: pd.DataFrame
-    problems: list[str]  # the problems every optimizer has runs on: those the leaderboard and profile compare
+    problems: list[str]  # the problems every leaderboard row has evaluation runs on: those the aggregates compare
 
 
 def write_report(study_dir: Path, tables: StudyTables | None = None, into: Path | None = None) -> Path:

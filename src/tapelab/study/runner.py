@@ -232,7 +232,7 @@ def run_study(cfg: DictConfig, run_dir: Path, compose: Callable[[list[str]], Dic
                 upcoming = next_members(todo[number + 1 :])
                 result = train_group(members, targets, stops, sources, upcoming)
             except Interrupted:
-                merge_and_report(study_dir, groups, study, report=False)  # stop now; report() reports what is done
+                tables.merge(study_dir, groups, study)  # no report: stop now (`load_study(dir).report()` makes one)
                 raise Interrupted(stops.received or signal.SIGINT, progress.done_runs, how_to_continue=again) from None
             except Exception as error:  # recorded and retried next time, never cached as done
                 log.error("study: group %s × %s failed: %s", group.problem, group.optimizer.name, one_line(error))
