@@ -29,6 +29,7 @@ import pandas as pd
 
 from tapelab.atomic import replacing
 from tapelab.plots import decade_label
+from tapelab.study.selection import OVERALL
 
 # Paul Tol's "muted" qualitative scheme (personal.sron.nl/~pault, "Colour schemes"; tol_colors.py): nine colours
 # that readers with any of the common colour-vision deficiencies tell apart, the most of Tol's schemes for lines.
@@ -65,7 +66,6 @@ ECDF_COLUMNS = ("optimizer", "problem_group", "step", "share", "low", "high")
 PROFILE_COLUMNS = ("optimizer", "tau", "rho")
 SENSITIVITY_COLUMNS = ("problem", "optimizer", "lr", "median", "low", "high", "diverged", "chosen")
 CONVERGENCE_COLUMNS = ("problem", "optimizer", "step", "median_gap", "low", "high")
-OVERALL = "all problems"  # the start of the ECDF's group over every problem
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,11 @@ def missed_as_inf(runtime: np.ndarray | pd.Series, solved: np.ndarray | pd.Serie
     return np.where(np.asarray(solved, dtype=bool), np.asarray(runtime, dtype=np.float64), np.inf)
 
 
+def median_runtime(runs: pd.DataFrame) -> float:
+    """The median runtime of runs (columns runtime, solved), a miss as +inf."""
+    return float(np.median(missed_as_inf(runs["runtime"], runs["solved"])))
+
+
 def median_runtimes(runs: pd.DataFrame, by: Sequence[str] = ("problem", "optimizer")) -> pd.DataFrame:
     """The median runtime of each group of runs (columns runtime, solved and the keys), a miss as +inf: rows of
     (keys, runtime, solved), solved where the median is finite, as `performance_profile` takes them."""

@@ -25,7 +25,7 @@ from tapelab.atomic import replacing
 from tapelab.console import plural
 from tapelab.study import figures, leaderboard, measures, statistics
 from tapelab.study.plan import EVALUATION, TUNING, primary_target_index
-from tapelab.study.selection import hit_columns, primary_runtimes, reference_name
+from tapelab.study.selection import OVERALL, hit_columns, primary_runtimes, reference_name
 from tapelab.study.tables import CONFIG, CURVES, RUNS, SUMMARY, chosen_rates, source_commit
 
 REPORT, FIGURES, LEADERBOARD = "report.html", "figures", "leaderboard.csv"
@@ -148,7 +148,7 @@ def one_panel_per_group(bands: pd.DataFrame) -> pd.DataFrame:
     """The ECDF bands without the problem group's own where there is one group: it equals the overall one."""
     if bands.empty or bands["problem_group"].nunique() > 2:
         return bands
-    return bands[bands["problem_group"].str.startswith("all problems")]
+    return bands[bands["problem_group"].str.startswith(OVERALL)]
 
 
 def sensitivity(timed: pd.DataFrame, chosen: pd.DataFrame) -> pd.DataFrame:

@@ -29,10 +29,13 @@ def at_chosen_rates(runs: pd.DataFrame, chosen: pd.DataFrame) -> pd.DataFrame:
     return evaluation.merge(chosen[["problem", "optimizer", "lr"]])
 
 
+OVERALL = "all problems"  # the start of the name of the ECDF over every problem
+
+
 def overall_group(problem_groups: pd.Series) -> str:
     """The name of the ECDF over all problems, with the problem groups it spans where they are more than one."""
     groups = sorted(problem_groups.unique())
-    return "all problems" + (f" ({', '.join(groups)})" if len(groups) > 1 else "")
+    return OVERALL + (f" ({', '.join(groups)})" if len(groups) > 1 else "")
 
 
 def reference_runs(runs: pd.DataFrame, reference: str) -> pd.DataFrame:

@@ -175,10 +175,9 @@ def paired_comparisons(
         score = cell["runtime"].where(cell["solved"], cell["budget"] + 1).astype(np.float64)
         scores = {name: runs.set_index("seed") for name, runs in cell.assign(score=score).groupby("optimizer")}
         optimizers = sorted(set(chosen.loc[chosen["problem"] == problem, "optimizer"]) & set(scores))
-        best = min(optimizers, key=lambda name: (median_runtime(scores[name]), scores[name]["score"].mean(), name))
-        family = [
-            (name, "best", best) for name in optimizers if name != best and np.isfinite(median_runtime(scores[best]))
-        ]
+        medians = {name: measures.median_runtime(scores[name]) for name in optimizers}
+        best = min(optimizers, key=lambda name: (medians[name], scores[name]["score"].mean(), name))
+        family = [(name, "best", best) for name in optimizers if name != best] if np.isfinite(medians[best]) else []
         if selection.reference_name(reference) in scores:
             family = [(name, "reference", selection.reference_name(reference)) for name in optimizers] + family
         if not family:
@@ -193,11 +192,6 @@ def paired_comparisons(
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
 
 
-def median_runtime(runs: pd.DataFrame) -> float:
-    """The median runtime of runs (columns runtime, solved), a miss as +inf."""
-    return float(np.median(measures.missed_as_inf(runs["runtime"], runs["solved"])))
-
-
 def compare(own: pd.DataFrame, other: pd.DataFrame) -> dict[str, float | int | str]:
     """The paired test of two optimizers' runs on one problem (indexed by seed, with score, runtime and solved)."""
     seeds = own.index.intersection(other.index)
@@ -210,8 +204,8 @@ def compare(own: pd.DataFrame, other: pd.DataFrame) -> dict[str, float | int | s
         "ties": len(seeds) - count,
         "wins": int(np.count_nonzero(untied > 0)),
         "losses": int(np.count_nonzero(untied < 0)),
-        "median_runtime": median_runtime(own),
-        "other_median_runtime": median_runtime(other),
+        "median_runtime": measures.median_runtime(own),
+        "other_median_runtime": measures.median_runtime(other),
         "smallest_p": min(1.0, 2.0 / 2**count),
     }
     if count == 0:

@@ -27,7 +27,7 @@ from tapelab.study import measures
 from tapelab.study.curves import kept_steps
 from tapelab.study.leaderboard import COLUMNS, leaderboard
 from tapelab.study.plan import TUNING, Group, primary_target_index, study_targets
-from tapelab.study.selection import at_chosen_rates, hit_columns, overall_group, primary_runtimes
+from tapelab.study.selection import OVERALL, at_chosen_rates, hit_columns, overall_group, primary_runtimes
 
 GROUPS, DONE, FAILED = "groups", "group.json", "failed.json"
 RUNS, CURVES, CHOSEN, ECDF = "runs.parquet", "curves.parquet", "chosen.parquet", "ecdf.parquet"
@@ -215,9 +215,7 @@ def chosen_rates(timed: pd.DataFrame) -> pd.DataFrame:
         .apply(
             lambda cell: pd.Series(
                 {
-                    "evaluation_median_runtime": float(
-                        np.median(measures.missed_as_inf(cell["runtime"], cell["solved"]))
-                    ),
+                    "evaluation_median_runtime": measures.median_runtime(cell),
                     "evaluation_solved": float(cell["solved"].mean()),
                     "evaluation_aRT": measures.average_runtime(cell["runtime"].to_numpy(), cell["solved"].to_numpy()),
                 }
@@ -248,7 +246,7 @@ def runtime_ecdf(runs: pd.DataFrame, chosen: pd.DataFrame, targets: np.ndarray) 
     estimated = runs.loc[runs["f_star_estimated"], "problem_group"].unique()  # a group with an estimated f*
     return ecdf.assign(
         f_star_estimated=ecdf["problem_group"].isin(estimated)
-        | (ecdf["problem_group"].str.startswith("all problems") & (len(estimated) > 0))
+        | (ecdf["problem_group"].str.startswith(OVERALL) & (len(estimated) > 0))
     )
 
 
